@@ -1,0 +1,289 @@
+//! Element-wise kernels, broadcasting, strided copies and concatenation.
+
+use super::{map1, map_same, CpuData, Elem, PAR_MIN};
+use crate::backend::{Binary, Unary};
+use rayon::prelude::*;
+
+/// Maps `f` over `x`, in parallel when large.
+fn map<T: Elem>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    if x.len() >= PAR_MIN {
+        x.par_iter().map(|&v| f(v)).collect()
+    } else {
+        x.iter().map(|&v| f(v)).collect()
+    }
+}
+
+fn zip<T: Elem>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    if x.len() >= PAR_MIN {
+        x.par_iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
+    } else {
+        x.iter().zip(y).map(|(&a, &b)| f(a, b)).collect()
+    }
+}
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const GELU_C: f64 = 0.044_715;
+
+/// f(x) for a unary op: the single definition the WGSL kernels mirror.
+pub fn apply_unary<T: Elem>(op: Unary, x: T) -> T {
+    let c = T::from_f64;
+    let half = c(0.5);
+    let one = T::one();
+    match op {
+        Unary::Neg => -x,
+        Unary::Exp => x.exp(),
+        Unary::Log => x.ln(),
+        Unary::Sqrt => x.sqrt(),
+        Unary::Rsqrt => one / x.sqrt(),
+        Unary::Abs => x.abs(),
+        Unary::Relu => x.max(T::zero()),
+        Unary::GeluTanh => half * x * (one + (c(SQRT_2_OVER_PI) * (x + c(GELU_C) * x * x * x)).tanh()),
+        Unary::GeluErf => half * x * (one + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
+        Unary::Sigmoid => one / (one + (-x).exp()),
+        Unary::Tanh => x.tanh(),
+        Unary::Silu => x / (one + (-x).exp()),
+        Unary::Sign => {
+            if x > T::zero() {
+                one
+            } else if x < T::zero() {
+                -one
+            } else {
+                T::zero()
+            }
+        }
+        Unary::Recip => one / x,
+        Unary::Square => x * x,
+        Unary::AddScalar(a) => x + c(a),
+        Unary::MulScalar(a) => x * c(a),
+        Unary::PowScalar(p) => x.powf(c(p)),
+        Unary::Clamp(lo, hi) => x.max(c(lo)).min(c(hi)),
+    }
+}
+
+/// f'(x): the derivative of [`apply_unary`].
+pub fn unary_derivative<T: Elem>(op: Unary, x: T) -> T {
+    let c = T::from_f64;
+    let half = c(0.5);
+    let one = T::one();
+    let zero = T::zero();
+    let sigmoid = |x: T| one / (one + (-x).exp());
+    match op {
+        Unary::Neg => -one,
+        Unary::Exp => x.exp(),
+        Unary::Log => one / x,
+        Unary::Sqrt => half / x.sqrt(),
+        Unary::Rsqrt => c(-0.5) / (x * x.sqrt()),
+        Unary::Abs | Unary::Sign => {
+            if op == Unary::Sign || x == zero {
+                zero
+            } else {
+                x.signum()
+            }
+        }
+        Unary::Relu => {
+            if x > zero {
+                one
+            } else {
+                zero
+            }
+        }
+        Unary::GeluTanh => {
+            let t = (c(SQRT_2_OVER_PI) * (x + c(GELU_C) * x * x * x)).tanh();
+            half * (one + t)
+                + half * x * (one - t * t) * c(SQRT_2_OVER_PI) * (one + c(3.0 * GELU_C) * x * x)
+        }
+        Unary::GeluErf => {
+            half * (one + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf())
+                + x * (-half * x * x).exp() * c(0.398_942_280_401_432_7)
+        }
+        Unary::Sigmoid => {
+            let s = sigmoid(x);
+            s * (one - s)
+        }
+        Unary::Tanh => {
+            let t = x.tanh();
+            one - t * t
+        }
+        Unary::Silu => {
+            let s = sigmoid(x);
+            s * (one + x * (one - s))
+        }
+        Unary::Recip => -one / (x * x),
+        Unary::Square => c(2.0) * x,
+        Unary::AddScalar(_) => one,
+        Unary::MulScalar(a) => c(a),
+        Unary::PowScalar(p) => {
+            if p == 0.0 {
+                zero
+            } else {
+                c(p) * x.powf(c(p - 1.0))
+            }
+        }
+        Unary::Clamp(lo, hi) => {
+            if x >= c(lo) && x <= c(hi) {
+                one
+            } else {
+                zero
+            }
+        }
+    }
+}
+
+pub fn unary(op: Unary, x: &CpuData) -> CpuData {
+    map1!(x, v => map(v, |a| apply_unary(op, a)))
+}
+
+pub fn unary_backward(op: Unary, x: &CpuData, g: &CpuData) -> CpuData {
+    map_same!("unary backward"; x, g => zip(x, g, |a, d| d * unary_derivative(op, a)))
+}
+
+/// f(a, b) for a binary op: the single definition the WGSL kernels mirror.
+pub fn apply_binary<T: Elem>(op: Binary, a: T, b: T) -> T {
+    let flag = |c: bool| if c { T::one() } else { T::zero() };
+    match op {
+        Binary::Add => a + b,
+        Binary::Sub => a - b,
+        Binary::Mul => a * b,
+        Binary::Div => a / b,
+        Binary::Pow => a.powf(b),
+        Binary::Max => a.max(b),
+        Binary::Min => a.min(b),
+        Binary::Eq => flag(a == b),
+        Binary::Ne => flag(a != b),
+        Binary::Lt => flag(a < b),
+        Binary::Le => flag(a <= b),
+        Binary::Gt => flag(a > b),
+        Binary::Ge => flag(a >= b),
+    }
+}
+
+/// Calls `f(out_index, offsets)` for every element of `shape`, where `offsets[i]` is the element's
+/// offset in operand i read through `strides[i]`. Rows along the last axis are walked with adds,
+/// and rows are split across cores when the tensor is large.
+fn for_each_strided<T: Send>(
+    out: &mut [T],
+    shape: &[usize],
+    strides: &[&[usize]],
+    f: impl Fn(&mut T, &[usize]) + Sync,
+) {
+    let rank = shape.len();
+    let last = if rank == 0 { 1 } else { shape[rank - 1] };
+    if out.is_empty() || last == 0 {
+        return;
+    }
+    let row = |r: usize, chunk: &mut [T]| {
+        let mut offs = [0usize; 4];
+        let mut offs_vec;
+        let offs: &mut [usize] = if strides.len() <= 4 {
+            &mut offs[..strides.len()]
+        } else {
+            offs_vec = vec![0; strides.len()];
+            &mut offs_vec
+        };
+        let mut rem = r;
+        for d in (0..rank.saturating_sub(1)).rev() {
+            let i = rem % shape[d];
+            rem /= shape[d];
+            for (o, s) in offs.iter_mut().zip(strides) {
+                *o += i * s[d];
+            }
+        }
+        let steps: Vec<usize> = strides.iter().map(|s| if rank == 0 { 0 } else { s[rank - 1] }).collect();
+        for v in chunk.iter_mut() {
+            f(v, offs);
+            for (o, s) in offs.iter_mut().zip(&steps) {
+                *o += s;
+            }
+        }
+    };
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(last).enumerate().for_each(|(r, c)| row(r, c));
+    } else {
+        out.chunks_mut(last).enumerate().for_each(|(r, c)| row(r, c));
+    }
+}
+
+fn binary_t<T: Elem>(op: Binary, a: &[T], sa: &[usize], b: &[T], sb: &[usize], shape: &[usize]) -> Vec<T> {
+    let n: usize = shape.iter().product();
+    let contiguous = crate::shape::strides(shape);
+    if a.len() == n && b.len() == n && sa == contiguous.as_slice() && sb == contiguous.as_slice() {
+        return zip(a, b, |x, y| apply_binary(op, x, y));
+    }
+    if b.len() == 1 && a.len() == n && sa == contiguous.as_slice() {
+        let y = b[0];
+        return map(a, |x| apply_binary(op, x, y));
+    }
+    let mut out = vec![T::zero(); n];
+    for_each_strided(&mut out, shape, &[sa, sb], |o, off| *o = apply_binary(op, a[off[0]], b[off[1]]));
+    out
+}
+
+pub fn binary(op: Binary, a: &CpuData, sa: &[usize], b: &CpuData, sb: &[usize], shape: &[usize]) -> CpuData {
+    map_same!("binary"; a, b => binary_t(op, a, sa, b, sb, shape))
+}
+
+pub fn select(
+    c: &CpuData,
+    sc: &[usize],
+    a: &CpuData,
+    sa: &[usize],
+    b: &CpuData,
+    sb: &[usize],
+    shape: &[usize],
+) -> CpuData {
+    map_same!("where"; c, a, b => {
+        let mut out = vec![num_traits::zero(); shape.iter().product()];
+        for_each_strided(&mut out, shape, &[sc, sa, sb], |o, off| {
+            *o = if c[off[0]] != num_traits::zero() { a[off[1]] } else { b[off[2]] }
+        });
+        out
+    })
+}
+
+pub fn gather_strided(src: &CpuData, offset: usize, strides: &[usize], shape: &[usize]) -> CpuData {
+    map1!(src, s => {
+        let mut out = vec![num_traits::zero(); shape.iter().product()];
+        let s = &s[offset..];
+        for_each_strided(&mut out, shape, &[strides], |o, off| *o = s[off[0]]);
+        out
+    })
+}
+
+pub fn concat(parts: &[&CpuData], outer: usize, sizes: &[usize], inner: usize) -> CpuData {
+    fn cat_t<T: Elem>(parts: &[&[T]], outer: usize, sizes: &[usize], inner: usize) -> Vec<T> {
+        let total: usize = sizes.iter().sum();
+        let mut out = Vec::with_capacity(outer * total * inner);
+        for o in 0..outer {
+            for (p, &s) in parts.iter().zip(sizes) {
+                out.extend_from_slice(&p[o * s * inner..(o + 1) * s * inner]);
+            }
+        }
+        out
+    }
+    match parts[0] {
+        CpuData::F32(_) => CpuData::F32(cat_t(
+            &parts
+                .iter()
+                .map(|p| match p {
+                    CpuData::F32(v) => v.as_slice(),
+                    _ => panic!("cat: operands have different dtypes"),
+                })
+                .collect::<Vec<_>>(),
+            outer,
+            sizes,
+            inner,
+        )),
+        CpuData::F64(_) => CpuData::F64(cat_t(
+            &parts
+                .iter()
+                .map(|p| match p {
+                    CpuData::F64(v) => v.as_slice(),
+                    _ => panic!("cat: operands have different dtypes"),
+                })
+                .collect::<Vec<_>>(),
+            outer,
+            sizes,
+            inner,
+        )),
+    }
+}

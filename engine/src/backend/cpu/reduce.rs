@@ -1,0 +1,63 @@
+//! Reductions along the middle extent of an (outer, n, inner) layout.
+
+use super::{map1, CpuData, Elem, PAR_MIN};
+use crate::backend::Reduce;
+use rayon::prelude::*;
+
+pub fn reduce(op: Reduce, x: &CpuData, outer: usize, n: usize, inner: usize) -> CpuData {
+    map1!(x, v => reduce_t(op, v, outer, n, inner))
+}
+
+fn reduce_t<T: Elem>(op: Reduce, x: &[T], outer: usize, n: usize, inner: usize) -> Vec<T> {
+    let mut out = vec![T::zero(); outer * inner];
+    let run = |o: usize, row: &mut [T]| {
+        let base = &x[o * n * inner..(o + 1) * n * inner];
+        match op {
+            Reduce::Sum => {
+                for j in 0..n {
+                    for (r, &v) in row.iter_mut().zip(&base[j * inner..(j + 1) * inner]) {
+                        *r = *r + v;
+                    }
+                }
+            }
+            Reduce::Max | Reduce::Min | Reduce::ArgMax | Reduce::ArgMin => {
+                let want_max = matches!(op, Reduce::Max | Reduce::ArgMax);
+                let arg = matches!(op, Reduce::ArgMax | Reduce::ArgMin);
+                for (i, r) in row.iter_mut().enumerate() {
+                    let mut best = base[i];
+                    let mut at = 0;
+                    for j in 1..n {
+                        let v = base[j * inner + i];
+                        // NaN propagates, as in PyTorch's max.
+                        let better = if want_max { v > best } else { v < best };
+                        if (better || v.is_nan()) && !best.is_nan() {
+                            best = v;
+                            at = j;
+                        }
+                    }
+                    *r = if arg { T::from_f64(at as f64) } else { best };
+                }
+            }
+        }
+    };
+    if n == 0 || out.is_empty() {
+        return out;
+    }
+    if inner == 1 && op == Reduce::Sum {
+        let sum_row = |(o, r): (usize, &mut T)| {
+            *r = x[o * n..(o + 1) * n].iter().fold(T::zero(), |a, &v| a + v)
+        };
+        if x.len() >= PAR_MIN {
+            out.par_iter_mut().enumerate().for_each(sum_row);
+        } else {
+            out.iter_mut().enumerate().for_each(sum_row);
+        }
+        return out;
+    }
+    if x.len() >= PAR_MIN && outer > 1 {
+        out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| run(o, row));
+    } else {
+        out.chunks_mut(inner).enumerate().for_each(|(o, row)| run(o, row));
+    }
+    out
+}

@@ -1,0 +1,303 @@
+//! The wgpu context: adapter choice, the pipeline cache, the buffer pool and op batching.
+//!
+//! Kernels are not submitted one by one: each op is *recorded* (pipeline, bind group, grid) and
+//! the batch is encoded into one compute pass and submitted when it grows large or when data is
+//! read back. Buffers freed while a batch is open only return to the pool after it is submitted,
+//! so an upload (a queue write, which runs before the batch) can never overwrite data that a
+//! recorded op still has to read.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Ops recorded before a batch is submitted.
+const MAX_BATCH: usize = 512;
+/// Bytes of kernel parameters one op may use (a slot of the parameter buffer).
+const PARAM_SLOT: u64 = 256;
+
+/// One GPU adapter's device, queue, compiled kernels and memory.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    state: Mutex<State>,
+}
+
+struct Recorded {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    grid: [u32; 3],
+}
+
+struct State {
+    pipelines: HashMap<&'static str, Arc<wgpu::ComputePipeline>>,
+    pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Freed during the open batch; pooled again after it is submitted.
+    pending_free: Vec<wgpu::Buffer>,
+    ops: Vec<Recorded>,
+    /// Parameter bytes of the open batch, one aligned slot per op.
+    params: Vec<u8>,
+    params_buf: wgpu::Buffer,
+    slot: u64,
+}
+
+static SHARED: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
+
+impl GpuContext {
+    /// The process-wide context on the best adapter (discrete > integrated > virtual > software).
+    /// With `hardware_only`, a software adapter counts as none.
+    pub fn shared(hardware_only: bool) -> Result<Arc<GpuContext>> {
+        let ctx = SHARED
+            .get_or_init(|| GpuContext::create().map(Arc::new))
+            .clone()
+            .map_err(Error::Device)?;
+        if hardware_only && ctx.info.device_type == wgpu::DeviceType::Cpu {
+            return Err(Error::Device(format!(
+                "only a software adapter is present ({})",
+                ctx.adapter_name()
+            )));
+        }
+        Ok(ctx)
+    }
+
+    fn create() -> std::result::Result<GpuContext, String> {
+        // No validation layers by default (they are slow); WGPU_* variables can still enable them.
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.flags = wgpu::InstanceFlags::empty();
+        let instance = wgpu::Instance::new(desc.with_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        let adapter = adapters
+            .into_iter()
+            .filter(|a| a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS))
+            .min_by_key(rank)
+            .ok_or_else(|| {
+                "no GPU adapter with compute shaders found (on Linux without a GPU, install Mesa's \
+                 lavapipe: apt-get install mesa-vulkan-drivers libvulkan1)"
+                    .to_string()
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("selfsup"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| format!("could not open {}: {e}", info.name))?;
+        eprintln!("selfsup: GPU adapter {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+        let align = (limits.min_storage_buffer_offset_alignment as u64).max(PARAM_SLOT);
+        let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: align * MAX_BATCH as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            state: Mutex::new(State {
+                pipelines: HashMap::new(),
+                pool: HashMap::new(),
+                pending_free: Vec::new(),
+                ops: Vec::new(),
+                params: Vec::new(),
+                params_buf,
+                slot: align,
+            }),
+        })
+    }
+
+    /// The adapter's name and graphics API, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// Largest buffer one kernel may bind, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// A storage buffer of at least `bytes` bytes, reused from the pool when possible.
+    /// Panics with a clear message when the device cannot hold it.
+    #[track_caller]
+    pub(crate) fn alloc(&self, bytes: u64) -> wgpu::Buffer {
+        let size = bytes.max(16).next_multiple_of(16);
+        if size > self.max_binding() {
+            panic!(
+                "{}",
+                Error::Limit(format!(
+                    "a tensor of {bytes} bytes exceeds this adapter's storage buffer limit of {} bytes ({})",
+                    self.max_binding(),
+                    self.info.name
+                ))
+            );
+        }
+        if let Some(b) = self.state.lock().unwrap().pool.get_mut(&size).and_then(Vec::pop) {
+            return b;
+        }
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Returns a buffer to the pool (after the open batch is submitted).
+    pub(crate) fn release(&self, buffer: wgpu::Buffer) {
+        self.state.lock().unwrap().pending_free.push(buffer);
+    }
+
+    /// Copies host bytes into a buffer (ordered before the next submitted batch).
+    pub(crate) fn write(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.queue.write_buffer(buffer, 0, bytes);
+        }
+    }
+
+    fn pipeline(&self, state: &mut State, name: &'static str, source: fn() -> String) -> Arc<wgpu::ComputePipeline> {
+        state
+            .pipelines
+            .entry(name)
+            .or_insert_with(|| {
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(source().into()),
+                });
+                Arc::new(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                }))
+            })
+            .clone()
+    }
+
+    /// Records one kernel launch: `params` go to binding 0, `buffers` to bindings 1.. in order.
+    pub(crate) fn launch(
+        &self,
+        kernel: &'static str,
+        source: fn() -> String,
+        params: &[u32],
+        buffers: &[&wgpu::Buffer],
+        grid: [u32; 3],
+    ) {
+        if grid.contains(&0) {
+            return;
+        }
+        let mut st = self.state.lock().unwrap();
+        if st.ops.len() >= MAX_BATCH {
+            self.submit(&mut st);
+        }
+        let pipeline = self.pipeline(&mut st, kernel, source);
+        let offset = st.ops.len() as u64 * st.slot;
+        let bytes: &[u8] = bytemuck::cast_slice(params);
+        assert!(bytes.len() as u64 <= PARAM_SLOT, "internal: {kernel} has too many parameters");
+        st.params.resize(offset as usize, 0);
+        st.params.extend_from_slice(bytes);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &st.params_buf,
+                offset,
+                size: wgpu::BufferSize::new(PARAM_SLOT),
+            }),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        st.ops.push(Recorded { pipeline, bind_group, grid });
+    }
+
+    /// Encodes and submits the open batch, then recycles the buffers it freed.
+    fn submit(&self, st: &mut State) {
+        if !st.ops.is_empty() {
+            st.params.resize(st.ops.len() * st.slot as usize, 0);
+            self.queue.write_buffer(&st.params_buf, 0, &st.params);
+            let mut encoder = self.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&Default::default());
+                for op in &st.ops {
+                    pass.set_pipeline(&op.pipeline);
+                    pass.set_bind_group(0, &op.bind_group, &[]);
+                    pass.dispatch_workgroups(op.grid[0], op.grid[1], op.grid[2]);
+                }
+            }
+            self.queue.submit([encoder.finish()]);
+            st.ops.clear();
+            st.params.clear();
+        }
+        for b in std::mem::take(&mut st.pending_free) {
+            st.pool.entry(b.size()).or_default().push(b);
+        }
+    }
+
+    /// Submits recorded work without waiting for it.
+    pub(crate) fn flush(&self) {
+        let mut st = self.state.lock().unwrap();
+        self.submit(&mut st);
+    }
+
+    /// Submits recorded work and waits until the device has finished it.
+    pub fn synchronize(&self) {
+        self.flush();
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("GPU device lost while waiting for work");
+    }
+
+    /// Reads `bytes` bytes of `buffer` back to the host, after all recorded work.
+    pub(crate) fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+        if bytes == 0 {
+            return Vec::new();
+        }
+        let size = bytes.next_multiple_of(4);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut st = self.state.lock().unwrap();
+            self.submit(&mut st);
+        }
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("GPU device lost during readback");
+        rx.recv()
+            .expect("readback callback dropped")
+            .expect("GPU buffer could not be mapped for reading");
+        let data = staging.get_mapped_range(..).expect("mapped range").to_vec();
+        staging.unmap();
+        data[..bytes as usize].to_vec()
+    }
+}

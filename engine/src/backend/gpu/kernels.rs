@@ -1,0 +1,292 @@
+//! The primitive kernels of `backend/mod.rs`, launched on the GPU.
+
+use super::context::GpuContext;
+use super::data::GpuData;
+use super::shaders::{self, ATTENTION, COPY, ELEMENTWISE, LAYERNORM, MATMUL, REDUCE, SOFTMAX};
+use crate::backend::{AttnSpec, Binary, MatmulSpec, Reduce, Unary};
+use std::sync::Arc;
+
+/// Most axes a strided kernel indexes after merging contiguous ones.
+const MAX_RANK: usize = 8;
+/// Most workgroups along one grid dimension.
+const MAX_GROUPS: usize = 65_535;
+
+/// A 2-D grid of `items.div_ceil(per_group)` workgroups (kernels fold y back into a flat index).
+fn grid(items: usize, per_group: usize) -> [u32; 3] {
+    let groups = items.div_ceil(per_group);
+    let x = groups.min(MAX_GROUPS);
+    [x as u32, groups.div_ceil(x.max(1)) as u32, 1]
+}
+
+fn bits(v: f64) -> u32 {
+    (v as f32).to_bits()
+}
+
+/// Kernel source getters: `launch` compiles each once, keyed by name.
+macro_rules! kernel {
+    ($family:expr, $name:literal) => {
+        ($name, || shaders::module($family, $name))
+    };
+}
+
+fn launch(ctx: &GpuContext, k: (&'static str, fn() -> String), params: &[u32], buffers: &[&GpuData], grid: [u32; 3]) {
+    let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
+    ctx.launch(k.0, k.1, params, &bufs, grid);
+}
+
+/// Drops size-1 axes and merges axes that are contiguous in every operand, so that typical
+/// broadcasts index with one or two axes.
+#[track_caller]
+fn collapse(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out_strides: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for d in (0..shape.len()).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let merge = !out_shape.is_empty()
+            && strides.iter().zip(&out_strides).all(|(s, o)| s[d] == o[0] * out_shape[0]);
+        if merge {
+            out_shape[0] *= shape[d];
+        } else {
+            out_shape.insert(0, shape[d]);
+            for (o, s) in out_strides.iter_mut().zip(strides) {
+                o.insert(0, s[d]);
+            }
+        }
+    }
+    assert!(
+        out_shape.len() <= MAX_RANK,
+        "GPU backend: a strided op needs {} independent axes, more than the {MAX_RANK} supported",
+        out_shape.len()
+    );
+    (out_shape, out_strides)
+}
+
+/// Parameters of a strided launch: [n, op, rank, 0, shape[8], strides of each operand [8]].
+fn strided_params(n: usize, op: u32, shape: &[usize], strides: &[&[usize]]) -> Vec<u32> {
+    let (shape, strides) = collapse(shape, strides);
+    let mut p = vec![n as u32, op, shape.len() as u32, 0];
+    let pad = |v: &[usize], p: &mut Vec<u32>| {
+        p.extend(v.iter().map(|&x| x as u32));
+        p.extend(std::iter::repeat_n(0, MAX_RANK - v.len()));
+    };
+    pad(&shape, &mut p);
+    for s in &strides {
+        pad(s, &mut p);
+    }
+    p
+}
+
+pub fn unary(op: Unary, x: &GpuData) -> GpuData {
+    let ctx = x.ctx();
+    let y = GpuData::alloc(ctx, x.len());
+    let (a, b) = op.params();
+    let p = [x.len() as u32, op.code(), bits(a), bits(b)];
+    launch(ctx, kernel!(ELEMENTWISE, "unary"), &p, &[x, &y], grid(x.len(), 256));
+    y
+}
+
+pub fn unary_backward(op: Unary, x: &GpuData, g: &GpuData) -> GpuData {
+    let ctx = x.ctx();
+    let y = GpuData::alloc(ctx, x.len());
+    let (a, b) = op.params();
+    let p = [x.len() as u32, op.code(), bits(a), bits(b)];
+    launch(ctx, kernel!(ELEMENTWISE, "unary_backward"), &p, &[x, g, &y], grid(x.len(), 256));
+    y
+}
+
+pub fn binary(op: Binary, a: &GpuData, sa: &[usize], b: &GpuData, sb: &[usize], shape: &[usize]) -> GpuData {
+    let ctx = a.ctx();
+    let n: usize = shape.iter().product();
+    let y = GpuData::alloc(ctx, n);
+    let p = strided_params(n, op.code(), shape, &[sa, sb]);
+    launch(ctx, kernel!(ELEMENTWISE, "binary"), &p, &[a, b, &y], grid(n, 256));
+    y
+}
+
+pub fn select(
+    c: &GpuData,
+    sc: &[usize],
+    a: &GpuData,
+    sa: &[usize],
+    b: &GpuData,
+    sb: &[usize],
+    shape: &[usize],
+) -> GpuData {
+    let ctx = a.ctx();
+    let n: usize = shape.iter().product();
+    let y = GpuData::alloc(ctx, n);
+    let p = strided_params(n, 0, shape, &[sc, sa, sb]);
+    launch(ctx, kernel!(ELEMENTWISE, "select"), &p, &[c, a, b, &y], grid(n, 256));
+    y
+}
+
+pub fn gather_strided(x: &GpuData, offset: usize, strides: &[usize], shape: &[usize]) -> GpuData {
+    let ctx = x.ctx();
+    let n: usize = shape.iter().product();
+    let y = GpuData::alloc(ctx, n);
+    let mut p = strided_params(n, 0, shape, &[strides]);
+    p[1] = offset as u32;
+    launch(ctx, kernel!(COPY, "gather"), &p, &[x, &y], grid(n, 256));
+    y
+}
+
+pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -> GpuData {
+    let ctx = parts[0].ctx();
+    let total: usize = sizes.iter().sum();
+    let y = GpuData::alloc(ctx, outer * total * inner);
+    let mut start = 0;
+    for (part, &s) in parts.iter().zip(sizes) {
+        let n = outer * s * inner;
+        let p = [n as u32, (s * inner) as u32, (total * inner) as u32, (start * inner) as u32];
+        launch(ctx, kernel!(COPY, "copy_rows"), &p, &[part, &y], grid(n, 256));
+        start += s;
+    }
+    y
+}
+
+pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> GpuData {
+    let ctx = x.ctx();
+    let y = GpuData::alloc(ctx, outer * inner);
+    if inner == 1 {
+        let p = [outer as u32, n as u32, op.code()];
+        launch(ctx, kernel!(REDUCE, "reduce_rows"), &p, &[x, &y], grid(outer, 1));
+    } else {
+        let p = [outer as u32, n as u32, inner as u32, op.code()];
+        launch(ctx, kernel!(REDUCE, "reduce_cols"), &p, &[x, &y], grid(outer * inner, 256));
+    }
+    y
+}
+
+pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
+    let ctx = a.ctx();
+    let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
+    if s.k == 0 {
+        // An empty sum: the product is all zeros.
+        let zeros = GpuData::upload(ctx, &vec![0.0; c.len()]);
+        return zeros;
+    }
+    let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
+    let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
+    let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
+    let mut base = 0;
+    while base < s.batch {
+        let chunk = (s.batch - base).min(MAX_GROUPS);
+        let p = [
+            s.m, s.n, s.k, a_rs, a_cs, b_rs, b_cs, s.a_batch_stride, s.b_batch_stride, base,
+        ]
+        .map(|v| v as u32);
+        launch(ctx, kernel!(MATMUL, "matmul"), &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
+        base += chunk;
+    }
+    c
+}
+
+pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
+    let ctx = x.ctx();
+    let y = GpuData::alloc(ctx, x.len());
+    let p = [rows as u32, cols as u32, log as u32];
+    launch(ctx, kernel!(SOFTMAX, "softmax"), &p, &[x, &y], grid(rows, 1));
+    y
+}
+
+pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
+    let ctx = y.ctx();
+    let dx = GpuData::alloc(ctx, y.len());
+    let p = [rows as u32, cols as u32, log as u32];
+    launch(ctx, kernel!(SOFTMAX, "softmax_backward"), &p, &[y, g, &dx], grid(rows, 1));
+    dx
+}
+
+pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, GpuData, GpuData) {
+    let ctx = x.ctx();
+    let (y, mean, rstd) = (GpuData::alloc(ctx, x.len()), GpuData::alloc(ctx, rows), GpuData::alloc(ctx, rows));
+    let p = [rows as u32, cols as u32, bits(eps)];
+    launch(ctx, kernel!(LAYERNORM, "layer_norm"), &p, &[x, &y, &mean, &rstd], grid(rows, 1));
+    (y, mean, rstd)
+}
+
+pub fn layer_norm_backward(xhat: &GpuData, rstd: &GpuData, g: &GpuData, rows: usize, cols: usize) -> GpuData {
+    let ctx = xhat.ctx();
+    let dx = GpuData::alloc(ctx, xhat.len());
+    let p = [rows as u32, cols as u32];
+    launch(ctx, kernel!(LAYERNORM, "layer_norm_backward"), &p, &[xhat, rstd, g, &dx], grid(rows, 1));
+    dx
+}
+
+/// Head dimensions the fused kernel keeps in registers.
+const MAX_HEAD_DIM: usize = 128;
+
+#[track_caller]
+pub fn attention(q: &GpuData, k: &GpuData, v: &GpuData, bias: Option<&GpuData>, s: AttnSpec) -> (GpuData, GpuData) {
+    assert!(
+        s.d <= MAX_HEAD_DIM && s.dv <= MAX_HEAD_DIM,
+        "attention: head dimensions {} and {} exceed the GPU kernel's {MAX_HEAD_DIM}",
+        s.d,
+        s.dv
+    );
+    let ctx = q.ctx();
+    let o = GpuData::alloc(ctx, s.bh * s.tq * s.dv);
+    let lse = GpuData::alloc(ctx, s.bh * s.tq);
+    let dummy;
+    let bias_buf = match bias {
+        Some(b) => b,
+        None => {
+            dummy = GpuData::alloc(ctx, 1);
+            &dummy
+        }
+    };
+    let p = [
+        s.bh as u32,
+        s.heads as u32,
+        s.tq as u32,
+        s.tk as u32,
+        s.d as u32,
+        s.dv as u32,
+        s.scale.to_bits(),
+        s.causal as u32,
+        bias.is_some() as u32,
+        f32::INFINITY.to_bits(),
+    ];
+    launch(ctx, kernel!(ATTENTION, "attention"), &p, &[q, k, v, bias_buf, &o, &lse], grid(s.bh * s.tq, 64));
+    (o, lse)
+}
+
+fn upload_u32(ctx: &Arc<GpuContext>, v: &[u32]) -> GpuData {
+    GpuData::upload(ctx, bytemuck::cast_slice(v))
+}
+
+pub fn index_select(x: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32]) -> GpuData {
+    let ctx = x.ctx();
+    let total = outer * idx.len() * inner;
+    let y = GpuData::alloc(ctx, total);
+    let ids = upload_u32(ctx, idx);
+    let p = [total as u32, n as u32, inner as u32, idx.len() as u32];
+    launch(ctx, kernel!(COPY, "index_select"), &p, &[x, &ids, &y], grid(total, 256));
+    y
+}
+
+pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32]) -> GpuData {
+    let ctx = g.ctx();
+    let total = outer * n * inner;
+    let y = GpuData::alloc(ctx, total);
+    // Group the selecting positions by destination row (a counting sort on the host).
+    let mut offs = vec![0u32; n + 1];
+    for &i in idx {
+        offs[i as usize + 1] += 1;
+    }
+    for r in 0..n {
+        offs[r + 1] += offs[r];
+    }
+    let mut fill = offs.clone();
+    let mut list = vec![0u32; idx.len()];
+    for (j, &i) in idx.iter().enumerate() {
+        list[fill[i as usize] as usize] = j as u32;
+        fill[i as usize] += 1;
+    }
+    let (offs, list) = (upload_u32(ctx, &offs), upload_u32(ctx, &list));
+    let p = [total as u32, n as u32, inner as u32, idx.len() as u32];
+    launch(ctx, kernel!(COPY, "index_add"), &p, &[g, &offs, &list, &y], grid(total, 256));
+    y
+}

@@ -1,0 +1,13 @@
+//! The wgpu backend: the same primitives as the CPU backend, as WGSL compute kernels.
+//!
+//! Tensors stay on the device between ops; launches are batched into one compute pass per
+//! submission (see `context`), buffers are pooled, pipelines compiled once per kernel.
+
+mod context;
+mod data;
+mod kernels;
+mod shaders;
+
+pub use context::GpuContext;
+pub use data::GpuData;
+pub use kernels::*;

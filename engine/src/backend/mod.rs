@@ -1,0 +1,339 @@
+//! Backends: the small set of primitive kernels every op is built from, on contiguous data.
+//!
+//! An op in `ops/` checks shapes, calls one or more primitives through the dispatch functions
+//! here, and records its backward pass as more tensor ops. A backend therefore only implements
+//! these primitives: the CPU backend (`cpu`) is the reference, the wgpu backend (`gpu`) mirrors it
+//! kernel for kernel, and the tests hold one against the other.
+
+pub mod cpu;
+pub mod gpu;
+
+use crate::DType;
+
+/// Element-wise functions of one argument. Parametric ones carry their constants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Abs,
+    Relu,
+    /// GELU with the tanh approximation (GPT-2, BERT's original code).
+    GeluTanh,
+    /// Exact GELU, x·Φ(x) (PyTorch's default).
+    GeluErf,
+    Sigmoid,
+    Tanh,
+    Silu,
+    Sign,
+    Recip,
+    Square,
+    AddScalar(f64),
+    MulScalar(f64),
+    PowScalar(f64),
+    Clamp(f64, f64),
+}
+
+impl Unary {
+    /// Stable numeric code shared with the WGSL kernels (`shaders/elementwise.wgsl`).
+    pub fn code(self) -> u32 {
+        use Unary::*;
+        match self {
+            Neg => 0,
+            Exp => 1,
+            Log => 2,
+            Sqrt => 3,
+            Rsqrt => 4,
+            Abs => 5,
+            Relu => 6,
+            GeluTanh => 7,
+            GeluErf => 8,
+            Sigmoid => 9,
+            Tanh => 10,
+            Silu => 11,
+            Sign => 12,
+            Recip => 13,
+            Square => 14,
+            AddScalar(_) => 15,
+            MulScalar(_) => 16,
+            PowScalar(_) => 17,
+            Clamp(..) => 18,
+        }
+    }
+
+    /// The op's two constants (zero where unused).
+    pub fn params(self) -> (f64, f64) {
+        match self {
+            Unary::AddScalar(c) | Unary::MulScalar(c) | Unary::PowScalar(c) => (c, 0.0),
+            Unary::Clamp(lo, hi) => (lo, hi),
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+/// Element-wise functions of two broadcast arguments. Comparisons yield 1.0 or 0.0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl Binary {
+    /// Stable numeric code shared with the WGSL kernels.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Reductions along one axis of an (outer, n, inner) layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduce {
+    Sum,
+    Max,
+    Min,
+    /// Index of the first maximum, stored as a float.
+    ArgMax,
+    /// Index of the first minimum, stored as a float.
+    ArgMin,
+}
+
+impl Reduce {
+    /// Stable numeric code shared with the WGSL kernels.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Shape of a batched matrix product: `batch` products of (m×k)·(k×n).
+///
+/// Operand matrices are read through strides, so transposed operands and broadcast batches
+/// (batch stride 0) cost no copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulSpec {
+    pub batch: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// `a` is stored as (k×m) and read transposed.
+    pub trans_a: bool,
+    /// `b` is stored as (n×k) and read transposed.
+    pub trans_b: bool,
+    /// Elements between consecutive batch matrices of `a` (0 = broadcast).
+    pub a_batch_stride: usize,
+    /// Elements between consecutive batch matrices of `b` (0 = broadcast).
+    pub b_batch_stride: usize,
+}
+
+/// Shape of fused scaled dot-product attention over `bh` = batch·heads independent problems.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnSpec {
+    pub bh: usize,
+    pub heads: usize,
+    pub tq: usize,
+    pub tk: usize,
+    pub d: usize,
+    pub dv: usize,
+    pub scale: f32,
+    /// Query i may not attend to key j > i (top-left aligned, as PyTorch's `is_causal`).
+    pub causal: bool,
+}
+
+/// Where a tensor's elements live.
+#[derive(Debug)]
+pub enum Storage {
+    Cpu(cpu::CpuData),
+    Gpu(gpu::GpuData),
+}
+
+impl Storage {
+    pub fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(c) => c.len(),
+            Storage::Gpu(g) => g.len(),
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Storage::Cpu(c) => c.dtype(),
+            Storage::Gpu(_) => DType::F32,
+        }
+    }
+}
+
+/// Applies `$cpu` or `$gpu` to same-device storages, panicking with `$op` on a device mix.
+macro_rules! dispatch {
+    ($op:expr; $($s:ident),+ ; cpu => $cpu:expr ; gpu => $gpu:expr) => {
+        match ($($s,)+) {
+            ($(Storage::Cpu($s),)+) => Storage::Cpu($cpu),
+            ($(Storage::Gpu($s),)+) => Storage::Gpu($gpu),
+            #[allow(unreachable_patterns)]
+            _ => panic!("{}: operands live on different devices", $op),
+        }
+    };
+}
+
+pub fn unary(op: Unary, x: &Storage) -> Storage {
+    dispatch!("unary"; x; cpu => cpu::unary(op, x); gpu => gpu::unary(op, x))
+}
+
+/// `g · f'(x)` for the unary op `f`.
+pub fn unary_backward(op: Unary, x: &Storage, g: &Storage) -> Storage {
+    dispatch!("unary backward"; x, g; cpu => cpu::unary_backward(op, x, g); gpu => gpu::unary_backward(op, x, g))
+}
+
+/// `op(a, b)` broadcast to `out_shape`; `a_strides`/`b_strides` have rank of `out_shape`,
+/// with 0 on broadcast dimensions.
+pub fn binary(
+    op: Binary,
+    a: &Storage,
+    a_strides: &[usize],
+    b: &Storage,
+    b_strides: &[usize],
+    out_shape: &[usize],
+) -> Storage {
+    dispatch!("binary"; a, b;
+        cpu => cpu::binary(op, a, a_strides, b, b_strides, out_shape);
+        gpu => gpu::binary(op, a, a_strides, b, b_strides, out_shape))
+}
+
+/// `cond != 0 ? a : b`, each read through broadcast strides of `out_shape`'s rank.
+pub fn select(
+    cond: (&Storage, &[usize]),
+    a: (&Storage, &[usize]),
+    b: (&Storage, &[usize]),
+    out_shape: &[usize],
+) -> Storage {
+    let ((c, cs), (x, xs), (y, ys)) = (cond, a, b);
+    dispatch!("where"; c, x, y;
+        cpu => cpu::select(c, cs, x, xs, y, ys, out_shape);
+        gpu => gpu::select(c, cs, x, xs, y, ys, out_shape))
+}
+
+/// Reduces the middle extent of an (outer, n, inner) layout to (outer, inner).
+pub fn reduce(op: Reduce, x: &Storage, outer: usize, n: usize, inner: usize) -> Storage {
+    dispatch!("reduce"; x; cpu => cpu::reduce(op, x, outer, n, inner); gpu => gpu::reduce(op, x, outer, n, inner))
+}
+
+/// Batched matrix product; the result is (batch, m, n) contiguous.
+pub fn matmul(a: &Storage, b: &Storage, spec: MatmulSpec) -> Storage {
+    dispatch!("matmul"; a, b; cpu => cpu::matmul(a, b, spec); gpu => gpu::matmul(a, b, spec))
+}
+
+/// Reads `shape` elements of `src` starting at `offset` through `strides` into a new
+/// contiguous buffer: permute, narrow and expand are all this one kernel.
+pub fn gather_strided(src: &Storage, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {
+    dispatch!("copy"; src; cpu => cpu::gather_strided(src, offset, strides, shape); gpu => gpu::gather_strided(src, offset, strides, shape))
+}
+
+/// Concatenates contiguous tensors along an axis given as (outer, parts' sizes, inner).
+pub fn concat(parts: &[&Storage], outer: usize, sizes: &[usize], inner: usize) -> Storage {
+    match parts[0] {
+        Storage::Cpu(_) => {
+            let ps: Vec<&cpu::CpuData> = parts
+                .iter()
+                .map(|p| match p {
+                    Storage::Cpu(c) => c,
+                    Storage::Gpu(_) => panic!("cat: operands live on different devices"),
+                })
+                .collect();
+            Storage::Cpu(cpu::concat(&ps, outer, sizes, inner))
+        }
+        Storage::Gpu(_) => {
+            let ps: Vec<&gpu::GpuData> = parts
+                .iter()
+                .map(|p| match p {
+                    Storage::Gpu(g) => g,
+                    Storage::Cpu(_) => panic!("cat: operands live on different devices"),
+                })
+                .collect();
+            Storage::Gpu(gpu::concat(&ps, outer, sizes, inner))
+        }
+    }
+}
+
+/// Row-wise softmax (or log-softmax) over the last extent `cols`.
+pub fn softmax(x: &Storage, rows: usize, cols: usize, log: bool) -> Storage {
+    dispatch!("softmax"; x; cpu => cpu::softmax(x, rows, cols, log); gpu => gpu::softmax(x, rows, cols, log))
+}
+
+/// Gradient of softmax (or log-softmax) from its output `y` and the output gradient `g`.
+pub fn softmax_backward(y: &Storage, g: &Storage, rows: usize, cols: usize, log: bool) -> Storage {
+    dispatch!("softmax backward"; y, g; cpu => cpu::softmax_backward(y, g, rows, cols, log); gpu => gpu::softmax_backward(y, g, rows, cols, log))
+}
+
+/// Row-wise layer norm without affine parameters: returns (x̂, mean, rstd), the latter two
+/// with one value per row.
+pub fn layer_norm(x: &Storage, rows: usize, cols: usize, eps: f64) -> (Storage, Storage, Storage) {
+    match x {
+        Storage::Cpu(x) => {
+            let (y, m, r) = cpu::layer_norm(x, rows, cols, eps);
+            (Storage::Cpu(y), Storage::Cpu(m), Storage::Cpu(r))
+        }
+        Storage::Gpu(x) => {
+            let (y, m, r) = gpu::layer_norm(x, rows, cols, eps);
+            (Storage::Gpu(y), Storage::Gpu(m), Storage::Gpu(r))
+        }
+    }
+}
+
+/// Input gradient of the (non-affine) layer norm from x̂, rstd and the gradient of x̂.
+pub fn layer_norm_backward(xhat: &Storage, rstd: &Storage, g: &Storage, rows: usize, cols: usize) -> Storage {
+    dispatch!("layer_norm backward"; xhat, rstd, g;
+        cpu => cpu::layer_norm_backward(xhat, rstd, g, rows, cols);
+        gpu => gpu::layer_norm_backward(xhat, rstd, g, rows, cols))
+}
+
+/// Fused attention forward: returns the output (bh, tq, dv) and each query row's log-sum-exp
+/// of scores (bh, tq), which the backward pass uses to rebuild the probabilities.
+/// `bias`, if given, is an additive (batch, tk) key mask (0 or -inf) shared by all heads.
+pub fn attention(
+    q: &Storage,
+    k: &Storage,
+    v: &Storage,
+    bias: Option<&Storage>,
+    spec: AttnSpec,
+) -> (Storage, Storage) {
+    match (q, k, v, bias) {
+        (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v), b) => {
+            let b = b.map(|b| match b {
+                Storage::Cpu(b) => b,
+                Storage::Gpu(_) => panic!("attention: mask lives on a different device"),
+            });
+            let (o, l) = cpu::attention(q, k, v, b, spec);
+            (Storage::Cpu(o), Storage::Cpu(l))
+        }
+        (Storage::Gpu(q), Storage::Gpu(k), Storage::Gpu(v), b) => {
+            let b = b.map(|b| match b {
+                Storage::Gpu(b) => b,
+                Storage::Cpu(_) => panic!("attention: mask lives on a different device"),
+            });
+            let (o, l) = gpu::attention(q, k, v, b, spec);
+            (Storage::Gpu(o), Storage::Gpu(l))
+        }
+        _ => panic!("attention: operands live on different devices"),
+    }
+}
+
+/// Selects `idx` entries along the middle extent of (outer, n, inner): out is (outer, idx.len(), inner).
+pub fn index_select(x: &Storage, outer: usize, n: usize, inner: usize, idx: &[u32]) -> Storage {
+    dispatch!("index_select"; x; cpu => cpu::index_select(x, outer, n, inner, idx); gpu => gpu::index_select(x, outer, n, inner, idx))
+}
+
+/// Adjoint of [`index_select`]: scatter-adds g (outer, idx.len(), inner) into zeros (outer, n, inner).
+pub fn index_add(g: &Storage, outer: usize, n: usize, inner: usize, idx: &[u32]) -> Storage {
+    dispatch!("index_add"; g; cpu => cpu::index_add(g, outer, n, inner, idx); gpu => gpu::index_add(g, outer, n, inner, idx))
+}

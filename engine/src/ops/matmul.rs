@@ -1,0 +1,86 @@
+//! Batched matrix multiplication with batch broadcasting and transposed operands.
+
+use crate::backend::{self, MatmulSpec};
+use crate::shape::{broadcast, numel};
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// `self @ other` over the last two axes; leading (batch) axes broadcast.
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor) -> Tensor {
+        self.matmul_ex(other, false, false)
+    }
+
+    /// `self @ otherᵀ` without materialising the transpose.
+    #[track_caller]
+    pub fn matmul_nt(&self, other: &Tensor) -> Tensor {
+        self.matmul_ex(other, false, true)
+    }
+
+    /// `selfᵀ @ other` without materialising the transpose.
+    #[track_caller]
+    pub fn matmul_tn(&self, other: &Tensor) -> Tensor {
+        self.matmul_ex(other, true, false)
+    }
+
+    /// `op(self) @ op(other)` where `op` transposes the last two axes when its flag is set.
+    #[track_caller]
+    pub fn matmul_ex(&self, other: &Tensor, trans_a: bool, trans_b: bool) -> Tensor {
+        crate::ops::elementwise::check_same("matmul", self, other);
+        assert!(
+            self.rank() >= 2 && other.rank() >= 2,
+            "matmul: operands need at least 2 axes, got shapes {:?} and {:?}",
+            self.shape(),
+            other.shape()
+        );
+        let (ra, rb) = (self.rank(), other.rank());
+        let (sa, sb) = (self.shape(), other.shape());
+        let (m, ka) = if trans_a { (sa[ra - 1], sa[ra - 2]) } else { (sa[ra - 2], sa[ra - 1]) };
+        let (kb, n) = if trans_b { (sb[rb - 1], sb[rb - 2]) } else { (sb[rb - 2], sb[rb - 1]) };
+        assert_eq!(
+            ka, kb,
+            "matmul: inner dimensions differ: {:?}{} @ {:?}{}",
+            sa,
+            if trans_a { "ᵀ" } else { "" },
+            sb,
+            if trans_b { "ᵀ" } else { "" }
+        );
+        let batch_shape = broadcast("matmul", &sa[..ra - 2], &sb[..rb - 2]);
+        let batch = numel(&batch_shape);
+        // An operand whose batch is not broadcast is read with stride m·k; a single matrix with
+        // stride 0; anything else is expanded to the full batch first.
+        let operand = |t: &Tensor, rows: usize, cols: usize| -> (Tensor, usize) {
+            let tb = &t.shape()[..t.rank() - 2];
+            if numel(tb) == 1 {
+                (t.clone(), 0)
+            } else if numel(tb) == batch {
+                (t.clone(), rows * cols)
+            } else {
+                let mut full = batch_shape.clone();
+                full.extend_from_slice(&t.shape()[t.rank() - 2..]);
+                (t.expand(&full), rows * cols)
+            }
+        };
+        let (a, a_bs) = operand(self, m, ka);
+        let (b, b_bs) = operand(other, ka, n);
+        let spec = MatmulSpec {
+            batch,
+            m,
+            k: ka,
+            n,
+            trans_a,
+            trans_b,
+            a_batch_stride: a_bs,
+            b_batch_stride: b_bs,
+        };
+        let out = backend::matmul(&a.storage(), &b.storage(), spec);
+        let mut shape = batch_shape;
+        shape.extend([m, n]);
+        let (x, y) = (self.clone(), other.clone());
+        Tensor::from_op(out, shape, &self.device(), &[self, other], move |g| {
+            let ga = if trans_a { y.matmul_ex(g, trans_b, true) } else { g.matmul_ex(&y, false, !trans_b) };
+            let gb = if trans_b { g.matmul_ex(&x, true, trans_a) } else { x.matmul_ex(g, !trans_a, false) };
+            vec![Some(ga.sum_to(x.shape())), Some(gb.sum_to(y.shape()))]
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! Models and SSL objectives, written only against `selfsup_engine`.

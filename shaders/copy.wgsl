@@ -1,0 +1,86 @@
+// Data movement: strided gathers (permute, narrow, expand), concatenation, row gather/scatter.
+
+//!kernel gather
+// P: [n, offset, rank, _, shape[8], strides[8]]
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if (i >= P[0]) {
+        return;
+    }
+    var rem = i;
+    var off = P[1];
+    for (var d = P[2]; d > 0u; d--) {
+        let s = P[3u + d];
+        off += (rem % s) * P[11u + d];
+        rem = rem / s;
+    }
+    Y[i] = X[off];
+}
+
+//!kernel copy_rows
+// Writes one part of a concatenation. P: [n, row, dst_row, dst_off]: element r of source row o
+// goes to Y[o * dst_row + dst_off + r].
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if (i >= P[0]) {
+        return;
+    }
+    let row = P[1];
+    Y[(i / row) * P[2] + P[3] + i % row] = X[i];
+}
+
+//!kernel index_select
+// P: [total, n, inner, nidx]; Y is (outer, nidx, inner), X is (outer, n, inner).
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read> IDX: array<u32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = flat_id(gid, nwg);
+    if (t >= P[0]) {
+        return;
+    }
+    let inner = P[2];
+    let nidx = P[3];
+    let i = t % inner;
+    let j = (t / inner) % nidx;
+    let o = t / (inner * nidx);
+    Y[t] = X[(o * P[1] + IDX[j]) * inner + i];
+}
+
+//!kernel index_add
+// Scatter-add without atomics: each output row r sums the gradient rows that selected it, listed
+// (host-sorted) in LIST[OFFS[r]..OFFS[r+1]]. Deterministic, and linear in the work.
+// P: [total, n, inner, nidx]; Y is (outer, n, inner), G is (outer, nidx, inner).
+@group(0) @binding(1) var<storage, read> G: array<f32>;
+@group(0) @binding(2) var<storage, read> OFFS: array<u32>;
+@group(0) @binding(3) var<storage, read> LIST: array<u32>;
+@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = flat_id(gid, nwg);
+    if (t >= P[0]) {
+        return;
+    }
+    let n = P[1];
+    let inner = P[2];
+    let nidx = P[3];
+    let i = t % inner;
+    let r = (t / inner) % n;
+    let o = t / (inner * n);
+    var acc = 0.0;
+    for (var q = OFFS[r]; q < OFFS[r + 1u]; q++) {
+        acc += G[(o * nidx + LIST[q]) * inner + i];
+    }
+    Y[t] = acc;
+}

@@ -1,0 +1,92 @@
+// Row-wise layer norm without affine parameters (the affine part is an ordinary broadcast op):
+// x̂ = (x - mean) · rstd, one workgroup per row, and its input gradient.
+
+const WG: u32 = 64u;
+var<workgroup> red: array<f32, WG>;
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+//!kernel layer_norm
+// P: [rows, cols, eps]
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> MEAN: array<f32>;
+@group(0) @binding(4) var<storage, read_write> RSTD: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = group_id(wid, nwg);
+    let live = row < P[0];
+    let cols = P[1];
+    let n = f32(cols);
+    let base = row * cols;
+    var s = 0.0;
+    if (live) {
+        for (var j = lid; j < cols; j += WG) {
+            s += X[base + j];
+        }
+    }
+    let mean = reduce_sum(lid, s) / n;
+    var v = 0.0;
+    if (live) {
+        for (var j = lid; j < cols; j += WG) {
+            let d = X[base + j] - mean;
+            v += d * d;
+        }
+    }
+    let rstd = inverseSqrt(reduce_sum(lid, v) / n + pf(2u));
+    if (live) {
+        for (var j = lid; j < cols; j += WG) {
+            Y[base + j] = (X[base + j] - mean) * rstd;
+        }
+        if (lid == 0u) {
+            MEAN[row] = mean;
+            RSTD[row] = rstd;
+        }
+    }
+}
+
+//!kernel layer_norm_backward
+// dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)). P: [rows, cols]
+@group(0) @binding(1) var<storage, read> XH: array<f32>;
+@group(0) @binding(2) var<storage, read> RSTD: array<f32>;
+@group(0) @binding(3) var<storage, read> G: array<f32>;
+@group(0) @binding(4) var<storage, read_write> DX: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = group_id(wid, nwg);
+    let live = row < P[0];
+    let cols = P[1];
+    let n = f32(cols);
+    let base = row * cols;
+    var sg = 0.0;
+    var sgx = 0.0;
+    if (live) {
+        for (var j = lid; j < cols; j += WG) {
+            let g = G[base + j];
+            sg += g;
+            sgx += g * XH[base + j];
+        }
+    }
+    let mg = reduce_sum(lid, sg) / n;
+    let mgx = reduce_sum(lid, sgx) / n;
+    if (live) {
+        let r = RSTD[row];
+        for (var j = lid; j < cols; j += WG) {
+            DX[base + j] = r * (G[base + j] - mg - XH[base + j] * mgx);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! selfsup: re-exports.
+pub use selfsup_engine as engine;
+pub use selfsup_models as models;
