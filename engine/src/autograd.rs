@@ -62,7 +62,9 @@ pub(crate) fn backward(root: &Tensor, grad: Tensor) {
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(root.id(), grad);
     for t in order.iter().rev() {
-        let Some(g) = grads.remove(&t.id()) else { continue };
+        let Some(g) = grads.remove(&t.id()) else {
+            continue;
+        };
         let Some(node) = t.take_node() else {
             t.accumulate_grad(&g);
             continue;

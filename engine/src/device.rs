@@ -27,7 +27,9 @@ impl Device {
     /// A hardware GPU when there is one, otherwise the CPU: software adapters are slower than
     /// the CPU backend, so they are used only when asked for with [`Device::gpu`].
     pub fn auto() -> Device {
-        GpuContext::shared(true).map(Device::Gpu).unwrap_or(Device::Cpu)
+        GpuContext::shared(true)
+            .map(Device::Gpu)
+            .unwrap_or(Device::Cpu)
     }
 
     /// Parses `cpu`, `gpu` or `auto`.

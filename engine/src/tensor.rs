@@ -36,7 +36,11 @@ struct Inner {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 impl Tensor {
-    pub(crate) fn from_storage(storage: impl Into<Arc<Storage>>, shape: Vec<usize>, device: Device) -> Tensor {
+    pub(crate) fn from_storage(
+        storage: impl Into<Arc<Storage>>,
+        shape: Vec<usize>,
+        device: Device,
+    ) -> Tensor {
         let storage = storage.into();
         debug_assert_eq!(storage.len(), numel(&shape));
         Tensor(Arc::new(Inner {
@@ -95,7 +99,11 @@ impl Tensor {
             "from_vec_f64: {} values cannot fill shape {shape:?}",
             data.len()
         );
-        Tensor::from_storage(Storage::Cpu(CpuData::F64(data)), shape.to_vec(), Device::Cpu)
+        Tensor::from_storage(
+            Storage::Cpu(CpuData::F64(data)),
+            shape.to_vec(),
+            Device::Cpu,
+        )
     }
 
     /// A 0-d tensor holding `v`.
@@ -163,13 +171,21 @@ impl Tensor {
     /// A constant of this tensor's dtype and device from host values (no gradient).
     #[track_caller]
     pub fn new_from(&self, data: &[f64], shape: &[usize]) -> Tensor {
-        assert_eq!(data.len(), numel(shape), "new_from: {} values cannot fill shape {shape:?}", data.len());
+        assert_eq!(
+            data.len(),
+            numel(shape),
+            "new_from: {} values cannot fill shape {shape:?}",
+            data.len()
+        );
         let storage = match (&self.device(), self.dtype()) {
             (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(data.to_vec())),
-            (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(data.iter().map(|&v| v as f32).collect())),
-            (Device::Gpu(ctx), _) => {
-                Storage::Gpu(GpuData::upload(ctx, &data.iter().map(|&v| v as f32).collect::<Vec<_>>()))
+            (Device::Cpu, DType::F32) => {
+                Storage::Cpu(CpuData::F32(data.iter().map(|&v| v as f32).collect()))
             }
+            (Device::Gpu(ctx), _) => Storage::Gpu(GpuData::upload(
+                ctx,
+                &data.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+            )),
         };
         Tensor::from_storage(storage, shape.to_vec(), self.device())
     }
@@ -241,7 +257,13 @@ impl Tensor {
     /// The single value of a one-element tensor.
     #[track_caller]
     pub fn item(&self) -> f32 {
-        assert_eq!(self.numel(), 1, "item: tensor of shape {:?} has {} elements, not 1", self.shape(), self.numel());
+        assert_eq!(
+            self.numel(),
+            1,
+            "item: tensor of shape {:?} has {} elements, not 1",
+            self.shape(),
+            self.numel()
+        );
         self.to_vec()[0]
     }
 
@@ -253,11 +275,15 @@ impl Tensor {
         let storage = match (&*self.storage(), device) {
             (Storage::Cpu(c), Device::Gpu(ctx)) => Storage::Gpu(GpuData::upload(ctx, &c.to_f32())),
             (Storage::Gpu(g), Device::Cpu) => Storage::Cpu(CpuData::F32(g.download())),
-            (Storage::Gpu(g), Device::Gpu(ctx)) => Storage::Gpu(GpuData::upload(ctx, &g.download())),
+            (Storage::Gpu(g), Device::Gpu(ctx)) => {
+                Storage::Gpu(GpuData::upload(ctx, &g.download()))
+            }
             (Storage::Cpu(_), Device::Cpu) => unreachable!("same device handled above"),
         };
         let src = self.device();
-        Tensor::from_op(storage, self.shape().to_vec(), device, &[self], move |g| vec![Some(g.to_device(&src))])
+        Tensor::from_op(storage, self.shape().to_vec(), device, &[self], move |g| {
+            vec![Some(g.to_device(&src))]
+        })
     }
 
     /// The same values as `dtype` (a differentiable cast). f64 exists only on the CPU.
@@ -271,7 +297,13 @@ impl Tensor {
             Storage::Gpu(_) => panic!("to_dtype: the GPU backend stores f32 only, not {dtype:?}"),
         };
         let src = self.dtype();
-        Tensor::from_op(storage, self.shape().to_vec(), &self.device(), &[self], move |g| vec![Some(g.to_dtype(src))])
+        Tensor::from_op(
+            storage,
+            self.shape().to_vec(),
+            &self.device(),
+            &[self],
+            move |g| vec![Some(g.to_dtype(src))],
+        )
     }
 
     // ---- autograd ----
@@ -309,15 +341,31 @@ impl Tensor {
     /// (optimizer steps, EMA updates, loading checkpoints).
     #[track_caller]
     pub fn set_data(&self, src: &Tensor) {
-        assert_eq!(src.shape(), self.shape(), "set_data: shape {:?} does not match {:?}", src.shape(), self.shape());
-        assert!(src.device() == self.device(), "set_data: source is on {:?}, target on {:?}", src.device(), self.device());
+        assert_eq!(
+            src.shape(),
+            self.shape(),
+            "set_data: shape {:?} does not match {:?}",
+            src.shape(),
+            self.shape()
+        );
+        assert!(
+            src.device() == self.device(),
+            "set_data: source is on {:?}, target on {:?}",
+            src.device(),
+            self.device()
+        );
         *self.0.storage.write().unwrap() = src.storage();
     }
 
     /// Back-propagates from this scalar (e.g. a loss) into every leaf that requires a gradient.
     #[track_caller]
     pub fn backward(&self) {
-        assert_eq!(self.numel(), 1, "backward: needs a scalar, got shape {:?}; use backward_with", self.shape());
+        assert_eq!(
+            self.numel(),
+            1,
+            "backward: needs a scalar, got shape {:?}; use backward_with",
+            self.shape()
+        );
         self.backward_with(self.ones_like());
     }
 
@@ -325,7 +373,13 @@ impl Tensor {
     #[track_caller]
     pub fn backward_with(&self, grad: Tensor) {
         assert!(self.requires_grad(), "backward: the tensor does not require grad (no input needed one, or it was made under no_grad)");
-        assert_eq!(grad.shape(), self.shape(), "backward_with: gradient shape {:?} does not match {:?}", grad.shape(), self.shape());
+        assert_eq!(
+            grad.shape(),
+            self.shape(),
+            "backward_with: gradient shape {:?} does not match {:?}",
+            grad.shape(),
+            self.shape()
+        );
         autograd::backward(self, grad);
     }
 
@@ -334,7 +388,13 @@ impl Tensor {
     }
 
     pub(crate) fn node_inputs(&self) -> Vec<Tensor> {
-        self.0.node.lock().unwrap().as_ref().map(|n| n.inputs.clone()).unwrap_or_default()
+        self.0
+            .node
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|n| n.inputs.clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn accumulate_grad(&self, g: &Tensor) {
@@ -348,7 +408,13 @@ impl Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor(shape={:?}, dtype={:?}, device={:?}", self.shape(), self.dtype(), self.device())?;
+        write!(
+            f,
+            "Tensor(shape={:?}, dtype={:?}, device={:?}",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )?;
         if self.numel() <= 16 {
             write!(f, ", data={:?}", self.to_vec())?;
         }

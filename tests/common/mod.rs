@@ -26,7 +26,10 @@ use selfsup_engine::{no_grad, DType, Device, Tensor};
 pub fn gpu_or_skip(test: &str) -> Option<Device> {
     match Device::gpu() {
         Ok(dev) => {
-            assert!(dev.is_gpu(), "{test}: Device::gpu() returned a non-GPU device {dev:?}");
+            assert!(
+                dev.is_gpu(),
+                "{test}: Device::gpu() returned a non-GPU device {dev:?}"
+            );
             Some(dev)
         }
         Err(e) => {
@@ -72,7 +75,9 @@ pub fn normal(shape: &[usize], seed: u64) -> Vec<f64> {
 /// Uniform samples in [lo, hi).
 pub fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Vec<f64> {
     let mut r = rng(seed);
-    (0..numel(shape)).map(|_| lo + (hi - lo) * r.random::<f64>()).collect()
+    (0..numel(shape))
+        .map(|_| lo + (hi - lo) * r.random::<f64>())
+        .collect()
 }
 
 /// Values in [0.5, 2): the domain of log, sqrt, rsqrt, recip and fractional powers.
@@ -111,12 +116,17 @@ pub fn distinct(shape: &[usize], seed: u64) -> Vec<f64> {
 /// Integers in 0..k as floats (index lists, ties for comparisons).
 pub fn small_ints(shape: &[usize], k: u32, seed: u64) -> Vec<f64> {
     let mut r = rng(seed);
-    (0..numel(shape)).map(|_| r.random_range(0..k) as f64).collect()
+    (0..numel(shape))
+        .map(|_| r.random_range(0..k) as f64)
+        .collect()
 }
 
 /// A 0/1 mask where each entry is 1 with probability `p`.
 pub fn bernoulli(shape: &[usize], p: f64, seed: u64) -> Vec<f64> {
-    uniform(shape, 0.0, 1.0, seed).into_iter().map(|u| if u < p { 1.0 } else { 0.0 }).collect()
+    uniform(shape, 0.0, 1.0, seed)
+        .into_iter()
+        .map(|u| if u < p { 1.0 } else { 0.0 })
+        .collect()
 }
 
 /// An f64 CPU leaf that requires grad (checked by [`gradcheck`]).
@@ -136,7 +146,11 @@ pub fn leaf32(data: Vec<f64>, shape: &[usize]) -> Tensor {
 
 /// An f32 CPU constant.
 pub fn const32(data: Vec<f64>, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(data.into_iter().map(|v| v as f32).collect(), shape, &Device::cpu())
+    Tensor::from_vec(
+        data.into_iter().map(|v| v as f32).collect(),
+        shape,
+        &Device::cpu(),
+    )
 }
 
 /// Row-major multi-index of flat element `i` of `shape`, for messages.
@@ -168,7 +182,9 @@ pub fn loss_weights(shape: &[usize], seed: u64) -> Vec<f64> {
 }
 
 fn name_seed(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -188,11 +204,14 @@ pub struct Tol {
 /// Central differences in f64 with h = 1e-6 are accurate to about 1e-9 here (truncation
 /// ~h²·f''' ≈ 1e-12, round-off ~ε·|f|/h ≈ 1e-10·|f|), so 1e-6 leaves a wide margin while still
 /// catching any real mistake in a backward formula.
-pub const F64_TOL: Tol = Tol { atol: 1e-6, rtol: 1e-6 };
+pub const F64_TOL: Tol = Tol {
+    atol: 1e-6,
+    rtol: 1e-6,
+};
 
 /// Checks every input gradient of `f` against central differences; see [`gradcheck_with`].
 #[track_caller]
-pub fn gradcheck(op: &str, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
+pub fn gradcheck(op: &str, inputs: impl AsRef<[Tensor]>, f: impl Fn(&[Tensor]) -> Tensor) {
     gradcheck_with(op, inputs, F64_TOL, f)
 }
 
@@ -211,25 +230,42 @@ fn fresh64(inputs: &[Tensor]) -> Vec<Tensor> {
 /// `L = sum(f(x) · w)` for fixed random weights `w` comes from `backward()`; the numeric one is
 /// `Σ (f(x + h·e_j) - f(x - h·e_j)) · w / 2h` for every element j of every checked input.
 #[track_caller]
-pub fn gradcheck_with(op: &str, inputs: &[Tensor], tol: Tol, f: impl Fn(&[Tensor]) -> Tensor) {
+pub fn gradcheck_with(
+    op: &str,
+    inputs: impl AsRef<[Tensor]>,
+    tol: Tol,
+    f: impl Fn(&[Tensor]) -> Tensor,
+) {
+    let inputs = inputs.as_ref();
     for (i, t) in inputs.iter().enumerate() {
         assert!(
             t.dtype() == DType::F64 && !t.device().is_gpu(),
             "gradcheck {op}: input {i} must be an f64 CPU tensor, got {t:?}"
         );
     }
-    assert!(inputs.iter().any(|t| t.requires_grad()), "gradcheck {op}: no input requires grad");
+    assert!(
+        inputs.iter().any(|t| t.requires_grad()),
+        "gradcheck {op}: no input requires grad"
+    );
 
     let leaves = fresh64(inputs);
     let out = f(&leaves);
-    assert_eq!(out.dtype(), DType::F64, "gradcheck {op}: the output is {:?}, not F64", out.dtype());
+    assert_eq!(
+        out.dtype(),
+        DType::F64,
+        "gradcheck {op}: the output is {:?}, not F64",
+        out.dtype()
+    );
     let y = out.to_vec_f64();
     assert!(
         y.iter().all(|v| v.is_finite()),
         "gradcheck {op}: the forward output of shape {:?} is not finite: {y:?}",
         out.shape()
     );
-    assert!(out.requires_grad(), "gradcheck {op}: the output does not require grad although an input does");
+    assert!(
+        out.requires_grad(),
+        "gradcheck {op}: the output does not require grad although an input does"
+    );
     let w = loss_weights(out.shape(), name_seed(op));
     let loss = (&out * &Tensor::from_vec_f64(w.clone(), out.shape())).sum_all();
     loss.backward();
@@ -241,8 +277,16 @@ pub fn gradcheck_with(op: &str, inputs: &[Tensor], tol: Tol, f: impl Fn(&[Tensor
         let n = x.numel();
         let analytic = match x.grad() {
             Some(g) => {
-                assert_eq!(g.shape(), x.shape(), "gradcheck {op}: gradient of input {i} has the wrong shape");
-                assert_eq!(g.dtype(), DType::F64, "gradcheck {op}: gradient of input {i} is not F64");
+                assert_eq!(
+                    g.shape(),
+                    x.shape(),
+                    "gradcheck {op}: gradient of input {i} has the wrong shape"
+                );
+                assert_eq!(
+                    g.dtype(),
+                    DType::F64,
+                    "gradcheck {op}: gradient of input {i} is not F64"
+                );
                 g.to_vec_f64()
             }
             // No gradient reached this input: correct only if the numeric gradient is zero.
@@ -258,8 +302,13 @@ pub fn gradcheck_with(op: &str, inputs: &[Tensor], tol: Tol, f: impl Fn(&[Tensor
                 no_grad(|| f(&xs)).to_vec_f64()
             };
             let (plus, minus) = (eval(FD_STEP), eval(-FD_STEP));
-            let numeric =
-                plus.iter().zip(&minus).zip(&w).map(|((p, m), w)| (p - m) * w).sum::<f64>() / (2.0 * FD_STEP);
+            let numeric = plus
+                .iter()
+                .zip(&minus)
+                .zip(&w)
+                .map(|((p, m), w)| (p - m) * w)
+                .sum::<f64>()
+                / (2.0 * FD_STEP);
             let a = analytic[j];
             let ok = (a - numeric).abs() <= tol.atol + tol.rtol * numeric.abs();
             assert!(
@@ -280,7 +329,13 @@ pub fn gradcheck_with(op: &str, inputs: &[Tensor], tol: Tol, f: impl Fn(&[Tensor
 /// Asserts |a - b| ≤ tol element-wise, naming `what` and the first offending element.
 #[track_caller]
 pub fn assert_close64(what: &str, got: &[f64], want: &[f64], tol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= tol, "{what}: element {i} is {g}, expected {w} (tolerance {tol:e})\n got {got:?}\nwant {want:?}");
     }
@@ -299,18 +354,29 @@ pub struct Tol32 {
 
 /// f32 has a unit round-off of 6e-8; kernels that sum in another order, use FMA or WGSL's
 /// built-in transcendental functions (a few ULP) differ from the CPU by a few 1e-7 relative.
-pub const F32_TOL: Tol32 = Tol32 { atol: 1e-4, rtol: 1e-3 };
+pub const F32_TOL: Tol32 = Tol32 {
+    atol: 1e-4,
+    rtol: 1e-3,
+};
 
 /// For values produced by sums of `k` terms of order one (matmul over K, reductions, softmax
 /// and norm backward over a row): the round-off of a different summation order grows like
 /// √k·ε·√k, so the absolute slack grows with k.
 pub fn reduce_tol(k: usize) -> Tol32 {
-    Tol32 { atol: 1e-4 + 4e-7 * k as f32, rtol: 1e-3 }
+    Tol32 {
+        atol: 1e-4 + 4e-7 * k as f32,
+        rtol: 1e-3,
+    }
 }
 
 /// Checks `f` on the GPU against the CPU; see [`gpu_check_with`].
 #[track_caller]
-pub fn gpu_check(op: &str, gpu: &Device, inputs: &[Tensor], f: impl Fn(&[Tensor]) -> Tensor) {
+pub fn gpu_check(
+    op: &str,
+    gpu: &Device,
+    inputs: impl AsRef<[Tensor]>,
+    f: impl Fn(&[Tensor]) -> Tensor,
+) {
     gpu_check_with(op, gpu, inputs, F32_TOL, f)
 }
 
@@ -320,38 +386,72 @@ struct Run {
     grads: Vec<Option<Vec<f32>>>,
 }
 
-fn run_on(op: &str, dev: &Device, inputs: &[Tensor], w: &[f32], f: &impl Fn(&[Tensor]) -> Tensor) -> Run {
+fn run_on(
+    op: &str,
+    dev: &Device,
+    inputs: &[Tensor],
+    w: &[f32],
+    f: &impl Fn(&[Tensor]) -> Tensor,
+) -> Run {
     let leaves: Vec<Tensor> = inputs
         .iter()
         .map(|t| Tensor::from_vec(t.to_vec(), t.shape(), dev).requires_grad_(t.requires_grad()))
         .collect();
     let out = f(&leaves);
-    assert!(out.device() == *dev, "{op}: output is on {:?}, expected {dev:?}", out.device());
-    assert_eq!(out.dtype(), DType::F32, "{op}: output on {dev:?} is {:?}, not F32", out.dtype());
+    assert!(
+        out.device() == *dev,
+        "{op}: output is on {:?}, expected {dev:?}",
+        out.device()
+    );
+    assert_eq!(
+        out.dtype(),
+        DType::F32,
+        "{op}: output on {dev:?} is {:?}, not F32",
+        out.dtype()
+    );
     let shape = out.shape().to_vec();
     let values = out.to_vec();
     let mut grads = vec![None; leaves.len()];
     if leaves.iter().any(|l| l.requires_grad()) {
-        assert!(out.requires_grad(), "{op}: output on {dev:?} does not require grad although an input does");
+        assert!(
+            out.requires_grad(),
+            "{op}: output on {dev:?} does not require grad although an input does"
+        );
         let loss = (&out * &Tensor::from_vec(w.to_vec(), &shape, dev)).sum_all();
         loss.backward();
         for (g, l) in grads.iter_mut().zip(&leaves) {
             if l.requires_grad() {
-                let grad = l.grad().unwrap_or_else(|| panic!("{op}: no gradient reached an input on {dev:?}"));
-                assert!(grad.device() == *dev, "{op}: gradient on {:?}, expected {dev:?}", grad.device());
+                let grad = l
+                    .grad()
+                    .unwrap_or_else(|| panic!("{op}: no gradient reached an input on {dev:?}"));
+                assert!(
+                    grad.device() == *dev,
+                    "{op}: gradient on {:?}, expected {dev:?}",
+                    grad.device()
+                );
                 assert_eq!(grad.shape(), l.shape(), "{op}: gradient shape on {dev:?}");
                 *g = Some(grad.to_vec());
             }
         }
     }
-    Run { shape, out: values, grads }
+    Run {
+        shape,
+        out: values,
+        grads,
+    }
 }
 
 /// Compares element-wise with `tol`, panicking with the count, the first and the worst
 /// offending elements. Non-finite values must match exactly (inf = inf, NaN ~ NaN).
 #[track_caller]
 pub fn assert_close32(what: &str, shape: &[usize], gpu: &[f32], cpu: &[f32], tol: Tol32) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: gpu has {} values, cpu {}", gpu.len(), cpu.len());
+    assert_eq!(
+        gpu.len(),
+        cpu.len(),
+        "{what}: gpu has {} values, cpu {}",
+        gpu.len(),
+        cpu.len()
+    );
     let mut bad = 0usize;
     let mut first = None;
     let mut worst: Option<(usize, f32)> = None;
@@ -393,7 +493,14 @@ pub fn assert_close32(what: &str, shape: &[usize], gpu: &[f32], cpu: &[f32], tol
 /// `inputs` are f32 CPU tensors (see [`leaf32`], [`const32`]); constants (masks, indices as
 /// floats) are uploaded too but not differentiated.
 #[track_caller]
-pub fn gpu_check_with(op: &str, gpu: &Device, inputs: &[Tensor], tol: Tol32, f: impl Fn(&[Tensor]) -> Tensor) {
+pub fn gpu_check_with(
+    op: &str,
+    gpu: &Device,
+    inputs: impl AsRef<[Tensor]>,
+    tol: Tol32,
+    f: impl Fn(&[Tensor]) -> Tensor,
+) {
+    let inputs = inputs.as_ref();
     assert!(gpu.is_gpu(), "gpu_check {op}: {gpu:?} is not a GPU device");
     for (i, t) in inputs.iter().enumerate() {
         assert!(
@@ -403,20 +510,41 @@ pub fn gpu_check_with(op: &str, gpu: &Device, inputs: &[Tensor], tol: Tol32, f: 
     }
     // The output shape is known only after a run: size the weights from a gradient-free CPU run.
     let shape = no_grad(|| f(&fresh32(inputs))).shape().to_vec();
-    let w: Vec<f32> = loss_weights(&shape, name_seed(op)).into_iter().map(|v| v as f32).collect();
+    let w: Vec<f32> = loss_weights(&shape, name_seed(op))
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
     let cpu = run_on(op, &Device::cpu(), inputs, &w, &f);
     let gpu_run = run_on(op, gpu, inputs, &w, &f);
-    assert_eq!(gpu_run.shape, cpu.shape, "{op}: output shape on the GPU differs from the CPU's");
-    assert_close32(&format!("{op}: forward"), &cpu.shape, &gpu_run.out, &cpu.out, tol);
+    assert_eq!(
+        gpu_run.shape, cpu.shape,
+        "{op}: output shape on the GPU differs from the CPU's"
+    );
+    assert_close32(
+        &format!("{op}: forward"),
+        &cpu.shape,
+        &gpu_run.out,
+        &cpu.out,
+        tol,
+    );
     for (i, (g, c)) in gpu_run.grads.iter().zip(&cpu.grads).enumerate() {
         if let (Some(g), Some(c)) = (g, c) {
-            assert_close32(&format!("{op}: gradient of input {i}"), inputs[i].shape(), g, c, tol);
+            assert_close32(
+                &format!("{op}: gradient of input {i}"),
+                inputs[i].shape(),
+                g,
+                c,
+                tol,
+            );
         }
     }
 }
 
 fn fresh32(inputs: &[Tensor]) -> Vec<Tensor> {
-    inputs.iter().map(|t| Tensor::from_vec(t.to_vec(), t.shape(), &Device::cpu())).collect()
+    inputs
+        .iter()
+        .map(|t| Tensor::from_vec(t.to_vec(), t.shape(), &Device::cpu()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -450,7 +578,10 @@ pub fn train_mlp(device: &Device, steps: usize) -> Vec<f32> {
     let (xs, ys) = blobs();
     let x = Tensor::from_vec(xs, &[64, 8], device);
     let init = |shape: &[usize], seed: u64, scale: f64| {
-        let data = normal(shape, seed).into_iter().map(|v| (v * scale) as f32).collect();
+        let data = normal(shape, seed)
+            .into_iter()
+            .map(|v| (v * scale) as f32)
+            .collect();
         Tensor::from_vec(data, shape, device).requires_grad_(true)
     };
     let w1 = init(&[8, 32], 21, (1.0f64 / 8.0).sqrt());
@@ -468,7 +599,9 @@ pub fn train_mlp(device: &Device, steps: usize) -> Vec<f32> {
         loss.backward();
         no_grad(|| {
             for p in params {
-                let g = p.grad().unwrap_or_else(|| panic!("train_mlp: no gradient at step {step}"));
+                let g = p
+                    .grad()
+                    .unwrap_or_else(|| panic!("train_mlp: no gradient at step {step}"));
                 p.set_data(&(p - &(g * lr)));
                 p.zero_grad();
             }

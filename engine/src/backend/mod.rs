@@ -291,7 +291,13 @@ pub fn layer_norm(x: &Storage, rows: usize, cols: usize, eps: f64) -> (Storage, 
 }
 
 /// Input gradient of the (non-affine) layer norm from x̂, rstd and the gradient of x̂.
-pub fn layer_norm_backward(xhat: &Storage, rstd: &Storage, g: &Storage, rows: usize, cols: usize) -> Storage {
+pub fn layer_norm_backward(
+    xhat: &Storage,
+    rstd: &Storage,
+    g: &Storage,
+    rows: usize,
+    cols: usize,
+) -> Storage {
     dispatch!("layer_norm backward"; xhat, rstd, g;
         cpu => cpu::layer_norm_backward(xhat, rstd, g, rows, cols);
         gpu => gpu::layer_norm_backward(xhat, rstd, g, rows, cols))

@@ -34,20 +34,45 @@ impl Tensor {
         let (tq, d) = (q.shape()[r - 2], q.shape()[r - 1]);
         let (tk, dv) = (k.shape()[r - 2], v.shape()[r - 1]);
         assert!(
-            k.shape()[..r - 2] == q.shape()[..r - 2] && v.shape()[..r - 1] == k.shape()[..r - 1] && k.shape()[r - 1] == d,
+            k.shape()[..r - 2] == q.shape()[..r - 2]
+                && v.shape()[..r - 1] == k.shape()[..r - 1]
+                && k.shape()[r - 1] == d,
             "attention: shapes q {:?}, k {:?}, v {:?} do not agree",
             q.shape(),
             k.shape(),
             v.shape()
         );
         let bias = key_padding_mask.map(|m| {
-            assert_eq!(m.shape(), [b, tk], "attention: key_padding_mask must be (B, Tk) = {:?}, got {:?}", [b, tk], m.shape());
-            q.new_from(&[f64::NEG_INFINITY], &[]).where_(m, &q.new_from(&[0.0], &[])).detach()
+            assert_eq!(
+                m.shape(),
+                [b, tk],
+                "attention: key_padding_mask must be (B, Tk) = {:?}, got {:?}",
+                [b, tk],
+                m.shape()
+            );
+            q.new_from(&[f64::NEG_INFINITY], &[])
+                .where_(m, &q.new_from(&[0.0], &[]))
+                .detach()
         });
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
-        let spec = AttnSpec { bh: b * heads, heads, tq, tk, d, dv, scale: scale as f32, causal };
+        let spec = AttnSpec {
+            bh: b * heads,
+            heads,
+            tq,
+            tk,
+            d,
+            dv,
+            scale: scale as f32,
+            causal,
+        };
         let bias_storage = bias.as_ref().map(|t| t.storage());
-        let (o, lse) = backend::attention(&q.storage(), &k.storage(), &v.storage(), bias_storage.as_deref(), spec);
+        let (o, lse) = backend::attention(
+            &q.storage(),
+            &k.storage(),
+            &v.storage(),
+            bias_storage.as_deref(),
+            spec,
+        );
         let mut out_shape = q.shape().to_vec();
         out_shape[r - 1] = dv;
         let o = Tensor::from_storage(o, out_shape.clone(), q.device());
@@ -67,7 +92,13 @@ impl Tensor {
             }
             if causal {
                 let mask: Vec<f64> = (0..tq * tk)
-                    .map(|i| if i % tk > i / tk { f64::NEG_INFINITY } else { 0.0 })
+                    .map(|i| {
+                        if i % tk > i / tk {
+                            f64::NEG_INFINITY
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect();
                 s = &s + &qs.new_from(&mask, &[tq, tk]);
             }

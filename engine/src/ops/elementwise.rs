@@ -26,13 +26,19 @@ impl Tensor {
     pub(crate) fn unary(&self, op: Unary) -> Tensor {
         let out = backend::unary(op, &self.storage());
         let x = self.clone();
-        Tensor::from_op(out, self.shape().to_vec(), &self.device(), &[self], move |g| {
-            vec![Some(Tensor::from_storage(
-                backend::unary_backward(op, &x.storage(), &g.storage()),
-                x.shape().to_vec(),
-                x.device(),
-            ))]
-        })
+        Tensor::from_op(
+            out,
+            self.shape().to_vec(),
+            &self.device(),
+            &[self],
+            move |g| {
+                vec![Some(Tensor::from_storage(
+                    backend::unary_backward(op, &x.storage(), &g.storage()),
+                    x.shape().to_vec(),
+                    x.device(),
+                ))]
+            },
+        )
     }
 
     pub fn neg(&self) -> Tensor {
@@ -102,7 +108,12 @@ impl Tensor {
 
     /// Computes a broadcasting binary op: the result's storage and shape.
     #[track_caller]
-    fn binary_storage(&self, op: Binary, other: &Tensor, name: &str) -> (crate::backend::Storage, Vec<usize>) {
+    fn binary_storage(
+        &self,
+        op: Binary,
+        other: &Tensor,
+        name: &str,
+    ) -> (crate::backend::Storage, Vec<usize>) {
         check_same(name, self, other);
         let shape = broadcast(name, self.shape(), other.shape());
         let out = backend::binary(
@@ -128,29 +139,30 @@ impl Tensor {
     fn binary(&self, op: Binary, other: &Tensor, name: &str) -> Tensor {
         let (out, shape) = self.binary_storage(op, other, name);
         let (a, b) = (self.clone(), other.clone());
-        Tensor::from_op(
-            out,
-            shape,
-            &self.device(),
-            &[self, other],
-            move |g| {
-                let (ga, gb) = match op {
-                    Binary::Add => (g.clone(), g.clone()),
-                    Binary::Sub => (g.clone(), g.neg()),
-                    Binary::Mul => (g * &b, g * &a),
-                    Binary::Div => (g / &b, -(&(g * &a) / &(&b * &b))),
-                    Binary::Pow => (g * &b * a.pow(&b.add_scalar(-1.0)), g * &a.pow(&b) * a.log()),
-                    Binary::Max | Binary::Min => {
-                        // Ties split the gradient evenly, as PyTorch's maximum/minimum do.
-                        let wins = if op == Binary::Max { a.gt(&b) } else { a.lt(&b) };
-                        let share = &wins + &a.eq_(&b).mul_scalar(0.5);
-                        (g * &share, g * &share.neg().add_scalar(1.0))
-                    }
-                    _ => unreachable!("comparisons are not differentiable"),
-                };
-                vec![Some(ga.sum_to(a.shape())), Some(gb.sum_to(b.shape()))]
-            },
-        )
+        Tensor::from_op(out, shape, &self.device(), &[self, other], move |g| {
+            let (ga, gb) = match op {
+                Binary::Add => (g.clone(), g.clone()),
+                Binary::Sub => (g.clone(), g.neg()),
+                Binary::Mul => (g * &b, g * &a),
+                Binary::Div => (g / &b, -(&(g * &a) / &(&b * &b))),
+                Binary::Pow => (
+                    g * &b * a.pow(&b.add_scalar(-1.0)),
+                    g * &a.pow(&b) * a.log(),
+                ),
+                Binary::Max | Binary::Min => {
+                    // Ties split the gradient evenly, as PyTorch's maximum/minimum do.
+                    let wins = if op == Binary::Max {
+                        a.gt(&b)
+                    } else {
+                        a.lt(&b)
+                    };
+                    let share = &wins + &a.eq_(&b).mul_scalar(0.5);
+                    (g * &share, g * &share.neg().add_scalar(1.0))
+                }
+                _ => unreachable!("comparisons are not differentiable"),
+            };
+            vec![Some(ga.sum_to(a.shape())), Some(gb.sum_to(b.shape()))]
+        })
     }
 
     #[track_caller]
@@ -215,7 +227,11 @@ impl Tensor {
     pub fn where_(&self, cond: &Tensor, other: &Tensor) -> Tensor {
         check_same("where", self, other);
         check_same("where", self, cond);
-        let shape = broadcast("where", &broadcast("where", cond.shape(), self.shape()), other.shape());
+        let shape = broadcast(
+            "where",
+            &broadcast("where", cond.shape(), self.shape()),
+            other.shape(),
+        );
         let out = backend::select(
             (&cond.storage(), &broadcast_strides(cond.shape(), &shape)),
             (&self.storage(), &broadcast_strides(self.shape(), &shape)),

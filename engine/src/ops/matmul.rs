@@ -35,10 +35,19 @@ impl Tensor {
         );
         let (ra, rb) = (self.rank(), other.rank());
         let (sa, sb) = (self.shape(), other.shape());
-        let (m, ka) = if trans_a { (sa[ra - 1], sa[ra - 2]) } else { (sa[ra - 2], sa[ra - 1]) };
-        let (kb, n) = if trans_b { (sb[rb - 1], sb[rb - 2]) } else { (sb[rb - 2], sb[rb - 1]) };
+        let (m, ka) = if trans_a {
+            (sa[ra - 1], sa[ra - 2])
+        } else {
+            (sa[ra - 2], sa[ra - 1])
+        };
+        let (kb, n) = if trans_b {
+            (sb[rb - 1], sb[rb - 2])
+        } else {
+            (sb[rb - 2], sb[rb - 1])
+        };
         assert_eq!(
-            ka, kb,
+            ka,
+            kb,
             "matmul: inner dimensions differ: {:?}{} @ {:?}{}",
             sa,
             if trans_a { "ᵀ" } else { "" },
@@ -78,8 +87,16 @@ impl Tensor {
         shape.extend([m, n]);
         let (x, y) = (self.clone(), other.clone());
         Tensor::from_op(out, shape, &self.device(), &[self, other], move |g| {
-            let ga = if trans_a { y.matmul_ex(g, trans_b, true) } else { g.matmul_ex(&y, false, !trans_b) };
-            let gb = if trans_b { g.matmul_ex(&x, true, trans_a) } else { x.matmul_ex(g, !trans_a, false) };
+            let ga = if trans_a {
+                y.matmul_ex(g, trans_b, true)
+            } else {
+                g.matmul_ex(&y, false, !trans_b)
+            };
+            let gb = if trans_b {
+                g.matmul_ex(&x, true, trans_a)
+            } else {
+                x.matmul_ex(g, !trans_a, false)
+            };
             vec![Some(ga.sum_to(x.shape())), Some(gb.sum_to(y.shape()))]
         })
     }

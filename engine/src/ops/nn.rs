@@ -11,12 +11,26 @@ impl Tensor {
     fn softmax_last(&self, log: bool) -> Tensor {
         let cols = self.shape().last().copied().unwrap_or(1);
         let rows = self.numel() / cols.max(1);
-        let y = Tensor::from_storage(backend::softmax(&self.storage(), rows, cols, log), self.shape().to_vec(), self.device());
+        let y = Tensor::from_storage(
+            backend::softmax(&self.storage(), rows, cols, log),
+            self.shape().to_vec(),
+            self.device(),
+        );
         let saved = y.detach();
-        Tensor::from_op(y.storage(), self.shape().to_vec(), &self.device(), &[self], move |g| {
-            let dx = backend::softmax_backward(&saved.storage(), &g.storage(), rows, cols, log);
-            vec![Some(Tensor::from_storage(dx, saved.shape().to_vec(), saved.device()))]
-        })
+        Tensor::from_op(
+            y.storage(),
+            self.shape().to_vec(),
+            &self.device(),
+            &[self],
+            move |g| {
+                let dx = backend::softmax_backward(&saved.storage(), &g.storage(), rows, cols, log);
+                vec![Some(Tensor::from_storage(
+                    dx,
+                    saved.shape().to_vec(),
+                    saved.device(),
+                ))]
+            },
+        )
     }
 
     /// Moves `axis` last, applies `f`, and moves it back.
@@ -48,11 +62,20 @@ impl Tensor {
     /// Layer norm over the last axis, with optional affine weight and bias of that size.
     #[track_caller]
     pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Tensor {
-        assert!(self.rank() >= 1, "layer_norm: needs at least one axis, got a scalar");
+        assert!(
+            self.rank() >= 1,
+            "layer_norm: needs at least one axis, got a scalar"
+        );
         let cols = self.shape()[self.rank() - 1];
         for (name, p) in [("weight", weight), ("bias", bias)] {
             if let Some(p) = p {
-                assert_eq!(p.shape(), [cols], "layer_norm: {name} of shape {:?} does not match the last axis of {:?}", p.shape(), self.shape());
+                assert_eq!(
+                    p.shape(),
+                    [cols],
+                    "layer_norm: {name} of shape {:?} does not match the last axis of {:?}",
+                    p.shape(),
+                    self.shape()
+                );
             }
         }
         let rows = self.numel() / cols.max(1);
@@ -60,10 +83,26 @@ impl Tensor {
         let xhat = Tensor::from_storage(xhat, self.shape().to_vec(), self.device());
         let rstd = Tensor::from_storage(rstd, vec![rows], self.device());
         let saved = xhat.detach();
-        let normed = Tensor::from_op(xhat.storage(), self.shape().to_vec(), &self.device(), &[self], move |g| {
-            let dx = backend::layer_norm_backward(&saved.storage(), &rstd.storage(), &g.storage(), rows, cols);
-            vec![Some(Tensor::from_storage(dx, saved.shape().to_vec(), saved.device()))]
-        });
+        let normed = Tensor::from_op(
+            xhat.storage(),
+            self.shape().to_vec(),
+            &self.device(),
+            &[self],
+            move |g| {
+                let dx = backend::layer_norm_backward(
+                    &saved.storage(),
+                    &rstd.storage(),
+                    &g.storage(),
+                    rows,
+                    cols,
+                );
+                vec![Some(Tensor::from_storage(
+                    dx,
+                    saved.shape().to_vec(),
+                    saved.device(),
+                ))]
+            },
+        );
         let scaled = match weight {
             Some(w) => &normed * w,
             None => normed,
@@ -91,24 +130,44 @@ impl Tensor {
         momentum: f64,
         eps: f64,
     ) -> Tensor {
-        assert!(self.rank() >= 2, "batch_norm: needs (N, C, …), got shape {:?}", self.shape());
+        assert!(
+            self.rank() >= 2,
+            "batch_norm: needs (N, C, …), got shape {:?}",
+            self.shape()
+        );
         let c = self.shape()[1];
         let mut bshape = vec![1usize; self.rank()];
         bshape[1] = c;
-        for (name, p) in [("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)] {
+        for (name, p) in [
+            ("running_mean", running_mean),
+            ("running_var", running_var),
+            ("weight", weight),
+            ("bias", bias),
+        ] {
             if let Some(p) = p {
-                assert_eq!(p.shape(), [c], "batch_norm: {name} of shape {:?} does not match {c} channels", p.shape());
+                assert_eq!(
+                    p.shape(),
+                    [c],
+                    "batch_norm: {name} of shape {:?} does not match {c} channels",
+                    p.shape()
+                );
             }
         }
         let axes: Vec<isize> = (0..self.rank() as isize).filter(|&a| a != 1).collect();
         let xhat = if training {
             let count = self.numel() / c.max(1);
-            assert!(count > 1, "batch_norm: training needs more than one value per channel, got shape {:?}", self.shape());
+            assert!(
+                count > 1,
+                "batch_norm: training needs more than one value per channel, got shape {:?}",
+                self.shape()
+            );
             let mean = self.mean_axes(&axes, true);
             let var = self.var_axes(&axes, true, 0);
             no_grad(|| {
                 if let (Some(rm), Some(rv)) = (running_mean, running_var) {
-                    let unbiased = var.reshape_to(&[c]).mul_scalar(count as f64 / (count - 1) as f64);
+                    let unbiased = var
+                        .reshape_to(&[c])
+                        .mul_scalar(count as f64 / (count - 1) as f64);
                     rm.set_data(&(rm * (1.0 - momentum) + mean.reshape_to(&[c]) * momentum));
                     rv.set_data(&(rv * (1.0 - momentum) + unbiased * momentum));
                 }
@@ -136,13 +195,18 @@ impl Tensor {
     /// training.
     #[track_caller]
     pub fn dropout(&self, p: f64, seed: u64, training: bool) -> Tensor {
-        assert!((0.0..1.0).contains(&p), "dropout: probability {p} is not in [0, 1)");
+        assert!(
+            (0.0..1.0).contains(&p),
+            "dropout: probability {p} is not in [0, 1)"
+        );
         if !training || p == 0.0 {
             return self.clone();
         }
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f64> = (0..self.numel()).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+        let mask: Vec<f64> = (0..self.numel())
+            .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+            .collect();
         self * &self.new_from(&mask, self.shape())
     }
 
@@ -162,31 +226,59 @@ impl Tensor {
     /// Mean cross-entropy of `(N, C)` logits against class indices. Rows whose target equals
     /// `ignore_index` are left out; `label_smoothing` mixes the one-hot target with uniform.
     #[track_caller]
-    pub fn cross_entropy(&self, targets: &[i64], ignore_index: i64, label_smoothing: f64) -> Tensor {
-        assert!(self.rank() == 2, "cross_entropy: logits must be (N, C), got shape {:?}", self.shape());
+    pub fn cross_entropy(
+        &self,
+        targets: &[i64],
+        ignore_index: i64,
+        label_smoothing: f64,
+    ) -> Tensor {
+        assert!(
+            self.rank() == 2,
+            "cross_entropy: logits must be (N, C), got shape {:?}",
+            self.shape()
+        );
         let (n, c) = (self.shape()[0], self.shape()[1]);
-        assert_eq!(targets.len(), n, "cross_entropy: {} targets for {n} rows of logits {:?}", targets.len(), self.shape());
-        assert!((0.0..=1.0).contains(&label_smoothing), "cross_entropy: label_smoothing {label_smoothing} is not in [0, 1]");
+        assert_eq!(
+            targets.len(),
+            n,
+            "cross_entropy: {} targets for {n} rows of logits {:?}",
+            targets.len(),
+            self.shape()
+        );
+        assert!(
+            (0.0..=1.0).contains(&label_smoothing),
+            "cross_entropy: label_smoothing {label_smoothing} is not in [0, 1]"
+        );
         let mut w = vec![0.0; n * c];
         let mut valid = 0usize;
         for (i, &t) in targets.iter().enumerate() {
             if t == ignore_index {
                 continue;
             }
-            assert!(t >= 0 && (t as usize) < c, "cross_entropy: target {t} at row {i} is not a class in 0..{c}");
+            assert!(
+                t >= 0 && (t as usize) < c,
+                "cross_entropy: target {t} at row {i} is not a class in 0..{c}"
+            );
             valid += 1;
             let row = &mut w[i * c..(i + 1) * c];
             row.iter_mut().for_each(|v| *v = label_smoothing / c as f64);
             row[t as usize] += 1.0 - label_smoothing;
         }
         let weights = self.new_from(&w, &[n, c]);
-        (&self.log_softmax(1) * &weights).sum_all().mul_scalar(-1.0 / valid as f64)
+        (&self.log_softmax(1) * &weights)
+            .sum_all()
+            .mul_scalar(-1.0 / valid as f64)
     }
 }
 
 /// Embedding lookup: rows `ids` of a `(vocab, dim)` table, shaped `(ids.len(), dim)`.
 #[track_caller]
 pub fn embedding(weight: &Tensor, ids: &[u32]) -> Tensor {
-    assert_eq!(weight.rank(), 2, "embedding: weight must be (vocab, dim), got shape {:?}", weight.shape());
+    assert_eq!(
+        weight.rank(),
+        2,
+        "embedding: weight must be (vocab, dim), got shape {:?}",
+        weight.shape()
+    );
     weight.index_select(0, ids)
 }

@@ -10,7 +10,11 @@ impl Tensor {
         let (outer, n, inner) = split_at_axis(self.shape(), ax);
         let mut shape = self.shape().to_vec();
         shape[ax] = 1;
-        Tensor::from_storage(backend::reduce(op, &self.storage(), outer, n, inner), shape, self.device())
+        Tensor::from_storage(
+            backend::reduce(op, &self.storage(), outer, n, inner),
+            shape,
+            self.device(),
+        )
     }
 
     /// Resolves and de-duplicates axes (an empty list means all axes).
@@ -47,9 +51,13 @@ impl Tensor {
         let kept = r.shape().to_vec();
         let out = r.with_shape(self.reduced_shape(&axes, keepdim));
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(out.storage(), out.shape().to_vec(), &self.device(), &[self], move |g| {
-            vec![Some(g.reshape_to(&kept).expand(&in_shape))]
-        })
+        Tensor::from_op(
+            out.storage(),
+            out.shape().to_vec(),
+            &self.device(),
+            &[self],
+            move |g| vec![Some(g.reshape_to(&kept).expand(&in_shape))],
+        )
     }
 
     /// Sum over one axis.
@@ -66,7 +74,11 @@ impl Tensor {
     /// Mean over `axes` (all axes when empty).
     #[track_caller]
     pub fn mean_axes(&self, axes: &[isize], keepdim: bool) -> Tensor {
-        let n: usize = self.resolve_axes("mean", axes).iter().map(|&a| self.shape()[a]).product();
+        let n: usize = self
+            .resolve_axes("mean", axes)
+            .iter()
+            .map(|&a| self.shape()[a])
+            .product();
         self.sum_axes(axes, keepdim).mul_scalar(1.0 / n as f64)
     }
 
@@ -82,7 +94,11 @@ impl Tensor {
     /// Variance over `axes` with Bessel's `correction` (1 = unbiased, as PyTorch's default).
     #[track_caller]
     pub fn var_axes(&self, axes: &[isize], keepdim: bool, correction: usize) -> Tensor {
-        let n: usize = self.resolve_axes("var", axes).iter().map(|&a| self.shape()[a]).product();
+        let n: usize = self
+            .resolve_axes("var", axes)
+            .iter()
+            .map(|&a| self.shape()[a])
+            .product();
         let centred = self - &self.mean_axes(axes, true);
         centred
             .square()
@@ -99,15 +115,25 @@ impl Tensor {
     #[track_caller]
     fn extremum(&self, op: Reduce, name: &str, ax: isize, keepdim: bool) -> Tensor {
         let a = axis(name, ax, self.rank());
-        assert!(self.shape()[a] > 0, "{name}: cannot reduce the empty axis {ax} of shape {:?}", self.shape());
+        assert!(
+            self.shape()[a] > 0,
+            "{name}: cannot reduce the empty axis {ax} of shape {:?}",
+            self.shape()
+        );
         let kept = self.reduce_raw(op, a);
         let out = kept.with_shape(self.reduced_shape(&[a], keepdim));
         let (x, m) = (self.detach(), kept);
-        Tensor::from_op(out.storage(), out.shape().to_vec(), &self.device(), &[self], move |g| {
-            let hit = x.eq_(&m);
-            let share = &hit / &hit.sum(a as isize, true);
-            vec![Some(&share * &g.reshape_to(m.shape()))]
-        })
+        Tensor::from_op(
+            out.storage(),
+            out.shape().to_vec(),
+            &self.device(),
+            &[self],
+            move |g| {
+                let hit = x.eq_(&m);
+                let share = &hit / &hit.sum(a as isize, true);
+                vec![Some(&share * &g.reshape_to(m.shape()))]
+            },
+        )
     }
 
     #[track_caller]
@@ -124,7 +150,11 @@ impl Tensor {
     #[track_caller]
     pub fn argmax(&self, axis: isize, keepdim: bool) -> Tensor {
         let a = crate::shape::axis("argmax", axis, self.rank());
-        assert!(self.shape()[a] > 0, "argmax: cannot reduce the empty axis {axis} of shape {:?}", self.shape());
+        assert!(
+            self.shape()[a] > 0,
+            "argmax: cannot reduce the empty axis {axis} of shape {:?}",
+            self.shape()
+        );
         let r = self.reduce_raw(Reduce::ArgMax, a);
         r.with_shape(self.reduced_shape(&[a], keepdim))
     }
@@ -133,7 +163,11 @@ impl Tensor {
     #[track_caller]
     pub fn argmin(&self, axis: isize, keepdim: bool) -> Tensor {
         let a = crate::shape::axis("argmin", axis, self.rank());
-        assert!(self.shape()[a] > 0, "argmin: cannot reduce the empty axis {axis} of shape {:?}", self.shape());
+        assert!(
+            self.shape()[a] > 0,
+            "argmin: cannot reduce the empty axis {axis} of shape {:?}",
+            self.shape()
+        );
         let r = self.reduce_raw(Reduce::ArgMin, a);
         r.with_shape(self.reduced_shape(&[a], keepdim))
     }

@@ -41,10 +41,24 @@ impl Tensor {
             "reshape: invalid target shape {shape:?} for a tensor of shape {:?}",
             self.shape()
         );
-        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let known: usize = shape
+            .iter()
+            .filter(|&&d| d >= 0)
+            .map(|&d| d as usize)
+            .product();
         let out: Vec<usize> = shape
             .iter()
-            .map(|&d| if d == -1 { if known == 0 { 0 } else { n / known } } else { d as usize })
+            .map(|&d| {
+                if d == -1 {
+                    if known == 0 {
+                        0
+                    } else {
+                        n / known
+                    }
+                } else {
+                    d as usize
+                }
+            })
             .collect();
         assert_eq!(
             numel(&out),
@@ -77,7 +91,12 @@ impl Tensor {
     #[track_caller]
     pub fn squeeze(&self, ax: isize) -> Tensor {
         let a = axis("squeeze", ax, self.rank());
-        assert_eq!(self.shape()[a], 1, "squeeze: axis {ax} of shape {:?} is not 1", self.shape());
+        assert_eq!(
+            self.shape()[a],
+            1,
+            "squeeze: axis {ax} of shape {:?} is not 1",
+            self.shape()
+        );
         let mut shape = self.shape().to_vec();
         shape.remove(a);
         self.reshape_to(&shape)
@@ -89,7 +108,10 @@ impl Tensor {
         let r = self.rank();
         let mut seen = vec![false; r];
         assert!(
-            perm.len() == r && perm.iter().all(|&p| p < r && !std::mem::replace(&mut seen[p], true)),
+            perm.len() == r
+                && perm
+                    .iter()
+                    .all(|&p| p < r && !std::mem::replace(&mut seen[p], true)),
             "permute: {perm:?} is not a permutation of the {r} axes of shape {:?}",
             self.shape()
         );
@@ -104,13 +126,18 @@ impl Tensor {
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Tensor::from_op(out, shape, &self.device(), &[self], move |g| vec![Some(g.permute(&inverse))])
+        Tensor::from_op(out, shape, &self.device(), &[self], move |g| {
+            vec![Some(g.permute(&inverse))]
+        })
     }
 
     /// Swaps two axes.
     #[track_caller]
     pub fn transpose(&self, a: isize, b: isize) -> Tensor {
-        let (a, b) = (axis("transpose", a, self.rank()), axis("transpose", b, self.rank()));
+        let (a, b) = (
+            axis("transpose", a, self.rank()),
+            axis("transpose", b, self.rank()),
+        );
         let mut perm: Vec<usize> = (0..self.rank()).collect();
         perm.swap(a, b);
         self.permute(&perm)
@@ -119,7 +146,11 @@ impl Tensor {
     /// Transpose of a matrix (the last two axes).
     #[track_caller]
     pub fn t(&self) -> Tensor {
-        assert!(self.rank() >= 2, "t: needs at least 2 axes, got shape {:?}", self.shape());
+        assert!(
+            self.rank() >= 2,
+            "t: needs at least 2 axes, got shape {:?}",
+            self.shape()
+        );
         self.transpose(-2, -1)
     }
 
@@ -161,13 +192,25 @@ impl Tensor {
     #[track_caller]
     pub fn expand(&self, shape: &[usize]) -> Tensor {
         let target = crate::shape::broadcast("expand", self.shape(), shape);
-        assert_eq!(target, shape, "expand: shape {:?} cannot be expanded to {shape:?}", self.shape());
+        assert_eq!(
+            target,
+            shape,
+            "expand: shape {:?} cannot be expanded to {shape:?}",
+            self.shape()
+        );
         if self.shape() == shape {
             return self.clone();
         }
-        let out = backend::gather_strided(&self.storage(), 0, &broadcast_strides(self.shape(), shape), shape);
+        let out = backend::gather_strided(
+            &self.storage(),
+            0,
+            &broadcast_strides(self.shape(), shape),
+            shape,
+        );
         let in_shape = self.shape().to_vec();
-        Tensor::from_op(out, shape.to_vec(), &self.device(), &[self], move |g| vec![Some(g.sum_to(&in_shape))])
+        Tensor::from_op(out, shape.to_vec(), &self.device(), &[self], move |g| {
+            vec![Some(g.sum_to(&in_shape))]
+        })
     }
 
     /// Joins tensors along an existing axis.
@@ -228,7 +271,10 @@ impl Tensor {
         let a = axis("index_select", ax, self.rank());
         let (outer, n, inner) = split_at_axis(self.shape(), a);
         if let Some(&bad) = idx.iter().find(|&&i| i as usize >= n) {
-            panic!("index_select: index {bad} is out of range for axis {ax} of shape {:?}", self.shape());
+            panic!(
+                "index_select: index {bad} is out of range for axis {ax} of shape {:?}",
+                self.shape()
+            );
         }
         let out = backend::index_select(&self.storage(), outer, n, inner, idx);
         let mut shape = self.shape().to_vec();

@@ -37,7 +37,9 @@ pub fn apply_unary<T: Elem>(op: Unary, x: T) -> T {
         Unary::Rsqrt => one / x.sqrt(),
         Unary::Abs => x.abs(),
         Unary::Relu => x.max(T::zero()),
-        Unary::GeluTanh => half * x * (one + (c(SQRT_2_OVER_PI) * (x + c(GELU_C) * x * x * x)).tanh()),
+        Unary::GeluTanh => {
+            half * x * (one + (c(SQRT_2_OVER_PI) * (x + c(GELU_C) * x * x * x)).tanh())
+        }
         Unary::GeluErf => half * x * (one + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
         Unary::Sigmoid => one / (one + (-x).exp()),
         Unary::Tanh => x.tanh(),
@@ -188,7 +190,10 @@ fn for_each_strided<T: Send>(
                 *o += i * s[d];
             }
         }
-        let steps: Vec<usize> = strides.iter().map(|s| if rank == 0 { 0 } else { s[rank - 1] }).collect();
+        let steps: Vec<usize> = strides
+            .iter()
+            .map(|s| if rank == 0 { 0 } else { s[rank - 1] })
+            .collect();
         for v in chunk.iter_mut() {
             f(v, offs);
             for (o, s) in offs.iter_mut().zip(&steps) {
@@ -197,13 +202,24 @@ fn for_each_strided<T: Send>(
         }
     };
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(last).enumerate().for_each(|(r, c)| row(r, c));
+        out.par_chunks_mut(last)
+            .enumerate()
+            .for_each(|(r, c)| row(r, c));
     } else {
-        out.chunks_mut(last).enumerate().for_each(|(r, c)| row(r, c));
+        out.chunks_mut(last)
+            .enumerate()
+            .for_each(|(r, c)| row(r, c));
     }
 }
 
-fn binary_t<T: Elem>(op: Binary, a: &[T], sa: &[usize], b: &[T], sb: &[usize], shape: &[usize]) -> Vec<T> {
+fn binary_t<T: Elem>(
+    op: Binary,
+    a: &[T],
+    sa: &[usize],
+    b: &[T],
+    sb: &[usize],
+    shape: &[usize],
+) -> Vec<T> {
     let n: usize = shape.iter().product();
     let contiguous = crate::shape::strides(shape);
     if a.len() == n && b.len() == n && sa == contiguous.as_slice() && sb == contiguous.as_slice() {
@@ -214,11 +230,20 @@ fn binary_t<T: Elem>(op: Binary, a: &[T], sa: &[usize], b: &[T], sb: &[usize], s
         return map(a, |x| apply_binary(op, x, y));
     }
     let mut out = vec![T::zero(); n];
-    for_each_strided(&mut out, shape, &[sa, sb], |o, off| *o = apply_binary(op, a[off[0]], b[off[1]]));
+    for_each_strided(&mut out, shape, &[sa, sb], |o, off| {
+        *o = apply_binary(op, a[off[0]], b[off[1]])
+    });
     out
 }
 
-pub fn binary(op: Binary, a: &CpuData, sa: &[usize], b: &CpuData, sb: &[usize], shape: &[usize]) -> CpuData {
+pub fn binary(
+    op: Binary,
+    a: &CpuData,
+    sa: &[usize],
+    b: &CpuData,
+    sb: &[usize],
+    shape: &[usize],
+) -> CpuData {
     map_same!("binary"; a, b => binary_t(op, a, sa, b, sb, shape))
 }
 

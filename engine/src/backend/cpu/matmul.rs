@@ -1,71 +1,143 @@
-//! Batched matrix products through the `gemm` crate, which reads operands through arbitrary
-//! strides (so transposes are free) and runs AVX-512/AVX2 micro-kernels.
+//! Batched matrix products through the `gemm` crate's AVX-512/AVX2 micro-kernels, which read
+//! operands through arbitrary strides (so transposes are free).
+//!
+//! Threads are assigned here rather than by gemm's own rayon mode: splitting the output into one
+//! column (or row) panel per core measured 288 GFLOP/s at N=1024 on 2 cores, against 127 GFLOP/s
+//! for gemm's internal split.
 
 use super::{map_same, CpuData, Elem};
 use crate::backend::MatmulSpec;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-/// Products of at least this many multiply-adds split one matrix across cores; smaller ones are
-/// run one per core across the batch instead.
+/// Products of at least this many multiply-adds are split across cores; smaller ones run one
+/// per core across the batch instead.
 const PAR_GEMM_MIN: usize = 1 << 18;
 
 pub fn matmul(a: &CpuData, b: &CpuData, spec: MatmulSpec) -> CpuData {
     map_same!("matmul"; a, b => matmul_t(a, b, spec))
 }
 
+/// A raw pointer that may cross to a worker thread: each task writes a disjoint panel of C.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T> Sync for SendPtr<T> {}
+
+/// C (m×n, row stride `ldc`) = A·B for operands given by pointer and (row, column) strides.
+///
+/// # Safety
+/// The pointers must address valid m×k, k×n and m×n matrices under those strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut T,
+    ldc: usize,
+    a: *const T,
+    (a_rs, a_cs): (usize, usize),
+    b: *const T,
+    (b_rs, b_cs): (usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        c,
+        1,
+        ldc as isize,
+        false,
+        a,
+        a_cs as isize,
+        a_rs as isize,
+        b,
+        b_cs as isize,
+        b_rs as isize,
+        T::zero(),
+        T::one(),
+        false,
+        false,
+        false,
+        Parallelism::None,
+    )
+}
+
 pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
     let MatmulSpec { batch, m, k, n, .. } = s;
     let mut out = vec![T::zero(); batch * m * n];
-    if out.is_empty() {
+    if out.is_empty() || k == 0 {
         return out;
     }
-    // (row stride, column stride) of each operand as stored.
-    let (a_rs, a_cs) = if s.trans_a { (1, m) } else { (k, 1) };
-    let (b_rs, b_cs) = if s.trans_b { (1, k) } else { (n, 1) };
-    let work = m * n * k;
+    let a_st = if s.trans_a { (1, m) } else { (k, 1) };
+    let b_st = if s.trans_b { (1, k) } else { (n, 1) };
     let threads = rayon::current_num_threads();
-    let one = |i: usize, c: &mut [T], par: Parallelism| {
-        if k == 0 {
-            return;
+    let work = m * n * k;
+    if work >= PAR_GEMM_MIN && threads > 1 {
+        // One large product at a time, its output split into panels along the longer side.
+        for i in 0..batch {
+            let (ab, bb) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+            let c = SendPtr(out[i * m * n..].as_mut_ptr());
+            let split_cols = n >= m;
+            let len = if split_cols { n } else { m };
+            let chunk = len.div_ceil(threads).next_multiple_of(16);
+            (0..len.div_ceil(chunk)).into_par_iter().for_each(|t| {
+                let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(len));
+                let c = c;
+                // SAFETY: panels [lo, hi) are disjoint; offsets stay inside the operands, whose
+                // sizes the op layer checked against (m, k, n).
+                unsafe {
+                    if split_cols {
+                        gemm_into(
+                            m,
+                            hi - lo,
+                            k,
+                            c.0.add(lo),
+                            n,
+                            ab.as_ptr(),
+                            a_st,
+                            bb.as_ptr().add(lo * b_st.1),
+                            b_st,
+                        );
+                    } else {
+                        gemm_into(
+                            hi - lo,
+                            n,
+                            k,
+                            c.0.add(lo * n),
+                            n,
+                            ab.as_ptr().add(lo * a_st.0),
+                            a_st,
+                            bb.as_ptr(),
+                            b_st,
+                        );
+                    }
+                }
+            });
         }
-        let a = &a[i * s.a_batch_stride..];
-        let b = &b[i * s.b_batch_stride..];
-        // SAFETY: the strides above address only elements inside the (batch-offset) operand
-        // slices, whose lengths the op layer checked against the shapes; `c` is m×n.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                a_cs as isize,
-                a_rs as isize,
-                b.as_ptr(),
-                b_cs as isize,
-                b_rs as isize,
-                T::zero(),
-                T::one(),
-                false,
-                false,
-                false,
-                par,
-            );
-        }
-    };
-    if work >= PAR_GEMM_MIN || batch == 1 {
-        let par = if work >= PAR_GEMM_MIN && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        };
-        out.chunks_mut(m * n).enumerate().for_each(|(i, c)| one(i, c, par));
     } else {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| one(i, c, Parallelism::None));
+        let one = |(i, c): (usize, &mut [T])| {
+            let (ab, bb) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
+            // SAFETY: as above; `c` is this batch's m×n block.
+            unsafe {
+                gemm_into(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    n,
+                    ab.as_ptr(),
+                    a_st,
+                    bb.as_ptr(),
+                    b_st,
+                )
+            }
+        };
+        if batch > 1 && work * batch >= PAR_GEMM_MIN {
+            out.par_chunks_mut(m * n).enumerate().for_each(one);
+        } else {
+            out.chunks_mut(m * n).enumerate().for_each(one);
+        }
     }
     out
 }

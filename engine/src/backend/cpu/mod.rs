@@ -7,9 +7,11 @@ mod matmul;
 mod nn;
 mod reduce;
 
-pub use elementwise::{binary, gather_strided, concat, select, unary, unary_backward};
+pub use elementwise::{binary, concat, gather_strided, select, unary, unary_backward};
 pub use matmul::matmul;
-pub use nn::{attention, index_add, index_select, layer_norm, layer_norm_backward, softmax, softmax_backward};
+pub use nn::{
+    attention, index_add, index_select, layer_norm, layer_norm_backward, softmax, softmax_backward,
+};
 pub use reduce::reduce;
 
 use crate::DType;

@@ -11,7 +11,9 @@ fn rows_mut<T: Send>(out: &mut [T], cols: usize, f: impl Fn(usize, &mut [T]) + S
         return;
     }
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(cols).enumerate().for_each(|(r, c)| f(r, c));
+        out.par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, c)| f(r, c));
     } else {
         out.chunks_mut(cols).enumerate().for_each(|(r, c)| f(r, c));
     }
@@ -22,7 +24,8 @@ fn rows_mut<T: Send>(out: &mut [T], cols: usize, f: impl Fn(usize, &mut [T]) + S
 fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
     let m = row.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
     if m == T::neg_infinity() {
-        row.iter_mut().for_each(|v| *v = if log { T::neg_infinity() } else { T::zero() });
+        row.iter_mut()
+            .for_each(|v| *v = if log { T::neg_infinity() } else { T::zero() });
         return T::infinity();
     }
     let mut sum = T::zero();
@@ -80,16 +83,23 @@ pub fn layer_norm(x: &CpuData, rows: usize, cols: usize, eps: f64) -> (CpuData, 
         let eps = T::from_f64(eps);
         let norm = |r: &mut [T]| {
             let mean = r.iter().fold(T::zero(), |a, &b| a + b) / n;
-            let var = r.iter().fold(T::zero(), |a, &b| a + (b - mean) * (b - mean)) / n;
+            let var = r
+                .iter()
+                .fold(T::zero(), |a, &b| a + (b - mean) * (b - mean))
+                / n;
             let rstd = T::one() / (var + eps).sqrt();
             r.iter_mut().for_each(|v| *v = (*v - mean) * rstd);
             (mean, rstd)
         };
         if cols > 0 {
             if x.len() >= PAR_MIN {
-                y.par_chunks_mut(cols).zip(stats.par_iter_mut()).for_each(|(r, s)| *s = norm(r));
+                y.par_chunks_mut(cols)
+                    .zip(stats.par_iter_mut())
+                    .for_each(|(r, s)| *s = norm(r));
             } else {
-                y.chunks_mut(cols).zip(stats.iter_mut()).for_each(|(r, s)| *s = norm(r));
+                y.chunks_mut(cols)
+                    .zip(stats.iter_mut())
+                    .for_each(|(r, s)| *s = norm(r));
             }
         }
         let (m, r) = stats.into_iter().unzip();
@@ -107,12 +117,21 @@ pub fn layer_norm(x: &CpuData, rows: usize, cols: usize, eps: f64) -> (CpuData, 
     }
 }
 
-pub fn layer_norm_backward(xhat: &CpuData, rstd: &CpuData, g: &CpuData, _rows: usize, cols: usize) -> CpuData {
+pub fn layer_norm_backward(
+    xhat: &CpuData,
+    rstd: &CpuData,
+    g: &CpuData,
+    _rows: usize,
+    cols: usize,
+) -> CpuData {
     fn bwd<T: Elem>(xhat: &[T], rstd: &[T], g: &[T], cols: usize) -> Vec<T> {
         let mut out = vec![T::zero(); xhat.len()];
         let n = T::from_f64(cols as f64);
         rows_mut(&mut out, cols, |r, o| {
-            let (xh, g) = (&xhat[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
+            let (xh, g) = (
+                &xhat[r * cols..(r + 1) * cols],
+                &g[r * cols..(r + 1) * cols],
+            );
             let (mut sg, mut sgx) = (T::zero(), T::zero());
             for (&x, &g) in xh.iter().zip(g) {
                 sg = sg + g;
@@ -128,8 +147,20 @@ pub fn layer_norm_backward(xhat: &CpuData, rstd: &CpuData, g: &CpuData, _rows: u
     map_same!("layer_norm backward"; xhat, rstd, g => bwd(xhat, rstd, g, cols))
 }
 
-pub fn attention(q: &CpuData, k: &CpuData, v: &CpuData, bias: Option<&CpuData>, s: AttnSpec) -> (CpuData, CpuData) {
-    fn attn<T: Elem>(q: &[T], k: &[T], v: &[T], bias: Option<&[T]>, s: AttnSpec) -> (Vec<T>, Vec<T>) {
+pub fn attention(
+    q: &CpuData,
+    k: &CpuData,
+    v: &CpuData,
+    bias: Option<&CpuData>,
+    s: AttnSpec,
+) -> (CpuData, CpuData) {
+    fn attn<T: Elem>(
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        bias: Option<&[T]>,
+        s: AttnSpec,
+    ) -> (Vec<T>, Vec<T>) {
         let scores = MatmulSpec {
             batch: s.bh,
             m: s.tq,
@@ -158,9 +189,15 @@ pub fn attention(q: &CpuData, k: &CpuData, v: &CpuData, bias: Option<&CpuData>, 
         };
         if s.tk > 0 {
             if p.len() >= PAR_MIN {
-                p.par_chunks_mut(s.tk).zip(lse.par_iter_mut()).enumerate().for_each(|(r, (x, l))| *l = row(r, x));
+                p.par_chunks_mut(s.tk)
+                    .zip(lse.par_iter_mut())
+                    .enumerate()
+                    .for_each(|(r, (x, l))| *l = row(r, x));
             } else {
-                p.chunks_mut(s.tk).zip(lse.iter_mut()).enumerate().for_each(|(r, (x, l))| *l = row(r, x));
+                p.chunks_mut(s.tk)
+                    .zip(lse.iter_mut())
+                    .enumerate()
+                    .for_each(|(r, (x, l))| *l = row(r, x));
             }
         }
         let out = MatmulSpec {

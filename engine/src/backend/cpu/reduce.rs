@@ -55,9 +55,13 @@ fn reduce_t<T: Elem>(op: Reduce, x: &[T], outer: usize, n: usize, inner: usize) 
         return out;
     }
     if x.len() >= PAR_MIN && outer > 1 {
-        out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| run(o, row));
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(o, row)| run(o, row));
     } else {
-        out.chunks_mut(inner).enumerate().for_each(|(o, row)| run(o, row));
+        out.chunks_mut(inner)
+            .enumerate()
+            .for_each(|(o, row)| run(o, row));
     }
     out
 }

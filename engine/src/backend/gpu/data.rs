@@ -26,9 +26,15 @@ impl GpuData {
     /// An uninitialised buffer of `len` floats (every kernel writes all of its output).
     #[track_caller]
     pub(crate) fn alloc(ctx: &Arc<GpuContext>, len: usize) -> GpuData {
-        let buffer = ctx.alloc(len as u64 * 4);
+        GpuData::wrap(ctx, ctx.alloc(len as u64 * 4, false), len)
+    }
+
+    fn wrap(ctx: &Arc<GpuContext>, buffer: wgpu::Buffer, len: usize) -> GpuData {
         GpuData {
-            buf: Arc::new(PooledBuffer { buffer: Some(buffer), ctx: ctx.clone() }),
+            buf: Arc::new(PooledBuffer {
+                buffer: Some(buffer),
+                ctx: ctx.clone(),
+            }),
             len,
         }
     }
@@ -36,7 +42,7 @@ impl GpuData {
     /// Copies host values to a new device buffer.
     #[track_caller]
     pub fn upload(ctx: &Arc<GpuContext>, data: &[f32]) -> GpuData {
-        let d = GpuData::alloc(ctx, data.len());
+        let d = GpuData::wrap(ctx, ctx.alloc(data.len() as u64 * 4, true), data.len());
         ctx.write(d.buffer(), bytemuck::cast_slice(data));
         d
     }

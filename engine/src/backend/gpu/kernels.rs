@@ -25,11 +25,20 @@ fn bits(v: f64) -> u32 {
 /// Kernel source getters: `launch` compiles each once, keyed by name.
 macro_rules! kernel {
     ($family:expr, $name:literal) => {
-        ($name, || shaders::module($family, $name))
+        (
+            $name,
+            (|| shaders::module($family, $name)) as fn() -> String,
+        )
     };
 }
 
-fn launch(ctx: &GpuContext, k: (&'static str, fn() -> String), params: &[u32], buffers: &[&GpuData], grid: [u32; 3]) {
+fn launch(
+    ctx: &GpuContext,
+    k: (&'static str, fn() -> String),
+    params: &[u32],
+    buffers: &[&GpuData],
+    grid: [u32; 3],
+) {
     let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
     ctx.launch(k.0, k.1, params, &bufs, grid);
 }
@@ -45,7 +54,10 @@ fn collapse(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize
             continue;
         }
         let merge = !out_shape.is_empty()
-            && strides.iter().zip(&out_strides).all(|(s, o)| s[d] == o[0] * out_shape[0]);
+            && strides
+                .iter()
+                .zip(&out_strides)
+                .all(|(s, o)| s[d] == o[0] * out_shape[0]);
         if merge {
             out_shape[0] *= shape[d];
         } else {
@@ -83,7 +95,13 @@ pub fn unary(op: Unary, x: &GpuData) -> GpuData {
     let y = GpuData::alloc(ctx, x.len());
     let (a, b) = op.params();
     let p = [x.len() as u32, op.code(), bits(a), bits(b)];
-    launch(ctx, kernel!(ELEMENTWISE, "unary"), &p, &[x, &y], grid(x.len(), 256));
+    launch(
+        ctx,
+        kernel!(ELEMENTWISE, "unary"),
+        &p,
+        &[x, &y],
+        grid(x.len(), 256),
+    );
     y
 }
 
@@ -92,16 +110,35 @@ pub fn unary_backward(op: Unary, x: &GpuData, g: &GpuData) -> GpuData {
     let y = GpuData::alloc(ctx, x.len());
     let (a, b) = op.params();
     let p = [x.len() as u32, op.code(), bits(a), bits(b)];
-    launch(ctx, kernel!(ELEMENTWISE, "unary_backward"), &p, &[x, g, &y], grid(x.len(), 256));
+    launch(
+        ctx,
+        kernel!(ELEMENTWISE, "unary_backward"),
+        &p,
+        &[x, g, &y],
+        grid(x.len(), 256),
+    );
     y
 }
 
-pub fn binary(op: Binary, a: &GpuData, sa: &[usize], b: &GpuData, sb: &[usize], shape: &[usize]) -> GpuData {
+pub fn binary(
+    op: Binary,
+    a: &GpuData,
+    sa: &[usize],
+    b: &GpuData,
+    sb: &[usize],
+    shape: &[usize],
+) -> GpuData {
     let ctx = a.ctx();
     let n: usize = shape.iter().product();
     let y = GpuData::alloc(ctx, n);
     let p = strided_params(n, op.code(), shape, &[sa, sb]);
-    launch(ctx, kernel!(ELEMENTWISE, "binary"), &p, &[a, b, &y], grid(n, 256));
+    launch(
+        ctx,
+        kernel!(ELEMENTWISE, "binary"),
+        &p,
+        &[a, b, &y],
+        grid(n, 256),
+    );
     y
 }
 
@@ -118,7 +155,13 @@ pub fn select(
     let n: usize = shape.iter().product();
     let y = GpuData::alloc(ctx, n);
     let p = strided_params(n, 0, shape, &[sc, sa, sb]);
-    launch(ctx, kernel!(ELEMENTWISE, "select"), &p, &[c, a, b, &y], grid(n, 256));
+    launch(
+        ctx,
+        kernel!(ELEMENTWISE, "select"),
+        &p,
+        &[c, a, b, &y],
+        grid(n, 256),
+    );
     y
 }
 
@@ -139,8 +182,19 @@ pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -
     let mut start = 0;
     for (part, &s) in parts.iter().zip(sizes) {
         let n = outer * s * inner;
-        let p = [n as u32, (s * inner) as u32, (total * inner) as u32, (start * inner) as u32];
-        launch(ctx, kernel!(COPY, "copy_rows"), &p, &[part, &y], grid(n, 256));
+        let p = [
+            n as u32,
+            (s * inner) as u32,
+            (total * inner) as u32,
+            (start * inner) as u32,
+        ];
+        launch(
+            ctx,
+            kernel!(COPY, "copy_rows"),
+            &p,
+            &[part, &y],
+            grid(n, 256),
+        );
         start += s;
     }
     y
@@ -151,10 +205,22 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
     let y = GpuData::alloc(ctx, outer * inner);
     if inner == 1 {
         let p = [outer as u32, n as u32, op.code()];
-        launch(ctx, kernel!(REDUCE, "reduce_rows"), &p, &[x, &y], grid(outer, 1));
+        launch(
+            ctx,
+            kernel!(REDUCE, "reduce_rows"),
+            &p,
+            &[x, &y],
+            grid(outer, 1),
+        );
     } else {
         let p = [outer as u32, n as u32, inner as u32, op.code()];
-        launch(ctx, kernel!(REDUCE, "reduce_cols"), &p, &[x, &y], grid(outer * inner, 256));
+        launch(
+            ctx,
+            kernel!(REDUCE, "reduce_cols"),
+            &p,
+            &[x, &y],
+            grid(outer * inner, 256),
+        );
     }
     y
 }
@@ -170,14 +236,52 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
     let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
     let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
+    // The vec4 kernel wants row-major operands with K and N multiples of 4 (and aligned batch
+    // strides); a transposed operand is copied to row-major first, which costs a memory pass
+    // but keeps one well-tuned kernel.
+    let vec4 = s.k % 4 == 0
+        && s.n % 4 == 0
+        && s.n >= 4
+        && s.a_batch_stride % 4 == 0
+        && s.b_batch_stride % 4 == 0;
+    let (a_rm, b_rm);
+    let (a, b, k, (a_rs, a_cs), (b_rs, b_cs), a_bs, b_bs) = if vec4 {
+        let rows =
+            |x: &GpuData, rows: usize, cols: usize, bs: usize, trans: bool| -> Option<GpuData> {
+                trans.then(|| {
+                    let batches = if bs == 0 { 1 } else { s.batch };
+                    gather_strided(x, 0, &[bs, 1, rows], &[batches, rows, cols])
+                })
+            };
+        a_rm = rows(a, s.m, s.k, s.a_batch_stride, s.trans_a);
+        b_rm = rows(b, s.k, s.n, s.b_batch_stride, s.trans_b);
+        let a_bs = if s.a_batch_stride == 0 { 0 } else { s.m * s.k };
+        let b_bs = if s.b_batch_stride == 0 { 0 } else { s.k * s.n };
+        (
+            a_rm.as_ref().unwrap_or(a),
+            b_rm.as_ref().unwrap_or(b),
+            kernel!(MATMUL, "matmul_vec4"),
+            (s.k, 1),
+            (s.n, 1),
+            a_bs,
+            b_bs,
+        )
+    } else {
+        (
+            a,
+            b,
+            kernel!(MATMUL, "matmul"),
+            (a_rs, a_cs),
+            (b_rs, b_cs),
+            s.a_batch_stride,
+            s.b_batch_stride,
+        )
+    };
     let mut base = 0;
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS);
-        let p = [
-            s.m, s.n, s.k, a_rs, a_cs, b_rs, b_cs, s.a_batch_stride, s.b_batch_stride, base,
-        ]
-        .map(|v| v as u32);
-        launch(ctx, kernel!(MATMUL, "matmul"), &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
+        let p = [s.m, s.n, s.k, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, base].map(|v| v as u32);
+        launch(ctx, k, &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
         base += chunk;
     }
     c
@@ -187,7 +291,13 @@ pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
     let ctx = x.ctx();
     let y = GpuData::alloc(ctx, x.len());
     let p = [rows as u32, cols as u32, log as u32];
-    launch(ctx, kernel!(SOFTMAX, "softmax"), &p, &[x, &y], grid(rows, 1));
+    launch(
+        ctx,
+        kernel!(SOFTMAX, "softmax"),
+        &p,
+        &[x, &y],
+        grid(rows, 1),
+    );
     y
 }
 
@@ -195,23 +305,51 @@ pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log:
     let ctx = y.ctx();
     let dx = GpuData::alloc(ctx, y.len());
     let p = [rows as u32, cols as u32, log as u32];
-    launch(ctx, kernel!(SOFTMAX, "softmax_backward"), &p, &[y, g, &dx], grid(rows, 1));
+    launch(
+        ctx,
+        kernel!(SOFTMAX, "softmax_backward"),
+        &p,
+        &[y, g, &dx],
+        grid(rows, 1),
+    );
     dx
 }
 
 pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, GpuData, GpuData) {
     let ctx = x.ctx();
-    let (y, mean, rstd) = (GpuData::alloc(ctx, x.len()), GpuData::alloc(ctx, rows), GpuData::alloc(ctx, rows));
+    let (y, mean, rstd) = (
+        GpuData::alloc(ctx, x.len()),
+        GpuData::alloc(ctx, rows),
+        GpuData::alloc(ctx, rows),
+    );
     let p = [rows as u32, cols as u32, bits(eps)];
-    launch(ctx, kernel!(LAYERNORM, "layer_norm"), &p, &[x, &y, &mean, &rstd], grid(rows, 1));
+    launch(
+        ctx,
+        kernel!(LAYERNORM, "layer_norm"),
+        &p,
+        &[x, &y, &mean, &rstd],
+        grid(rows, 1),
+    );
     (y, mean, rstd)
 }
 
-pub fn layer_norm_backward(xhat: &GpuData, rstd: &GpuData, g: &GpuData, rows: usize, cols: usize) -> GpuData {
+pub fn layer_norm_backward(
+    xhat: &GpuData,
+    rstd: &GpuData,
+    g: &GpuData,
+    rows: usize,
+    cols: usize,
+) -> GpuData {
     let ctx = xhat.ctx();
     let dx = GpuData::alloc(ctx, xhat.len());
     let p = [rows as u32, cols as u32];
-    launch(ctx, kernel!(LAYERNORM, "layer_norm_backward"), &p, &[xhat, rstd, g, &dx], grid(rows, 1));
+    launch(
+        ctx,
+        kernel!(LAYERNORM, "layer_norm_backward"),
+        &p,
+        &[xhat, rstd, g, &dx],
+        grid(rows, 1),
+    );
     dx
 }
 
@@ -219,7 +357,13 @@ pub fn layer_norm_backward(xhat: &GpuData, rstd: &GpuData, g: &GpuData, rows: us
 const MAX_HEAD_DIM: usize = 128;
 
 #[track_caller]
-pub fn attention(q: &GpuData, k: &GpuData, v: &GpuData, bias: Option<&GpuData>, s: AttnSpec) -> (GpuData, GpuData) {
+pub fn attention(
+    q: &GpuData,
+    k: &GpuData,
+    v: &GpuData,
+    bias: Option<&GpuData>,
+    s: AttnSpec,
+) -> (GpuData, GpuData) {
     assert!(
         s.d <= MAX_HEAD_DIM && s.dv <= MAX_HEAD_DIM,
         "attention: head dimensions {} and {} exceed the GPU kernel's {MAX_HEAD_DIM}",
@@ -249,7 +393,13 @@ pub fn attention(q: &GpuData, k: &GpuData, v: &GpuData, bias: Option<&GpuData>, 
         bias.is_some() as u32,
         f32::INFINITY.to_bits(),
     ];
-    launch(ctx, kernel!(ATTENTION, "attention"), &p, &[q, k, v, bias_buf, &o, &lse], grid(s.bh * s.tq, 64));
+    launch(
+        ctx,
+        kernel!(ATTENTION, "attention"),
+        &p,
+        &[q, k, v, bias_buf, &o, &lse],
+        grid(s.bh * s.tq, 64),
+    );
     (o, lse)
 }
 
@@ -263,7 +413,13 @@ pub fn index_select(x: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u3
     let y = GpuData::alloc(ctx, total);
     let ids = upload_u32(ctx, idx);
     let p = [total as u32, n as u32, inner as u32, idx.len() as u32];
-    launch(ctx, kernel!(COPY, "index_select"), &p, &[x, &ids, &y], grid(total, 256));
+    launch(
+        ctx,
+        kernel!(COPY, "index_select"),
+        &p,
+        &[x, &ids, &y],
+        grid(total, 256),
+    );
     y
 }
 
@@ -287,6 +443,12 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
     }
     let (offs, list) = (upload_u32(ctx, &offs), upload_u32(ctx, &list));
     let p = [total as u32, n as u32, inner as u32, idx.len() as u32];
-    launch(ctx, kernel!(COPY, "index_add"), &p, &[g, &offs, &list, &y], grid(total, 256));
+    launch(
+        ctx,
+        kernel!(COPY, "index_add"),
+        &p,
+        &[g, &offs, &list, &y],
+        grid(total, 256),
+    );
     y
 }

@@ -29,19 +29,31 @@ mod tests {
     /// Every kernel section parses and validates as WGSL (no adapter needed).
     #[test]
     fn every_kernel_validates() {
-        let families = [ELEMENTWISE, COPY, REDUCE, MATMUL, SOFTMAX, LAYERNORM, ATTENTION];
+        let families = [
+            ELEMENTWISE,
+            COPY,
+            REDUCE,
+            MATMUL,
+            SOFTMAX,
+            LAYERNORM,
+            ATTENTION,
+        ];
         let mut count = 0;
         for family in families {
             for section in family.split("//!kernel ").skip(1) {
                 let name = section.lines().next().unwrap().trim();
                 let src = module(family, name);
-                let m = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
-                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-                    .validate(&m)
-                    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                let m = naga::front::wgsl::parse_str(&src)
+                    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+                naga::valid::Validator::new(
+                    naga::valid::ValidationFlags::all(),
+                    naga::valid::Capabilities::all(),
+                )
+                .validate(&m)
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
                 count += 1;
             }
         }
-        assert_eq!(count, 16);
+        assert_eq!(count, 17);
     }
 }

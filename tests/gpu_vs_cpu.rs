@@ -1,0 +1,1404 @@
+//! The wgpu backend against the CPU reference: forward values and input gradients of every op,
+//! on shapes that are not multiples of any tile size, plus a small training run and the
+//! device-limit error path.
+//!
+//! Every test starts with `gpu_or_skip`: without an adapter it prints that it was skipped and
+//! returns, except under `CI=true`, where a missing adapter fails the test.
+
+mod common;
+
+use common::*;
+use selfsup_engine::{embedding, no_grad, DType, Device, Tensor};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Matrix sizes that straddle typical workgroup tiles (8, 16, 32, 64, 256).
+const SIZES: [[usize; 2]; 4] = [[1, 1], [5, 7], [33, 65], [130, 257]];
+
+/// Broadcasting pairs: same shapes at every size, then trailing, two-sided, batched and
+/// rank-0 broadcasts.
+const BINARY_SHAPES: [(&[usize], &[usize]); 8] = [
+    (&[1, 1], &[1, 1]),
+    (&[5, 7], &[5, 7]),
+    (&[33, 65], &[33, 65]),
+    (&[130, 257], &[130, 257]),
+    (&[130, 257], &[257]),
+    (&[33, 1], &[1, 65]),
+    (&[2, 1, 5, 7], &[3, 1, 7]),
+    (&[], &[33, 65]),
+];
+
+fn unary_gpu(
+    gpu: &Device,
+    op: &str,
+    gen: impl Fn(&[usize], u64) -> Vec<f64>,
+    f: impl Fn(&Tensor) -> Tensor,
+) {
+    for (k, s) in SIZES.iter().enumerate() {
+        let x = leaf32(gen(s, 500 + k as u64), s);
+        gpu_check(&format!("{op} {s:?}"), gpu, &[x], |t| f(&t[0]));
+    }
+}
+
+fn binary_gpu(
+    gpu: &Device,
+    op: &str,
+    gen_a: impl Fn(&[usize], u64) -> Vec<f64>,
+    gen_b: impl Fn(&[usize], u64) -> Vec<f64>,
+    f: impl Fn(&Tensor, &Tensor) -> Tensor,
+) {
+    for (k, (sa, sb)) in BINARY_SHAPES.iter().enumerate() {
+        let a = leaf32(gen_a(sa, 600 + k as u64), sa);
+        let b = leaf32(gen_b(sb, 700 + k as u64), sb);
+        gpu_check(&format!("{op} {sa:?} {sb:?}"), gpu, &[a, b], |t| {
+            f(&t[0], &t[1])
+        });
+    }
+}
+
+/// Values in [-20, 20): large enough that tanh/sigmoid/exp-based kernels written naively
+/// (sinh/cosh, exp(x)/(1+exp(x))) overflow to NaN.
+fn wide(s: &[usize], seed: u64) -> Vec<f64> {
+    uniform(s, -20.0, 20.0, seed)
+}
+
+fn nonzero(s: &[usize], seed: u64) -> Vec<f64> {
+    away_from(s, seed, &[0.0], 0.1)
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself (runs without a GPU)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[should_panic(expected = "1 of 3 elements differ")]
+fn harness_f32_comparison_catches_a_difference() {
+    assert_close32(
+        "self-test",
+        &[3],
+        &[1.0, 2.0, 3.01],
+        &[1.0, 2.0, 3.0],
+        F32_TOL,
+    );
+}
+
+#[test]
+fn harness_f32_comparison_accepts_matching_non_finite_values() {
+    let v = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.0];
+    assert_close32("self-test", &[4], &v, &v, F32_TOL);
+    let r = catch_unwind(|| assert_close32("self-test", &[1], &[f32::NAN], &[1.0], F32_TOL));
+    assert!(
+        r.is_err(),
+        "NaN on the GPU where the CPU has a number must fail"
+    );
+}
+
+#[test]
+fn gpu_harness_catches_a_device_difference() {
+    let Some(gpu) = gpu_or_skip("gpu_harness_catches_a_device_difference") else {
+        return;
+    };
+    let x = leaf32(normal(&[5, 7], 1), &[5, 7]);
+    let off_forward = |t: &[Tensor]| {
+        if t[0].device().is_gpu() {
+            t[0].exp().mul_scalar(1.01)
+        } else {
+            t[0].exp()
+        }
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        gpu_check("self-test forward", &gpu, [x.clone()], off_forward)
+    }));
+    assert!(
+        panic_message(r.expect_err("a 1% forward difference must fail"))
+            .contains("self-test forward: forward")
+    );
+    // Same values, different gradient: only the backward comparison can see it.
+    let off_backward = |t: &[Tensor]| {
+        if t[0].device().is_gpu() {
+            // 2·stopgrad(x) - x: the value x, the gradient -1.
+            &t[0].detach() * 2.0 - &t[0]
+        } else {
+            t[0].clone() * 1.0
+        }
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        gpu_check("self-test backward", &gpu, &[x], off_backward)
+    }));
+    assert!(
+        panic_message(r.expect_err("a gradient difference must fail"))
+            .contains("self-test backward: gradient of input 0")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creation and transfers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_creation_and_round_trip() {
+    let Some(gpu) = gpu_or_skip("gpu_creation_and_round_trip") else {
+        return;
+    };
+    let cpu = Device::cpu();
+    for s in SIZES {
+        let x = Tensor::randn(&s, 3, &cpu);
+        let g = x.to_device(&gpu);
+        assert!(g.device().is_gpu());
+        assert_eq!(
+            g.to_vec(),
+            x.to_vec(),
+            "upload and download are bit-exact at {s:?}"
+        );
+        assert_eq!(g.to_device(&cpu).to_vec(), x.to_vec());
+        assert_eq!(
+            Tensor::randn(&s, 3, &gpu).to_vec(),
+            x.to_vec(),
+            "randn is device-independent"
+        );
+        assert_eq!(
+            Tensor::rand(&s, 4, &gpu).to_vec(),
+            Tensor::rand(&s, 4, &cpu).to_vec()
+        );
+        assert_eq!(Tensor::zeros(&s, &gpu).to_vec(), vec![0.0; numel(&s)]);
+        assert_eq!(Tensor::full(&s, 2.5, &gpu).to_vec(), vec![2.5; numel(&s)]);
+        assert_eq!(x.to_device(&gpu).ones_like().to_vec(), vec![1.0; numel(&s)]);
+    }
+    assert_eq!(
+        Tensor::arange(257, &gpu).to_vec(),
+        Tensor::arange(257, &cpu).to_vec()
+    );
+    assert_eq!(Tensor::scalar(-1.5, &gpu).item(), -1.5);
+    let f = Tensor::zeros(&[2], &gpu).new_from(&[1.0, 2.0, 3.0], &[3]);
+    assert!(f.device().is_gpu() && f.dtype() == DType::F32);
+    assert_eq!(f.to_vec(), [1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn gpu_to_device_is_differentiable() {
+    let Some(gpu) = gpu_or_skip("gpu_to_device_is_differentiable") else {
+        return;
+    };
+    let cpu = Device::cpu();
+    let xs = normal(&[33, 65], 1);
+    let x = leaf32(xs.clone(), &[33, 65]);
+    let w = Tensor::from_vec(
+        loss_weights(&[33, 65], 2)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect(),
+        &[33, 65],
+        &cpu,
+    );
+    let y = x.to_device(&gpu).tanh().to_device(&cpu);
+    (&y * &w).sum_all().backward();
+    let g = x
+        .grad()
+        .expect("the gradient must come back across devices");
+    assert!(
+        !g.device().is_gpu(),
+        "the gradient of a CPU leaf lives on the CPU"
+    );
+    let r = leaf32(xs, &[33, 65]);
+    (&r.tanh() * &w).sum_all().backward();
+    assert_close32(
+        "to_device gradient",
+        &[33, 65],
+        &g.to_vec(),
+        &r.grad().unwrap().to_vec(),
+        F32_TOL,
+    );
+    // A GPU leaf fed into a CPU computation.
+    let gl = Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3], &gpu).requires_grad_(true);
+    gl.to_device(&cpu).square().sum_all().backward();
+    let gg = gl.grad().unwrap();
+    assert!(gg.device().is_gpu());
+    assert_eq!(gg.to_vec(), [2.0, 4.0, 6.0]);
+}
+
+#[test]
+fn gpu_misuse_panics_clearly() {
+    let Some(gpu) = gpu_or_skip("gpu_misuse_panics_clearly") else {
+        return;
+    };
+    let c = Tensor::ones(&[2], &Device::cpu());
+    let g = Tensor::ones(&[2], &gpu);
+    let msg = panic_message(
+        catch_unwind(AssertUnwindSafe(|| c.add(&g))).expect_err("cpu + gpu must panic"),
+    );
+    assert!(
+        msg.contains("add: operands live on different devices"),
+        "unexpected message: {msg}"
+    );
+    let msg = panic_message(
+        catch_unwind(AssertUnwindSafe(|| g.matmul(&c.reshape(&[2, 1]))))
+            .expect_err("gpu @ cpu must panic"),
+    );
+    assert!(
+        msg.contains("matmul: operands live on different devices"),
+        "unexpected message: {msg}"
+    );
+    let msg = panic_message(
+        catch_unwind(AssertUnwindSafe(|| g.to_dtype(DType::F64)))
+            .expect_err("f64 on the GPU must panic"),
+    );
+    assert!(
+        msg.contains("to_dtype: the GPU backend stores f32 only"),
+        "unexpected message: {msg}"
+    );
+}
+
+/// A tensor larger than the device allows must be refused with a clear message naming the
+/// limit, not a wgpu validation error, a crash or a silent truncation; and the device must stay
+/// usable afterwards.
+#[test]
+fn gpu_tensor_beyond_device_limit_panics() {
+    let Some(gpu) = gpu_or_skip("gpu_tensor_beyond_device_limit_panics") else {
+        return;
+    };
+    // Outputs of one kernel from tiny inputs, so nothing big is allocated on the host: 2^36 f32
+    // (256 GiB) is beyond every GPU's memory and every binding limit (a u32 of bytes).
+    let one = Tensor::ones(&[1], &gpu);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let big = one.expand(&[1 << 36]);
+        gpu.synchronize();
+        big.shape().to_vec()
+    }));
+    let msg = panic_message(r.expect_err("expand to 2^36 elements on the GPU must panic"));
+    assert!(
+        msg.contains("limit"),
+        "the error should name the device limit: {msg}"
+    );
+
+    let col = Tensor::ones(&[1 << 18, 1], &gpu);
+    let row = Tensor::ones(&[1, 1 << 18], &gpu);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let big = col.matmul(&row);
+        gpu.synchronize();
+        big.shape().to_vec()
+    }));
+    let msg = panic_message(r.expect_err("a (2^18 × 2^18) matmul output on the GPU must panic"));
+    assert!(
+        msg.contains("limit"),
+        "the error should name the device limit: {msg}"
+    );
+
+    // The device still works.
+    let x = leaf32(normal(&[33, 65], 1), &[33, 65]);
+    gpu_check("exp after a refused allocation", &gpu, &[x], |t| t[0].exp());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise unary ops
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_neg() {
+    let Some(gpu) = gpu_or_skip("gpu_neg") else {
+        return;
+    };
+    unary_gpu(&gpu, "neg", normal, |x| x.neg());
+}
+
+#[test]
+fn gpu_exp() {
+    let Some(gpu) = gpu_or_skip("gpu_exp") else {
+        return;
+    };
+    unary_gpu(&gpu, "exp", normal, |x| x.exp());
+    // Overflow to +inf and underflow to 0 agree too.
+    let x = leaf32(vec![-200.0, -20.0, 0.0, 20.0, 88.0, 200.0], &[6]);
+    gpu_check("exp extremes", &gpu, &[x], |t| t[0].exp());
+}
+
+#[test]
+fn gpu_log() {
+    let Some(gpu) = gpu_or_skip("gpu_log") else {
+        return;
+    };
+    unary_gpu(&gpu, "log", positive, |x| x.log());
+    unary_gpu(
+        &gpu,
+        "log wide",
+        |s, seed| uniform(s, 1e-3, 1e3, seed),
+        |x| x.log(),
+    );
+}
+
+#[test]
+fn gpu_sqrt() {
+    let Some(gpu) = gpu_or_skip("gpu_sqrt") else {
+        return;
+    };
+    unary_gpu(&gpu, "sqrt", positive, |x| x.sqrt());
+}
+
+#[test]
+fn gpu_rsqrt() {
+    let Some(gpu) = gpu_or_skip("gpu_rsqrt") else {
+        return;
+    };
+    unary_gpu(&gpu, "rsqrt", positive, |x| x.rsqrt());
+}
+
+#[test]
+fn gpu_abs() {
+    let Some(gpu) = gpu_or_skip("gpu_abs") else {
+        return;
+    };
+    unary_gpu(&gpu, "abs", normal, |x| x.abs());
+}
+
+#[test]
+fn gpu_clamp() {
+    let Some(gpu) = gpu_or_skip("gpu_clamp") else {
+        return;
+    };
+    unary_gpu(&gpu, "clamp", normal, |x| x.clamp(-0.5, 0.75));
+    unary_gpu(&gpu, "clamp [0, inf)", normal, |x| {
+        x.clamp(0.0, f64::INFINITY)
+    });
+    // Values exactly on the bounds pass the gradient (lo ≤ x ≤ hi) on both devices.
+    let x = leaf32(vec![-0.5, 0.75, -1.0, 1.0, 0.0], &[5]);
+    gpu_check("clamp at the bounds", &gpu, &[x], |t| {
+        t[0].clamp(-0.5, 0.75)
+    });
+}
+
+#[test]
+fn gpu_relu() {
+    let Some(gpu) = gpu_or_skip("gpu_relu") else {
+        return;
+    };
+    unary_gpu(&gpu, "relu", normal, |x| x.relu());
+    let x = leaf32(vec![-1.0, 0.0, 1.0], &[3]);
+    gpu_check("relu at 0", &gpu, &[x], |t| t[0].relu());
+}
+
+#[test]
+fn gpu_gelu() {
+    let Some(gpu) = gpu_or_skip("gpu_gelu") else {
+        return;
+    };
+    unary_gpu(&gpu, "gelu", normal, |x| x.gelu());
+    unary_gpu(&gpu, "gelu wide", wide, |x| x.gelu());
+}
+
+#[test]
+fn gpu_gelu_tanh() {
+    let Some(gpu) = gpu_or_skip("gpu_gelu_tanh") else {
+        return;
+    };
+    unary_gpu(&gpu, "gelu_tanh", normal, |x| x.gelu_tanh());
+    unary_gpu(&gpu, "gelu_tanh wide", wide, |x| x.gelu_tanh());
+}
+
+#[test]
+fn gpu_sigmoid() {
+    let Some(gpu) = gpu_or_skip("gpu_sigmoid") else {
+        return;
+    };
+    unary_gpu(&gpu, "sigmoid", normal, |x| x.sigmoid());
+    unary_gpu(
+        &gpu,
+        "sigmoid wide",
+        |s, seed| uniform(s, -100.0, 100.0, seed),
+        |x| x.sigmoid(),
+    );
+}
+
+#[test]
+fn gpu_tanh() {
+    let Some(gpu) = gpu_or_skip("gpu_tanh") else {
+        return;
+    };
+    unary_gpu(&gpu, "tanh", normal, |x| x.tanh());
+    unary_gpu(
+        &gpu,
+        "tanh wide",
+        |s, seed| uniform(s, -100.0, 100.0, seed),
+        |x| x.tanh(),
+    );
+}
+
+#[test]
+fn gpu_silu() {
+    let Some(gpu) = gpu_or_skip("gpu_silu") else {
+        return;
+    };
+    unary_gpu(&gpu, "silu", normal, |x| x.silu());
+    unary_gpu(
+        &gpu,
+        "silu wide",
+        |s, seed| uniform(s, -100.0, 100.0, seed),
+        |x| x.silu(),
+    );
+}
+
+#[test]
+fn gpu_sign() {
+    let Some(gpu) = gpu_or_skip("gpu_sign") else {
+        return;
+    };
+    unary_gpu(&gpu, "sign", normal, |x| x.sign());
+    let x = leaf32(vec![-2.0, 0.0, 3.0], &[3]);
+    gpu_check("sign at 0", &gpu, &[x], |t| t[0].sign());
+}
+
+#[test]
+fn gpu_recip() {
+    let Some(gpu) = gpu_or_skip("gpu_recip") else {
+        return;
+    };
+    unary_gpu(&gpu, "recip", nonzero, |x| x.recip());
+}
+
+#[test]
+fn gpu_square() {
+    let Some(gpu) = gpu_or_skip("gpu_square") else {
+        return;
+    };
+    unary_gpu(&gpu, "square", normal, |x| x.square());
+}
+
+#[test]
+fn gpu_add_scalar_mul_scalar() {
+    let Some(gpu) = gpu_or_skip("gpu_add_scalar_mul_scalar") else {
+        return;
+    };
+    unary_gpu(&gpu, "add_scalar", normal, |x| x.add_scalar(-2.25));
+    unary_gpu(&gpu, "mul_scalar", normal, |x| x.mul_scalar(1.75));
+    unary_gpu(&gpu, "operators with scalars", normal, |x| {
+        (x + 1.5) * 2.0 - 0.25
+    });
+    unary_gpu(&gpu, "divide by scalar", normal, |x| x / 3.0);
+}
+
+#[test]
+fn gpu_powf() {
+    let Some(gpu) = gpu_or_skip("gpu_powf") else {
+        return;
+    };
+    unary_gpu(&gpu, "powf 2.5", positive, |x| x.powf(2.5));
+    unary_gpu(&gpu, "powf -1.5", positive, |x| x.powf(-1.5));
+    unary_gpu(&gpu, "powf 0.5", positive, |x| x.powf(0.5));
+    // Integer exponents of negative bases are real numbers (CPU: powf(-2, 3) = -8).
+    unary_gpu(&gpu, "powf 3 negative base", normal, |x| x.powf(3.0));
+    unary_gpu(&gpu, "powf 2 negative base", normal, |x| x.powf(2.0));
+    unary_gpu(&gpu, "powf 0", normal, |x| x.powf(0.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise binary ops
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_add() {
+    let Some(gpu) = gpu_or_skip("gpu_add") else {
+        return;
+    };
+    binary_gpu(&gpu, "add", normal, normal, |a, b| a.add(b));
+}
+
+#[test]
+fn gpu_sub() {
+    let Some(gpu) = gpu_or_skip("gpu_sub") else {
+        return;
+    };
+    binary_gpu(&gpu, "sub", normal, normal, |a, b| a.sub(b));
+}
+
+#[test]
+fn gpu_mul() {
+    let Some(gpu) = gpu_or_skip("gpu_mul") else {
+        return;
+    };
+    binary_gpu(&gpu, "mul", normal, normal, |a, b| a.mul(b));
+}
+
+#[test]
+fn gpu_div() {
+    let Some(gpu) = gpu_or_skip("gpu_div") else {
+        return;
+    };
+    binary_gpu(&gpu, "div", normal, nonzero, |a, b| a.div(b));
+}
+
+#[test]
+fn gpu_pow() {
+    let Some(gpu) = gpu_or_skip("gpu_pow") else {
+        return;
+    };
+    binary_gpu(&gpu, "pow", positive, normal, |a, b| a.pow(b));
+}
+
+#[test]
+fn gpu_maximum_minimum() {
+    let Some(gpu) = gpu_or_skip("gpu_maximum_minimum") else {
+        return;
+    };
+    binary_gpu(&gpu, "maximum", normal, normal, |a, b| a.maximum(b));
+    binary_gpu(&gpu, "minimum", normal, normal, |a, b| a.minimum(b));
+    // Ties split the gradient evenly on both devices.
+    let a = leaf32(small_ints(&[33, 65], 3, 1), &[33, 65]);
+    let b = leaf32(small_ints(&[65], 3, 2), &[65]);
+    gpu_check("maximum with ties", &gpu, &[a.clone(), b.clone()], |t| {
+        t[0].maximum(&t[1])
+    });
+    gpu_check("minimum with ties", &gpu, &[a, b], |t| t[0].minimum(&t[1]));
+}
+
+#[test]
+fn gpu_operator_overloads() {
+    let Some(gpu) = gpu_or_skip("gpu_operator_overloads") else {
+        return;
+    };
+    binary_gpu(&gpu, "operators", normal, nonzero, |a, b| {
+        (a * 2.0 - b) * (a / b + 1.0) - -b + a.clone() * b.clone()
+    });
+}
+
+#[test]
+fn gpu_comparisons() {
+    let Some(gpu) = gpu_or_skip("gpu_comparisons") else {
+        return;
+    };
+    for (k, (sa, sb)) in BINARY_SHAPES.iter().enumerate() {
+        // Small integers, so that equality happens often.
+        let a = const32(small_ints(sa, 3, 800 + k as u64), sa);
+        let b = const32(small_ints(sb, 3, 900 + k as u64), sb);
+        let ab = [a, b];
+        gpu_check(&format!("eq {sa:?} {sb:?}"), &gpu, &ab, |t| t[0].eq_(&t[1]));
+        gpu_check(&format!("ne {sa:?} {sb:?}"), &gpu, &ab, |t| t[0].ne_(&t[1]));
+        gpu_check(&format!("lt {sa:?} {sb:?}"), &gpu, &ab, |t| t[0].lt(&t[1]));
+        gpu_check(&format!("le {sa:?} {sb:?}"), &gpu, &ab, |t| t[0].le(&t[1]));
+        gpu_check(&format!("gt {sa:?} {sb:?}"), &gpu, &ab, |t| t[0].gt(&t[1]));
+        gpu_check(&format!("ge {sa:?} {sb:?}"), &gpu, &ab, |t| t[0].ge(&t[1]));
+    }
+}
+
+#[test]
+fn gpu_where_masked_fill() {
+    let Some(gpu) = gpu_or_skip("gpu_where_masked_fill") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        let cond = const32(bernoulli(s, 0.5, 10 + k as u64), s);
+        let a = leaf32(normal(s, 20 + k as u64), s);
+        let b = leaf32(normal(&s[1..], 30 + k as u64), &s[1..]);
+        gpu_check(
+            &format!("where {s:?}"),
+            &gpu,
+            &[cond.clone(), a.clone(), b],
+            |t| t[1].where_(&t[0], &t[2]),
+        );
+        let rows = const32(bernoulli(&[s[0], 1], 0.5, 40 + k as u64), &[s[0], 1]);
+        let col = leaf32(normal(&[s[0], 1], 50 + k as u64), &[s[0], 1]);
+        let other = leaf32(normal(s, 60 + k as u64), s);
+        gpu_check(
+            &format!("where broadcast cond {s:?}"),
+            &gpu,
+            &[rows, col, other],
+            |t| t[1].where_(&t[0], &t[2]),
+        );
+        gpu_check(
+            &format!("masked_fill {s:?}"),
+            &gpu,
+            &[a.clone(), cond.clone()],
+            |t| t[0].masked_fill(&t[1], -3.5),
+        );
+        let colmask = const32(bernoulli(&[s[1]], 0.3, 70 + k as u64), &[s[1]]);
+        gpu_check(
+            &format!("masked_fill -inf broadcast {s:?}"),
+            &gpu,
+            &[a, colmask],
+            |t| t[0].masked_fill(&t[1], f64::NEG_INFINITY).exp(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_sum_mean() {
+    let Some(gpu) = gpu_or_skip("gpu_sum_mean") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        let x = leaf32(normal(s, k as u64), s);
+        let tol = reduce_tol(s[0].max(s[1]));
+        for ax in [0isize, 1, -1] {
+            for keep in [false, true] {
+                gpu_check_with(
+                    &format!("sum {s:?} axis {ax} keep {keep}"),
+                    &gpu,
+                    [x.clone()],
+                    tol,
+                    |t| t[0].sum(ax, keep),
+                );
+                gpu_check_with(
+                    &format!("mean {s:?} axis {ax} keep {keep}"),
+                    &gpu,
+                    [x.clone()],
+                    tol,
+                    |t| t[0].mean(ax, keep),
+                );
+            }
+        }
+        let all = reduce_tol(numel(s));
+        gpu_check_with(&format!("sum_all {s:?}"), &gpu, [x.clone()], all, |t| {
+            t[0].sum_all()
+        });
+        gpu_check_with(&format!("mean_all {s:?}"), &gpu, [x.clone()], all, |t| {
+            t[0].mean_all()
+        });
+        gpu_check_with(
+            &format!("sum_axes [1, 0] keep {s:?}"),
+            &gpu,
+            &[x],
+            all,
+            |t| t[0].sum_axes(&[1, 0], true),
+        );
+    }
+    let s = [7usize, 33, 65];
+    let x = leaf32(normal(&s, 9), &s);
+    gpu_check_with(
+        "sum middle axis (7,33,65)",
+        &gpu,
+        [x.clone()],
+        reduce_tol(33),
+        |t| t[0].sum(1, false),
+    );
+    gpu_check_with(
+        "sum_axes [0, 2] (7,33,65)",
+        &gpu,
+        [x.clone()],
+        reduce_tol(7 * 65),
+        |t| t[0].sum_axes(&[0, 2], false),
+    );
+    gpu_check_with(
+        "mean_axes [2, 0] keep (7,33,65)",
+        &gpu,
+        &[x],
+        reduce_tol(7 * 65),
+        |t| t[0].mean_axes(&[2, 0], true),
+    );
+}
+
+#[test]
+fn gpu_var() {
+    let Some(gpu) = gpu_or_skip("gpu_var") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate().skip(1) {
+        let x = leaf32(normal(s, k as u64), s);
+        let tol = reduce_tol(s[0].max(s[1]));
+        for ax in [0isize, -1] {
+            for corr in [0usize, 1] {
+                gpu_check_with(
+                    &format!("var {s:?} axis {ax} correction {corr}"),
+                    &gpu,
+                    [x.clone()],
+                    tol,
+                    |t| t[0].var(ax, true, corr),
+                );
+            }
+        }
+        gpu_check_with(
+            &format!("var_axes all {s:?}"),
+            &gpu,
+            &[x],
+            reduce_tol(numel(s)),
+            |t| t[0].var_axes(&[], false, 1),
+        );
+    }
+    let x = leaf32(normal(&[7, 33, 65], 9), &[7, 33, 65]);
+    gpu_check_with("var middle axis", &gpu, &[x], reduce_tol(33), |t| {
+        t[0].var(1, false, 1)
+    });
+}
+
+#[test]
+fn gpu_max_min_argmax_argmin() {
+    let Some(gpu) = gpu_or_skip("gpu_max_min_argmax_argmin") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        let x = leaf32(distinct(s, k as u64), s);
+        let c = const32(distinct(s, k as u64), s);
+        for ax in [0isize, 1, -1] {
+            for keep in [false, true] {
+                gpu_check(
+                    &format!("max {s:?} axis {ax} keep {keep}"),
+                    &gpu,
+                    [x.clone()],
+                    |t| t[0].max(ax, keep),
+                );
+                gpu_check(
+                    &format!("min {s:?} axis {ax} keep {keep}"),
+                    &gpu,
+                    [x.clone()],
+                    |t| t[0].min(ax, keep),
+                );
+                gpu_check(
+                    &format!("argmax {s:?} axis {ax} keep {keep}"),
+                    &gpu,
+                    [c.clone()],
+                    |t| t[0].argmax(ax, keep),
+                );
+                gpu_check(
+                    &format!("argmin {s:?} axis {ax} keep {keep}"),
+                    &gpu,
+                    [c.clone()],
+                    |t| t[0].argmin(ax, keep),
+                );
+            }
+        }
+    }
+    // Ties: the first index wins argmax/argmin, and max shares its gradient evenly.
+    let t = leaf32(small_ints(&[33, 65], 4, 5), &[33, 65]);
+    let tc = const32(small_ints(&[33, 65], 4, 5), &[33, 65]);
+    gpu_check("max with ties", &gpu, [t.clone()], |t| t[0].max(1, false));
+    gpu_check("min with ties", &gpu, &[t], |t| t[0].min(0, true));
+    gpu_check("argmax with ties", &gpu, [tc.clone()], |t| {
+        t[0].argmax(1, false)
+    });
+    gpu_check("argmin with ties", &gpu, &[tc], |t| t[0].argmin(0, false));
+    let x = leaf32(distinct(&[7, 33, 65], 6), &[7, 33, 65]);
+    gpu_check("max middle axis", &gpu, &[x], |t| t[0].max(1, false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products
+// ---------------------------------------------------------------------------------------------
+
+/// Tolerance for a product whose outputs and gradients sum up to `k` terms.
+fn mm_tol(sa: &[usize], sb: &[usize]) -> Tol32 {
+    reduce_tol(sa.iter().chain(sb).copied().max().unwrap_or(1) * 4)
+}
+
+#[test]
+fn gpu_matmul() {
+    let Some(gpu) = gpu_or_skip("gpu_matmul") else {
+        return;
+    };
+    let cases: [(&[usize], &[usize]); 9] = [
+        (&[1, 1], &[1, 1]),
+        (&[5, 7], &[7, 3]),
+        (&[33, 65], &[65, 33]),
+        (&[130, 257], &[257, 130]),
+        (&[1, 257], &[257, 1]),
+        (&[3, 1, 5, 7], &[2, 7, 4]),
+        (&[4, 33, 65], &[4, 65, 17]),
+        (&[2, 1, 33, 65], &[3, 65, 1]),
+        (&[130, 7], &[3, 7, 5]),
+    ];
+    for (k, (sa, sb)) in cases.iter().enumerate() {
+        let a = leaf32(normal(sa, 10 + k as u64), sa);
+        let b = leaf32(normal(sb, 20 + k as u64), sb);
+        gpu_check_with(
+            &format!("matmul {sa:?} @ {sb:?}"),
+            &gpu,
+            &[a, b],
+            mm_tol(sa, sb),
+            |t| t[0].matmul(&t[1]),
+        );
+    }
+}
+
+#[test]
+fn gpu_matmul_transposed() {
+    let Some(gpu) = gpu_or_skip("gpu_matmul_transposed") else {
+        return;
+    };
+    for (m, k, n) in [
+        (1usize, 1usize, 1usize),
+        (5, 7, 3),
+        (33, 65, 17),
+        (130, 257, 33),
+    ] {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let sa: Vec<usize> = if ta {
+                    vec![2, 1, k, m]
+                } else {
+                    vec![2, 1, m, k]
+                };
+                let sb: Vec<usize> = if tb { vec![3, n, k] } else { vec![3, k, n] };
+                let a = leaf32(normal(&sa, (m + k) as u64), &sa);
+                let b = leaf32(normal(&sb, (k + n) as u64), &sb);
+                let tol = mm_tol(&sa, &sb);
+                gpu_check_with(
+                    &format!("matmul_ex {sa:?} ta={ta} {sb:?} tb={tb}"),
+                    &gpu,
+                    &[a.clone(), b.clone()],
+                    tol,
+                    |t| t[0].matmul_ex(&t[1], ta, tb),
+                );
+                if ta && !tb {
+                    gpu_check_with(
+                        &format!("matmul_tn {sa:?} {sb:?}"),
+                        &gpu,
+                        &[a, b],
+                        tol,
+                        |t| t[0].matmul_tn(&t[1]),
+                    );
+                } else if !ta && tb {
+                    gpu_check_with(
+                        &format!("matmul_nt {sa:?} {sb:?}"),
+                        &gpu,
+                        &[a, b],
+                        tol,
+                        |t| t[0].matmul_nt(&t[1]),
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax and normalisation
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_softmax_log_softmax() {
+    let Some(gpu) = gpu_or_skip("gpu_softmax_log_softmax") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        // Scaled up so that rows are peaked and a kernel without max-subtraction overflows.
+        let x = leaf32(
+            normal(s, k as u64).into_iter().map(|v| 30.0 * v).collect(),
+            s,
+        );
+        let tol = reduce_tol(s[1]);
+        gpu_check_with(&format!("softmax {s:?}"), &gpu, [x.clone()], tol, |t| {
+            t[0].softmax(-1)
+        });
+        gpu_check_with(&format!("log_softmax {s:?}"), &gpu, [x.clone()], tol, |t| {
+            t[0].log_softmax(-1)
+        });
+        gpu_check_with(
+            &format!("softmax axis 0 {s:?}"),
+            &gpu,
+            [x.clone()],
+            reduce_tol(s[0]),
+            |t| t[0].softmax(0),
+        );
+        // Rows with -inf entries (masked scores), including an entirely masked one.
+        let mut m = bernoulli(s, 0.3, 100 + k as u64);
+        m[..s[1]].iter_mut().for_each(|v| *v = 1.0);
+        let mask = const32(m, s);
+        gpu_check_with(
+            &format!("softmax masked {s:?}"),
+            &gpu,
+            &[x, mask],
+            tol,
+            |t| t[0].masked_fill(&t[1], f64::NEG_INFINITY).softmax(-1),
+        );
+    }
+    let x = leaf32(normal(&[5, 33, 7], 7), &[5, 33, 7]);
+    gpu_check_with(
+        "softmax middle axis",
+        &gpu,
+        [x.clone()],
+        reduce_tol(33),
+        |t| t[0].softmax(1),
+    );
+    gpu_check_with("log_softmax middle axis", &gpu, &[x], reduce_tol(33), |t| {
+        t[0].log_softmax(-2)
+    });
+}
+
+#[test]
+fn gpu_layer_norm() {
+    let Some(gpu) = gpu_or_skip("gpu_layer_norm") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        let x = leaf32(
+            normal(s, k as u64)
+                .into_iter()
+                .map(|v| 3.0 * v + 1.0)
+                .collect(),
+            s,
+        );
+        let w = leaf32(uniform(&s[1..], 0.5, 1.5, 10 + k as u64), &s[1..]);
+        let b = leaf32(normal(&s[1..], 20 + k as u64), &s[1..]);
+        let tol = reduce_tol(s[0].max(s[1]));
+        gpu_check_with(
+            &format!("layer_norm affine {s:?}"),
+            &gpu,
+            &[x.clone(), w, b],
+            tol,
+            |t| t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-5),
+        );
+        gpu_check_with(&format!("layer_norm plain {s:?}"), &gpu, &[x], tol, |t| {
+            t[0].layer_norm(None, None, 1e-5)
+        });
+    }
+    let x = leaf32(normal(&[2, 5, 65], 3), &[2, 5, 65]);
+    gpu_check_with("layer_norm rank 3", &gpu, &[x], reduce_tol(65), |t| {
+        t[0].layer_norm(None, None, 1e-5)
+    });
+}
+
+#[test]
+fn gpu_batch_norm() {
+    let Some(gpu) = gpu_or_skip("gpu_batch_norm") else {
+        return;
+    };
+    for (s, seed) in [
+        (vec![64usize, 33], 1u64),
+        (vec![8, 5, 17], 2),
+        (vec![130, 7], 3),
+    ] {
+        let c = s[1];
+        let x = leaf32(
+            normal(&s, seed)
+                .into_iter()
+                .map(|v| 2.0 * v + 0.5)
+                .collect(),
+            &s,
+        );
+        let w = leaf32(uniform(&[c], 0.5, 1.5, seed + 10), &[c]);
+        let b = leaf32(normal(&[c], seed + 20), &[c]);
+        let tol = reduce_tol(numel(&s) / c);
+        gpu_check_with(
+            &format!("batch_norm train affine {s:?}"),
+            &gpu,
+            &[x.clone(), w.clone(), b.clone()],
+            tol,
+            |t| t[0].batch_norm(None, None, Some(&t[1]), Some(&t[2]), true, 0.1, 1e-5),
+        );
+        gpu_check_with(
+            &format!("batch_norm train plain {s:?}"),
+            &gpu,
+            [x.clone()],
+            tol,
+            |t| t[0].batch_norm(None, None, None, None, true, 0.1, 1e-5),
+        );
+        let rm = const32(normal(&[c], seed + 30), &[c]);
+        let rv = const32(uniform(&[c], 0.5, 2.0, seed + 40), &[c]);
+        gpu_check_with(
+            &format!("batch_norm eval {s:?}"),
+            &gpu,
+            &[x.clone(), w, b, rm, rv],
+            tol,
+            |t| {
+                t[0].batch_norm(
+                    Some(&t[3]),
+                    Some(&t[4]),
+                    Some(&t[1]),
+                    Some(&t[2]),
+                    false,
+                    0.1,
+                    1e-5,
+                )
+            },
+        );
+        // Running statistics after two training steps agree.
+        let stats = |dev: &Device| {
+            let xs = Tensor::from_vec(x.to_vec(), &s, dev);
+            let rm = Tensor::from_vec(vec![0.0; c], &[c], dev);
+            let rv = Tensor::from_vec(vec![1.0; c], &[c], dev);
+            for _ in 0..2 {
+                let _ = xs.batch_norm(Some(&rm), Some(&rv), None, None, true, 0.1, 1e-5);
+            }
+            (rm.to_vec(), rv.to_vec())
+        };
+        let ((gm, gv), (cm, cv)) = (stats(&gpu), stats(&Device::cpu()));
+        assert_close32(
+            &format!("batch_norm running_mean {s:?}"),
+            &[c],
+            &gm,
+            &cm,
+            tol,
+        );
+        assert_close32(
+            &format!("batch_norm running_var {s:?}"),
+            &[c],
+            &gv,
+            &cv,
+            tol,
+        );
+    }
+}
+
+#[test]
+fn gpu_dropout() {
+    let Some(gpu) = gpu_or_skip("gpu_dropout") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        let x = leaf32(normal(s, k as u64), s);
+        // The mask comes from the seed on the host: identical on both devices.
+        gpu_check(&format!("dropout 0.3 {s:?}"), &gpu, [x.clone()], |t| {
+            t[0].dropout(0.3, 42 + k as u64, true)
+        });
+        gpu_check(&format!("dropout eval {s:?}"), &gpu, &[x], |t| {
+            t[0].dropout(0.3, 42, false)
+        });
+    }
+}
+
+#[test]
+fn gpu_cross_entropy() {
+    let Some(gpu) = gpu_or_skip("gpu_cross_entropy") else {
+        return;
+    };
+    for (n, c) in [(1usize, 1usize), (5, 7), (33, 65), (130, 257)] {
+        let logits = leaf32(
+            normal(&[n, c], (n + c) as u64)
+                .into_iter()
+                .map(|v| 3.0 * v)
+                .collect(),
+            &[n, c],
+        );
+        let targets: Vec<i64> = small_ints(&[n], c as u32, 7)
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| if i % 5 == 3 { -100 } else { t as i64 })
+            .collect();
+        let tol = reduce_tol(c);
+        gpu_check_with(
+            &format!("cross_entropy ({n},{c})"),
+            &gpu,
+            [logits.clone()],
+            tol,
+            |t| t[0].cross_entropy(&targets, -100, 0.0),
+        );
+        gpu_check_with(
+            &format!("cross_entropy smoothing ({n},{c})"),
+            &gpu,
+            &[logits],
+            tol,
+            |t| t[0].cross_entropy(&targets, -100, 0.1),
+        );
+    }
+}
+
+#[test]
+fn gpu_normalize_cosine_similarity() {
+    let Some(gpu) = gpu_or_skip("gpu_normalize_cosine_similarity") else {
+        return;
+    };
+    for (k, s) in SIZES.iter().enumerate() {
+        let a = leaf32(normal(s, k as u64), s);
+        let b = leaf32(normal(s, 10 + k as u64), s);
+        let tol = reduce_tol(s[0].max(s[1]));
+        gpu_check_with(
+            &format!("normalize axis 1 {s:?}"),
+            &gpu,
+            [a.clone()],
+            tol,
+            |t| t[0].normalize(1, 1e-12),
+        );
+        gpu_check_with(
+            &format!("normalize axis 0 {s:?}"),
+            &gpu,
+            [a.clone()],
+            tol,
+            |t| t[0].normalize(0, 1e-12),
+        );
+        gpu_check_with(
+            &format!("cosine_similarity {s:?}"),
+            &gpu,
+            &[a, b],
+            tol,
+            |t| t[0].cosine_similarity(&t[1], -1, 1e-8),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention
+// ---------------------------------------------------------------------------------------------
+
+fn attn_inputs(sq: &[usize], sk: &[usize], sv: &[usize], seed: u64) -> Vec<Tensor> {
+    vec![
+        leaf32(normal(sq, seed), sq),
+        leaf32(normal(sk, seed + 1), sk),
+        leaf32(normal(sv, seed + 2), sv),
+    ]
+}
+
+fn attention_variants(gpu: &Device, name: &str, mut inputs: Vec<Tensor>, mask: Vec<f64>) {
+    let r = inputs[0].rank();
+    let (b, d, tk) = (
+        inputs[0].shape()[0],
+        inputs[0].shape()[r - 1],
+        inputs[1].shape()[r - 2],
+    );
+    let tol = reduce_tol(d.max(tk));
+    gpu_check_with(&format!("{name} no mask"), gpu, &inputs, tol, |t| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], false, None, None)
+    });
+    gpu_check_with(&format!("{name} causal"), gpu, &inputs, tol, |t| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, None, None)
+    });
+    inputs.push(const32(mask, &[b, tk]));
+    gpu_check_with(&format!("{name} key padding"), gpu, &inputs, tol, |t| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], false, Some(&t[3]), None)
+    });
+    gpu_check_with(
+        &format!("{name} causal + key padding + scale"),
+        gpu,
+        &inputs,
+        tol,
+        |t| Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, Some(&t[3]), Some(0.2)),
+    );
+}
+
+/// A key-padding mask of shape (b, tk) padding a random ~25% of keys, and key 0 of the last
+/// batch (so that, with the causal mask, its query 0 sees no key and must output zeros).
+fn padding_mask(b: usize, tk: usize, seed: u64) -> Vec<f64> {
+    let mut m = bernoulli(&[b, tk], 0.25, seed);
+    m[(b - 1) * tk] = 1.0;
+    m
+}
+
+#[test]
+fn gpu_attention_rank4() {
+    let Some(gpu) = gpu_or_skip("gpu_attention_rank4") else {
+        return;
+    };
+    let s = [2usize, 3, 17, 16];
+    attention_variants(
+        &gpu,
+        "attention (2,3,17,16)",
+        attn_inputs(&s, &s, &s, 1),
+        padding_mask(2, 17, 4),
+    );
+    // Tq ≠ Tk and Dv ≠ D.
+    attention_variants(
+        &gpu,
+        "attention q (2,3,17,16) k (2,3,29,16) v (2,3,29,8)",
+        attn_inputs(&s, &[2, 3, 29, 16], &[2, 3, 29, 8], 5),
+        padding_mask(2, 29, 8),
+    );
+    attention_variants(
+        &gpu,
+        "attention (1,1,1,1)",
+        attn_inputs(&[1, 1, 1, 1], &[1, 1, 1, 1], &[1, 1, 1, 1], 9),
+        vec![0.0],
+    );
+}
+
+#[test]
+fn gpu_attention_rank3() {
+    let Some(gpu) = gpu_or_skip("gpu_attention_rank3") else {
+        return;
+    };
+    let s = [4usize, 50, 64];
+    attention_variants(
+        &gpu,
+        "attention (4,50,64)",
+        attn_inputs(&s, &s, &s, 11),
+        padding_mask(4, 50, 14),
+    );
+    attention_variants(
+        &gpu,
+        "attention q (4,50,64) k (4,33,64) v (4,33,65)",
+        attn_inputs(&s, &[4, 33, 64], &[4, 33, 65], 15),
+        padding_mask(4, 33, 18),
+    );
+    attention_variants(
+        &gpu,
+        "attention (3,7,5)",
+        attn_inputs(&[3, 7, 5], &[3, 7, 5], &[3, 7, 5], 19),
+        padding_mask(3, 7, 22),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gathers and shape ops
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_embedding_index_select() {
+    let Some(gpu) = gpu_or_skip("gpu_embedding_index_select") else {
+        return;
+    };
+    let ids: Vec<u32> = small_ints(&[200], 130, 1)
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    let w = leaf32(normal(&[130, 65], 2), &[130, 65]);
+    // Repeated ids scatter-add their gradients; the order of those adds may differ.
+    gpu_check_with(
+        "embedding (130,65) x200",
+        &gpu,
+        [w.clone()],
+        reduce_tol(16),
+        |t| embedding(&t[0], &ids),
+    );
+    gpu_check("embedding one row", &gpu, &[w], |t| {
+        embedding(&t[0], &[129])
+    });
+    let x = leaf32(normal(&[5, 33, 7], 3), &[5, 33, 7]);
+    let idx: Vec<u32> = small_ints(&[50], 33, 4)
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    gpu_check_with(
+        "index_select axis 1",
+        &gpu,
+        [x.clone()],
+        reduce_tol(16),
+        |t| t[0].index_select(1, &idx),
+    );
+    gpu_check("index_select axis -1", &gpu, [x.clone()], |t| {
+        t[0].index_select(-1, &[6, 0, 6, 6, 2])
+    });
+    gpu_check("index_select axis 0", &gpu, &[x], |t| {
+        t[0].index_select(0, &[4, 4, 0])
+    });
+}
+
+#[test]
+fn gpu_view_ops() {
+    let Some(gpu) = gpu_or_skip("gpu_view_ops") else {
+        return;
+    };
+    let s = [5usize, 33, 65];
+    let x = leaf32(normal(&s, 1), &s);
+    let xs = [x.clone()];
+    gpu_check("reshape", &gpu, &xs, |t| t[0].reshape(&[33, -1]).square());
+    gpu_check("flatten", &gpu, &xs, |t| t[0].flatten(1).square());
+    gpu_check("unsqueeze/squeeze", &gpu, &xs, |t| {
+        t[0].unsqueeze(2).square().squeeze(2)
+    });
+    gpu_check("permute [2,0,1]", &gpu, &xs, |t| {
+        t[0].permute(&[2, 0, 1]).square()
+    });
+    gpu_check("permute [1,2,0]", &gpu, &xs, |t| {
+        t[0].permute(&[1, 2, 0]).square()
+    });
+    gpu_check("transpose 0 2", &gpu, &xs, |t| {
+        t[0].transpose(0, 2).square()
+    });
+    gpu_check("t", &gpu, &xs, |t| t[0].t().square());
+    gpu_check("narrow", &gpu, &xs, |t| t[0].narrow(1, 3, 17).square());
+    gpu_check("narrow last", &gpu, &xs, |t| {
+        t[0].narrow(-1, 64, 1).square()
+    });
+    let big = leaf32(normal(&[130, 257], 2), &[130, 257]);
+    gpu_check("transpose (130,257)", &gpu, [big.clone()], |t| {
+        t[0].t().square()
+    });
+    gpu_check("narrow (130,257)", &gpu, &[big], |t| {
+        t[0].narrow(0, 1, 128).square()
+    });
+    let col = leaf32(normal(&[33, 1], 3), &[33, 1]);
+    gpu_check_with(
+        "expand (33,1)->(5,33,65)",
+        &gpu,
+        &[col],
+        reduce_tol(5 * 65),
+        |t| t[0].expand(&[5, 33, 65]),
+    );
+    let sc = leaf32(vec![0.5], &[]);
+    gpu_check_with("expand scalar", &gpu, &[sc], reduce_tol(130 * 257), |t| {
+        t[0].expand(&[130, 257])
+    });
+    let a = leaf32(normal(&[5, 2, 65], 4), &[5, 2, 65]);
+    let b = leaf32(normal(&[5, 31, 65], 5), &[5, 31, 65]);
+    let c = leaf32(normal(&[5, 1, 65], 6), &[5, 1, 65]);
+    gpu_check("cat axis 1", &gpu, &[a.clone(), b, c], |t| {
+        Tensor::cat(&[&t[0], &t[1], &t[2]], 1).square()
+    });
+    let d = leaf32(normal(&[5, 2, 65], 7), &[5, 2, 65]);
+    gpu_check("cat axis -1", &gpu, &[a.clone(), d.clone()], |t| {
+        Tensor::cat(&[&t[0], &t[1]], -1).square()
+    });
+    for ax in [0isize, 1, 3] {
+        gpu_check(
+            &format!("stack axis {ax}"),
+            &gpu,
+            &[a.clone(), d.clone()],
+            |t| Tensor::stack(&[&t[0], &t[1]], ax).square(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autograd on the GPU
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_autograd_semantics() {
+    let Some(gpu) = gpu_or_skip("gpu_autograd_semantics") else {
+        return;
+    };
+    let x = Tensor::from_vec(vec![1.0, -2.0, 3.0], &[3], &gpu).requires_grad_(true);
+    (&(&x * &x) + &x).sum_all().backward();
+    assert_eq!(
+        x.grad().unwrap().to_vec(),
+        [3.0, -3.0, 7.0],
+        "a tensor used twice accumulates"
+    );
+    x.square().sum_all().backward();
+    assert_eq!(
+        x.grad().unwrap().to_vec(),
+        [5.0, -7.0, 13.0],
+        "grads accumulate across backward calls"
+    );
+    assert!(x.grad().unwrap().device().is_gpu());
+    x.zero_grad();
+    assert!(x.grad().is_none());
+    (&x * &x.detach()).sum_all().backward();
+    assert_eq!(
+        x.grad().unwrap().to_vec(),
+        [1.0, -2.0, 3.0],
+        "detach stops the gradient"
+    );
+    let y = no_grad(|| x.exp());
+    assert!(
+        !y.requires_grad(),
+        "no_grad records nothing on the GPU either"
+    );
+    // Manual SGD step with set_data.
+    no_grad(|| x.set_data(&(&x - &(x.grad().unwrap() * 0.5))));
+    assert_eq!(x.to_vec(), [0.5, -1.0, 1.5]);
+    assert!(x.requires_grad() && x.device().is_gpu());
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn gpu_mlp_training_matches_cpu() {
+    let Some(gpu) = gpu_or_skip("gpu_mlp_training_matches_cpu") else {
+        return;
+    };
+    let cpu_losses = train_mlp(&Device::cpu(), MLP_STEPS);
+    let gpu_losses = train_mlp(&gpu, MLP_STEPS);
+    assert_eq!(gpu_losses.len(), MLP_STEPS);
+    // Round-off differences of ~1e-7 feed back through 50 SGD steps; on this smooth, well
+    // conditioned problem they stay far below 1e-3 of the loss.
+    for (step, (g, c)) in gpu_losses.iter().zip(&cpu_losses).enumerate() {
+        assert!(
+            (g - c).abs() <= 1e-4 + 1e-3 * c.abs(),
+            "loss at step {step}: gpu {g} vs cpu {c}\n gpu {gpu_losses:?}\n cpu {cpu_losses:?}"
+        );
+    }
+    let (first, last) = (gpu_losses[0], gpu_losses[MLP_STEPS - 1]);
+    assert!(
+        last < 0.5 * first,
+        "the MLP did not learn on the GPU: loss {first} → {last}"
+    );
+}
