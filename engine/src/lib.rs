@@ -9,6 +9,7 @@ pub mod backend;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod nn;
 mod ops;
 pub mod shape;
 pub mod tensor;

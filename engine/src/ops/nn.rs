@@ -265,9 +265,11 @@ impl Tensor {
             row[t as usize] += 1.0 - label_smoothing;
         }
         let weights = self.new_from(&w, &[n, c]);
-        (&self.log_softmax(1) * &weights)
-            .sum_all()
-            .mul_scalar(-1.0 / valid as f64)
+        // Terms with zero weight are dropped rather than multiplied, so that a logit of -inf
+        // (a masked class, as in NT-Xent's excluded self-similarity) adds 0, not 0·(-inf).
+        let zero = self.new_from(&[0.0], &[]);
+        let terms = (&self.log_softmax(1) * &weights).where_(&weights.ne_(&zero), &zero);
+        terms.sum_all().mul_scalar(-1.0 / valid as f64)
     }
 }
 

@@ -25,13 +25,14 @@ const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_C: f64 = 0.044_715;
 
 /// f(x) for a unary op: the single definition the WGSL kernels mirror.
+#[inline(always)]
 pub fn apply_unary<T: Elem>(op: Unary, x: T) -> T {
     let c = T::from_f64;
     let half = c(0.5);
     let one = T::one();
     match op {
         Unary::Neg => -x,
-        Unary::Exp => x.exp(),
+        Unary::Exp => x.exp_fast(),
         Unary::Log => x.ln(),
         Unary::Sqrt => x.sqrt(),
         Unary::Rsqrt => one / x.sqrt(),
@@ -41,9 +42,9 @@ pub fn apply_unary<T: Elem>(op: Unary, x: T) -> T {
             half * x * (one + (c(SQRT_2_OVER_PI) * (x + c(GELU_C) * x * x * x)).tanh())
         }
         Unary::GeluErf => half * x * (one + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf()),
-        Unary::Sigmoid => one / (one + (-x).exp()),
+        Unary::Sigmoid => one / (one + (-x).exp_fast()),
         Unary::Tanh => x.tanh(),
-        Unary::Silu => x / (one + (-x).exp()),
+        Unary::Silu => x / (one + (-x).exp_fast()),
         Unary::Sign => {
             if x > T::zero() {
                 one
@@ -63,15 +64,16 @@ pub fn apply_unary<T: Elem>(op: Unary, x: T) -> T {
 }
 
 /// f'(x): the derivative of [`apply_unary`].
+#[inline(always)]
 pub fn unary_derivative<T: Elem>(op: Unary, x: T) -> T {
     let c = T::from_f64;
     let half = c(0.5);
     let one = T::one();
     let zero = T::zero();
-    let sigmoid = |x: T| one / (one + (-x).exp());
+    let sigmoid = |x: T| one / (one + (-x).exp_fast());
     match op {
         Unary::Neg => -one,
-        Unary::Exp => x.exp(),
+        Unary::Exp => x.exp_fast(),
         Unary::Log => one / x,
         Unary::Sqrt => half / x.sqrt(),
         Unary::Rsqrt => c(-0.5) / (x * x.sqrt()),
@@ -96,7 +98,7 @@ pub fn unary_derivative<T: Elem>(op: Unary, x: T) -> T {
         }
         Unary::GeluErf => {
             half * (one + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf())
-                + x * (-half * x * x).exp() * c(0.398_942_280_401_432_7)
+                + x * (-half * x * x).exp_fast() * c(0.398_942_280_401_432_7)
         }
         Unary::Sigmoid => {
             let s = sigmoid(x);
@@ -131,15 +133,96 @@ pub fn unary_derivative<T: Elem>(op: Unary, x: T) -> T {
     }
 }
 
+/// Evaluates `$body` with `$f` bound to `$func` specialised to the constant op, so that the op's
+/// `match` is resolved at compile time and the element loop vectorises. Parametric ops keep
+/// their constants at run time.
+macro_rules! specialise_unary {
+    ($op:expr, $func:ident, |$f:ident| $body:expr) => {{
+        match $op {
+            Unary::Neg => {
+                let $f = |x| $func(Unary::Neg, x);
+                $body
+            }
+            Unary::Exp => {
+                let $f = |x| $func(Unary::Exp, x);
+                $body
+            }
+            Unary::Log => {
+                let $f = |x| $func(Unary::Log, x);
+                $body
+            }
+            Unary::Sqrt => {
+                let $f = |x| $func(Unary::Sqrt, x);
+                $body
+            }
+            Unary::Rsqrt => {
+                let $f = |x| $func(Unary::Rsqrt, x);
+                $body
+            }
+            Unary::Abs => {
+                let $f = |x| $func(Unary::Abs, x);
+                $body
+            }
+            Unary::Relu => {
+                let $f = |x| $func(Unary::Relu, x);
+                $body
+            }
+            Unary::GeluTanh => {
+                let $f = |x| $func(Unary::GeluTanh, x);
+                $body
+            }
+            Unary::GeluErf => {
+                let $f = |x| $func(Unary::GeluErf, x);
+                $body
+            }
+            Unary::Sigmoid => {
+                let $f = |x| $func(Unary::Sigmoid, x);
+                $body
+            }
+            Unary::Tanh => {
+                let $f = |x| $func(Unary::Tanh, x);
+                $body
+            }
+            Unary::Silu => {
+                let $f = |x| $func(Unary::Silu, x);
+                $body
+            }
+            Unary::Sign => {
+                let $f = |x| $func(Unary::Sign, x);
+                $body
+            }
+            Unary::Recip => {
+                let $f = |x| $func(Unary::Recip, x);
+                $body
+            }
+            Unary::Square => {
+                let $f = |x| $func(Unary::Square, x);
+                $body
+            }
+            op => {
+                let $f = move |x| $func(op, x);
+                $body
+            }
+        }
+    }};
+}
+
 pub fn unary(op: Unary, x: &CpuData) -> CpuData {
-    map1!(x, v => map(v, |a| apply_unary(op, a)))
+    fn go<T: Elem>(op: Unary, x: &[T]) -> Vec<T> {
+        specialise_unary!(op, apply_unary, |f| map(x, f))
+    }
+    map1!(x, v => go(op, v))
 }
 
 pub fn unary_backward(op: Unary, x: &CpuData, g: &CpuData) -> CpuData {
-    map_same!("unary backward"; x, g => zip(x, g, |a, d| d * unary_derivative(op, a)))
+    fn go<T: Elem>(op: Unary, x: &[T], g: &[T]) -> Vec<T> {
+        specialise_unary!(op, unary_derivative, |f| zip(x, g, |a, d| d * f(a)))
+    }
+    map_same!("unary backward"; x, g => go(op, x, g))
 }
 
 /// f(a, b) for a binary op: the single definition the WGSL kernels mirror.
+#[inline(always)]
 pub fn apply_binary<T: Elem>(op: Binary, a: T, b: T) -> T {
     let flag = |c: bool| if c { T::one() } else { T::zero() };
     match op {
@@ -212,8 +295,36 @@ fn for_each_strided<T: Send>(
     }
 }
 
-fn binary_t<T: Elem>(
-    op: Binary,
+/// Element offset of the first element of output row `r` (rows run along the last axis).
+fn row_offset(r: usize, shape: &[usize], strides: &[usize]) -> usize {
+    let mut rem = r;
+    let mut off = 0;
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        off += (rem % shape[d]) * strides[d];
+        rem /= shape[d];
+    }
+    off
+}
+
+/// Runs `f(row_index, row)` over the rows of `out` along the last axis, in parallel when large.
+fn for_rows<T: Send>(out: &mut [T], last: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if last == 0 || out.is_empty() {
+        return;
+    }
+    if out.len() >= PAR_MIN {
+        out.par_chunks_mut(last)
+            .enumerate()
+            .for_each(|(r, c)| f(r, c));
+    } else {
+        out.chunks_mut(last).enumerate().for_each(|(r, c)| f(r, c));
+    }
+}
+
+/// A broadcasting binary op row by row: each row reads its operands contiguously (stride 1) or
+/// as one repeated value (stride 0), which covers bias adds and row/column scalings with tight,
+/// vectorisable loops.
+fn binary_with<T: Elem>(
+    f: impl Fn(T, T) -> T + Sync,
     a: &[T],
     sa: &[usize],
     b: &[T],
@@ -223,17 +334,62 @@ fn binary_t<T: Elem>(
     let n: usize = shape.iter().product();
     let contiguous = crate::shape::strides(shape);
     if a.len() == n && b.len() == n && sa == contiguous.as_slice() && sb == contiguous.as_slice() {
-        return zip(a, b, |x, y| apply_binary(op, x, y));
+        return zip(a, b, f);
     }
-    if b.len() == 1 && a.len() == n && sa == contiguous.as_slice() {
-        let y = b[0];
-        return map(a, |x| apply_binary(op, x, y));
-    }
+    let rank = shape.len();
+    let last = if rank == 0 { 1 } else { shape[rank - 1] };
+    let (ta, tb) = if rank == 0 {
+        (0, 0)
+    } else {
+        (sa[rank - 1], sb[rank - 1])
+    };
     let mut out = vec![T::zero(); n];
-    for_each_strided(&mut out, shape, &[sa, sb], |o, off| {
-        *o = apply_binary(op, a[off[0]], b[off[1]])
+    for_rows(&mut out, last, |r, row| {
+        let (oa, ob) = (row_offset(r, shape, sa), row_offset(r, shape, sb));
+        match (ta, tb) {
+            (1, 1) => {
+                for ((o, &x), &y) in row.iter_mut().zip(&a[oa..oa + last]).zip(&b[ob..ob + last]) {
+                    *o = f(x, y);
+                }
+            }
+            (1, 0) => {
+                let y = b[ob];
+                for (o, &x) in row.iter_mut().zip(&a[oa..oa + last]) {
+                    *o = f(x, y);
+                }
+            }
+            (0, 1) => {
+                let x = a[oa];
+                for (o, &y) in row.iter_mut().zip(&b[ob..ob + last]) {
+                    *o = f(x, y);
+                }
+            }
+            _ => {
+                for (j, o) in row.iter_mut().enumerate() {
+                    *o = f(a[oa + j * ta], b[ob + j * tb]);
+                }
+            }
+        }
     });
     out
+}
+
+fn binary_t<T: Elem>(
+    op: Binary,
+    a: &[T],
+    sa: &[usize],
+    b: &[T],
+    sb: &[usize],
+    shape: &[usize],
+) -> Vec<T> {
+    macro_rules! specialise {
+        ($($op:ident),+) => {
+            match op {
+                $(Binary::$op => binary_with(|x, y| apply_binary(Binary::$op, x, y), a, sa, b, sb, shape),)+
+            }
+        };
+    }
+    specialise!(Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge)
 }
 
 pub fn binary(
@@ -266,12 +422,24 @@ pub fn select(
 }
 
 pub fn gather_strided(src: &CpuData, offset: usize, strides: &[usize], shape: &[usize]) -> CpuData {
-    map1!(src, s => {
-        let mut out = vec![num_traits::zero(); shape.iter().product()];
-        let s = &s[offset..];
-        for_each_strided(&mut out, shape, &[strides], |o, off| *o = s[off[0]]);
+    fn go<T: Elem>(s: &[T], strides: &[usize], shape: &[usize]) -> Vec<T> {
+        let rank = shape.len();
+        let last = if rank == 0 { 1 } else { shape[rank - 1] };
+        let step = if rank == 0 { 0 } else { strides[rank - 1] };
+        let mut out = vec![T::zero(); shape.iter().product()];
+        for_rows(&mut out, last, |r, row| {
+            let o = row_offset(r, shape, strides);
+            if step == 1 {
+                row.copy_from_slice(&s[o..o + last]);
+            } else {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = s[o + j * step];
+                }
+            }
+        });
         out
-    })
+    }
+    map1!(src, s => go(&s[offset..], strides, shape))
 }
 
 pub fn concat(parts: &[&CpuData], outer: usize, sizes: &[usize], inner: usize) -> CpuData {

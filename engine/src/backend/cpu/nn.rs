@@ -30,7 +30,7 @@ fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
     }
     let mut sum = T::zero();
     for v in row.iter_mut() {
-        let e = (*v - m).exp();
+        let e = (*v - m).exp_fast();
         sum = sum + e;
         if !log {
             *v = e;
@@ -61,7 +61,7 @@ pub fn softmax_backward(y: &CpuData, g: &CpuData, _rows: usize, cols: usize, log
             if log {
                 let s = g.iter().fold(T::zero(), |a, &b| a + b);
                 for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                    *o = g - y.exp() * s;
+                    *o = g - y.exp_fast() * s;
                 }
             } else {
                 let s = y.iter().zip(g).fold(T::zero(), |a, (&y, &g)| a + y * g);

@@ -1,0 +1,66 @@
+//! Multi-head self-attention on the fused attention op.
+
+use super::{prefixed, Init, Linear, Module};
+use crate::tensor::Tensor;
+
+/// Self-attention with `heads` heads: one `qkv` projection, fused attention, output `proj`
+/// (timm's layout and names).
+pub struct MultiHeadAttention {
+    pub qkv: Linear,
+    pub proj: Linear,
+    pub heads: usize,
+    pub causal: bool,
+}
+
+impl MultiHeadAttention {
+    #[track_caller]
+    pub fn new(init: &mut Init, dim: usize, heads: usize, causal: bool) -> MultiHeadAttention {
+        assert!(
+            heads > 0 && dim % heads == 0,
+            "MultiHeadAttention: dim {dim} is not divisible by {heads} heads"
+        );
+        MultiHeadAttention {
+            qkv: Linear::new(init, dim, 3 * dim, true),
+            proj: Linear::new(init, dim, dim, true),
+            heads,
+            causal,
+        }
+    }
+
+    /// `(B, T, C)` → `(B, T, C)`; `key_padding_mask` `(B, T)` hides keys where non-zero.
+    #[track_caller]
+    pub fn forward(&self, x: &Tensor, key_padding_mask: Option<&Tensor>) -> Tensor {
+        assert_eq!(
+            x.rank(),
+            3,
+            "MultiHeadAttention: input must be (B, T, C), got {:?}",
+            x.shape()
+        );
+        let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+        let h = self.heads;
+        let qkv = self.qkv.forward(x).reshape_to(&[b, t, 3, h, c / h]);
+        let head = |i: usize| {
+            qkv.narrow(2, i, 1)
+                .reshape_to(&[b, t, h, c / h])
+                .permute(&[0, 2, 1, 3])
+        };
+        let y = Tensor::scaled_dot_product_attention(
+            &head(0),
+            &head(1),
+            &head(2),
+            self.causal,
+            key_padding_mask,
+            None,
+        );
+        self.proj
+            .forward(&y.permute(&[0, 2, 1, 3]).reshape_to(&[b, t, c]))
+    }
+}
+
+impl Module for MultiHeadAttention {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v = prefixed("qkv", self.qkv.named_parameters());
+        v.extend(prefixed("proj", self.proj.named_parameters()));
+        v
+    }
+}

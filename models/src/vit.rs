@@ -1,0 +1,168 @@
+//! The Vision Transformer (Dosovitskiy et al., 2021): image → patches → linear embedding
+//! + learned positions, a class token, pre-LN Transformer blocks, a final LayerNorm.
+
+use selfsup_engine::nn::{prefixed, Block, Init, LayerNorm, Linear, Module};
+use selfsup_engine::Tensor;
+
+/// Which token summary is the image representation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    /// The class token after the final norm.
+    Cls,
+    /// The mean of the patch tokens after the final norm.
+    Mean,
+}
+
+impl std::str::FromStr for Pool {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Pool, String> {
+        match s {
+            "cls" => Ok(Pool::Cls),
+            "mean" => Ok(Pool::Mean),
+            _ => Err(format!("unknown pooling {s:?} (expected cls or mean)")),
+        }
+    }
+}
+
+/// Shape of a ViT.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VitConfig {
+    pub image: usize,
+    pub channels: usize,
+    pub patch: usize,
+    pub dim: usize,
+    pub depth: usize,
+    pub heads: usize,
+    pub mlp_ratio: usize,
+    pub pool: Pool,
+}
+
+impl VitConfig {
+    /// The tiny ViT for 28×28 digits: patch 4 (49 patches), dim 64, depth 4, 4 heads.
+    pub fn mnist() -> VitConfig {
+        VitConfig {
+            image: 28,
+            channels: 1,
+            patch: 4,
+            dim: 64,
+            depth: 4,
+            heads: 4,
+            mlp_ratio: 4,
+            pool: Pool::Cls,
+        }
+    }
+
+    pub fn patches(&self) -> usize {
+        (self.image / self.patch).pow(2)
+    }
+}
+
+/// Splits `(B, C, H, W)` images into `(B, (H/p)·(W/p), p·p·C)` row-major patches, each patch's
+/// pixels ordered (row, column, channel).
+#[track_caller]
+pub fn patchify(images: &Tensor, p: usize) -> Tensor {
+    let s = images.shape();
+    assert!(
+        images.rank() == 4 && s[2] % p == 0 && s[3] % p == 0,
+        "patchify: images must be (B, C, H, W) with H and W divisible by {p}, got {s:?}"
+    );
+    let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
+    images
+        .reshape_to(&[b, c, h / p, p, w / p, p])
+        .permute(&[0, 2, 4, 3, 5, 1])
+        .reshape_to(&[b, (h / p) * (w / p), p * p * c])
+}
+
+/// The patch embedding: a linear map of each flattened patch.
+pub struct PatchEmbed {
+    pub proj: Linear,
+    pub patch: usize,
+}
+
+impl PatchEmbed {
+    pub fn forward(&self, images: &Tensor) -> Tensor {
+        self.proj.forward(&patchify(images, self.patch))
+    }
+}
+
+pub struct VisionTransformer {
+    pub config: VitConfig,
+    pub patch_embed: PatchEmbed,
+    pub cls_token: Tensor,
+    pub pos_embed: Tensor,
+    pub blocks: Vec<Block>,
+    pub norm: LayerNorm,
+}
+
+impl VisionTransformer {
+    #[track_caller]
+    pub fn new(init: &mut Init, config: VitConfig) -> VisionTransformer {
+        assert!(
+            config.image % config.patch == 0,
+            "VisionTransformer: image size {} is not divisible by patch size {}",
+            config.image,
+            config.patch
+        );
+        let (d, n) = (config.dim, config.patches());
+        let patch_dim = config.patch * config.patch * config.channels;
+        VisionTransformer {
+            patch_embed: PatchEmbed {
+                proj: Linear::new(init, patch_dim, d, true),
+                patch: config.patch,
+            },
+            cls_token: init.trunc_normal(&[1, 1, d], 0.02).requires_grad_(true),
+            pos_embed: init.trunc_normal(&[1, n + 1, d], 0.02).requires_grad_(true),
+            blocks: (0..config.depth)
+                .map(|_| Block::new(init, d, config.heads, config.mlp_ratio, false))
+                .collect(),
+            norm: LayerNorm::new(init, d),
+            config,
+        }
+    }
+
+    /// All tokens after the final norm, `(B, 1 + n, dim)`; the class token comes first.
+    #[track_caller]
+    pub fn tokens(&self, images: &Tensor) -> Tensor {
+        let c = &self.config;
+        assert_eq!(
+            &images.shape()[1..],
+            &[c.channels, c.image, c.image],
+            "VisionTransformer: expected images (B, {}, {}, {}), got {:?}",
+            c.channels,
+            c.image,
+            c.image,
+            images.shape()
+        );
+        let b = images.shape()[0];
+        let n = c.patches();
+        let x = &self.patch_embed.forward(images) + &self.pos_embed.narrow(1, 1, n);
+        let cls = (&self.cls_token + &self.pos_embed.narrow(1, 0, 1)).expand(&[b, 1, c.dim]);
+        let mut x = Tensor::cat(&[&cls, &x], 1);
+        for block in &self.blocks {
+            x = block.forward(&x, None);
+        }
+        self.norm.forward(&x)
+    }
+
+    /// The image representation `(B, dim)` used downstream (class token or mean of patches).
+    pub fn features(&self, images: &Tensor) -> Tensor {
+        let t = self.tokens(images);
+        match self.config.pool {
+            Pool::Cls => t.narrow(1, 0, 1).squeeze(1),
+            Pool::Mean => t.narrow(1, 1, self.config.patches()).mean(1, false),
+        }
+    }
+}
+
+impl Module for VisionTransformer {
+    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v = prefixed("patch_embed.proj", self.patch_embed.proj.named_parameters());
+        v.push(("cls_token".into(), self.cls_token.clone()));
+        v.push(("pos_embed".into(), self.pos_embed.clone()));
+        for (i, b) in self.blocks.iter().enumerate() {
+            v.extend(prefixed(&format!("blocks.{i}"), b.named_parameters()));
+        }
+        v.extend(prefixed("norm", self.norm.named_parameters()));
+        v
+    }
+}
