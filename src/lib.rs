@@ -1,3 +1,4 @@
 //! selfsup: re-exports.
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
+pub mod plot;

@@ -1335,6 +1335,206 @@ fn gpu_view_ops() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Launch-grid edges: more rows or elements than one grid dimension holds, and empty tensors
+// ---------------------------------------------------------------------------------------------
+
+/// More rows than the 65 535 workgroups one dispatch dimension allows, for the kernels that run
+/// one workgroup per row (softmax, layer norm, row reductions) or per matrix (batched matmul).
+#[test]
+fn gpu_many_rows() {
+    let Some(gpu) = gpu_or_skip("gpu_many_rows") else {
+        return;
+    };
+    let rows = 70_001;
+    let s = [rows, 3];
+    let x = leaf32(normal(&s, 1), &s);
+    let xc = const32(distinct(&s, 2), &s);
+    gpu_check("softmax (70001,3)", &gpu, [x.clone()], |t| t[0].softmax(-1));
+    gpu_check("log_softmax (70001,3)", &gpu, [x.clone()], |t| {
+        t[0].log_softmax(-1)
+    });
+    gpu_check("layer_norm (70001,3)", &gpu, [x.clone()], |t| {
+        t[0].layer_norm(None, None, 1e-5)
+    });
+    gpu_check("sum axis 1 (70001,3)", &gpu, [x.clone()], |t| {
+        t[0].sum(1, false)
+    });
+    gpu_check("max axis 1 (70001,3)", &gpu, [x.clone()], |t| {
+        t[0].max(1, false)
+    });
+    gpu_check("var axis 1 (70001,3)", &gpu, [x.clone()], |t| {
+        t[0].var(1, false, 1)
+    });
+    gpu_check("argmax axis 1 (70001,3)", &gpu, [xc], |t| {
+        t[0].argmax(1, false)
+    });
+    let (a, b) = (
+        leaf32(normal(&[rows, 2, 3], 5), &[rows, 2, 3]),
+        leaf32(normal(&[rows, 3, 2], 6), &[rows, 3, 2]),
+    );
+    gpu_check("matmul batch 70001", &gpu, [a, b], |t| t[0].matmul(&t[1]));
+    let q = [rows, 2, 4];
+    let qkv = [
+        leaf32(normal(&q, 8), &q),
+        leaf32(normal(&q, 9), &q),
+        leaf32(normal(&q, 10), &q),
+    ];
+    gpu_check("attention (70001,2,4) causal", &gpu, qkv, |t| {
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, None, None)
+    });
+    let ids: Vec<u32> = small_ints(&[rows], 50, 11)
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
+    let table = leaf32(normal(&[50, 3], 12), &[50, 3]);
+    // Each table row's gradient sums ~1400 looked-up rows.
+    gpu_check_with(
+        "embedding 70001 lookups",
+        &gpu,
+        [table],
+        reduce_tol(rows / 50 * 4),
+        |t| embedding(&t[0], &ids),
+    );
+}
+
+/// More elements than 65 535 workgroups of 256 threads cover (2^24 + 1007), element-wise.
+#[test]
+fn gpu_long_vectors() {
+    let Some(gpu) = gpu_or_skip("gpu_long_vectors") else {
+        return;
+    };
+    let n = (1usize << 24) + 1007;
+    let x = leaf32(uniform(&[n], -3.0, 3.0, 1), &[n]);
+    let y = leaf32(uniform(&[n], -3.0, 3.0, 2), &[n]);
+    gpu_check("exp of 2^24+1007 elements", &gpu, [x.clone()], |t| {
+        t[0].exp()
+    });
+    gpu_check("mul of 2^24+1007 elements", &gpu, [x.clone(), y], |t| {
+        t[0].mul(&t[1])
+    });
+    gpu_check("narrow the tail", &gpu, [x], |t| {
+        t[0].narrow(0, n - 300, 300).square()
+    });
+}
+
+// Reductions and products over more than 65 535 terms: a column sum over many rows (as in a bias
+// gradient or a loss averaged over a large batch), a weight gradient Xᵀ·G whose inner dimension
+// is batch × tokens (65 536 for 256 sequences of 256 tokens), and sums of 2^24 elements.
+//
+// KNOWN FAILURES on lavapipe/llvmpipe (see the report): these kernels loop over all n (or K)
+// terms in one shader invocation, and llvmpipe ends a shader loop after 65 535 iterations, so the
+// results silently cover only the first 65 535 terms.
+
+const LONG: usize = 70_001;
+
+#[test]
+fn gpu_long_column_reductions() {
+    let Some(gpu) = gpu_or_skip("gpu_long_column_reductions") else {
+        return;
+    };
+    let x = leaf32(normal(&[LONG, 3], 1), &[LONG, 3]);
+    let xc = const32(distinct(&[LONG, 3], 2), &[LONG, 3]);
+    let tol = reduce_tol(LONG);
+    gpu_check_with("sum axis 0 (70001,3)", &gpu, [x.clone()], tol, |t| {
+        t[0].sum(0, false)
+    });
+    gpu_check_with("mean axis 0 (70001,3)", &gpu, [x.clone()], tol, |t| {
+        t[0].mean(0, true)
+    });
+    gpu_check("max axis 0 (70001,3)", &gpu, [x], |t| t[0].max(0, false));
+    gpu_check("argmin axis 0 (70001,3)", &gpu, [xc], |t| {
+        t[0].argmin(0, false)
+    });
+}
+
+#[test]
+fn gpu_long_batch_loss() {
+    let Some(gpu) = gpu_or_skip("gpu_long_batch_loss") else {
+        return;
+    };
+    let x = leaf32(normal(&[LONG, 3], 3), &[LONG, 3]);
+    let targets: Vec<i64> = small_ints(&[LONG], 3, 4)
+        .into_iter()
+        .map(|v| v as i64)
+        .collect();
+    gpu_check_with(
+        "cross_entropy (70001,3)",
+        &gpu,
+        [x],
+        reduce_tol(LONG),
+        |t| t[0].cross_entropy(&targets, -100, 0.1),
+    );
+}
+
+#[test]
+fn gpu_long_inner_dimension_matmul() {
+    let Some(gpu) = gpu_or_skip("gpu_long_inner_dimension_matmul") else {
+        return;
+    };
+    let x = leaf32(normal(&[LONG, 3], 5), &[LONG, 3]);
+    let g = leaf32(normal(&[LONG, 2], 6), &[LONG, 2]);
+    let tol = reduce_tol(LONG);
+    gpu_check_with(
+        "matmul_tn (70001,3)ᵀ @ (70001,2)",
+        &gpu,
+        [x.clone(), g.clone()],
+        tol,
+        |t| t[0].matmul_tn(&t[1]),
+    );
+    let xt = leaf32(normal(&[3, LONG], 7), &[3, LONG]);
+    gpu_check_with("matmul (3,70001) @ (70001,2)", &gpu, [xt, g], tol, |t| {
+        t[0].matmul(&t[1])
+    });
+}
+
+#[test]
+fn gpu_long_row_reductions() {
+    let Some(gpu) = gpu_or_skip("gpu_long_row_reductions") else {
+        return;
+    };
+    let n = (1usize << 24) + 1007;
+    let v = leaf32(uniform(&[n], -3.0, 3.0, 8), &[n]);
+    let tol = reduce_tol(n);
+    gpu_check_with(
+        "sum_all of 2^24+1007 elements",
+        &gpu,
+        [v.clone()],
+        tol,
+        |t| t[0].sum_all(),
+    );
+    // b's gradient sums 2^24 products.
+    let b = leaf32(vec![0.75], &[1]);
+    gpu_check_with("mul by a broadcast scalar", &gpu, [v, b], tol, |t| {
+        t[0].mul(&t[1])
+    });
+}
+
+/// Zero-size tensors: empty slices, empty index lists, products with an empty inner dimension.
+#[test]
+fn gpu_empty_tensors() {
+    let Some(gpu) = gpu_or_skip("gpu_empty_tensors") else {
+        return;
+    };
+    assert_eq!(Tensor::zeros(&[0], &gpu).to_vec(), Vec::<f32>::new());
+    assert_eq!(Tensor::zeros(&[3, 0], &gpu).shape(), [3, 0]);
+    let x = leaf32(normal(&[5, 7], 1), &[5, 7]);
+    gpu_check("narrow to nothing", &gpu, [x.clone()], |t| {
+        t[0].narrow(1, 3, 0).exp()
+    });
+    gpu_check("sum of an empty axis", &gpu, [x.clone()], |t| {
+        t[0].narrow(1, 3, 0).sum(1, false)
+    });
+    gpu_check("index_select nothing", &gpu, [x.clone()], |t| {
+        t[0].index_select(0, &[])
+    });
+    gpu_check("cat with an empty part", &gpu, [x], |t| {
+        Tensor::cat(&[&t[0], &t[0].narrow(1, 2, 0)], 1).square()
+    });
+    let (a, b) = (leaf32(vec![], &[5, 0]), leaf32(vec![], &[0, 3]));
+    gpu_check("matmul with k = 0", &gpu, [a, b], |t| t[0].matmul(&t[1]));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Autograd on the GPU
 // ---------------------------------------------------------------------------------------------
 

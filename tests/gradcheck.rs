@@ -2077,10 +2077,11 @@ fn cpu_parallel_paths_match_naive_loops() {
 /// Gradients of `out · w` for a fused op and for the same function composed from basic ops.
 fn fused_vs_composed(
     name: &str,
-    inputs: &[Tensor],
+    inputs: impl AsRef<[Tensor]>,
     fused: impl Fn(&[Tensor]) -> Tensor,
     composed: impl Fn(&[Tensor]) -> Tensor,
 ) {
+    let inputs = inputs.as_ref();
     let run = |f: &dyn Fn(&[Tensor]) -> Tensor| {
         let leaves: Vec<Tensor> = inputs
             .iter()
@@ -2108,13 +2109,13 @@ fn cpu_fused_kernels_match_composed_ops_on_large_inputs() {
     let x = const64(normal(&BIG, 1).into_iter().map(|v| 3.0 * v).collect(), &BIG);
     fused_vs_composed(
         "layer_norm (130,257)",
-        &[x.clone()],
+        [x.clone()],
         |t| t[0].layer_norm(None, None, 1e-5),
         |t| &(&t[0] - &t[0].mean(-1, true)) * &t[0].var(-1, true, 0).add_scalar(1e-5).rsqrt(),
     );
     fused_vs_composed(
         "softmax (130,257)",
-        &[x.clone()],
+        [x.clone()],
         |t| t[0].softmax(-1),
         |t| {
             let e = (&t[0] - &t[0].max(-1, true).detach()).exp();
@@ -2123,7 +2124,7 @@ fn cpu_fused_kernels_match_composed_ops_on_large_inputs() {
     );
     fused_vs_composed(
         "log_softmax (130,257)",
-        &[x.clone()],
+        [x.clone()],
         |t| t[0].log_softmax(-1),
         |t| {
             let m = t[0].max(-1, true).detach();

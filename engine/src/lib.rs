@@ -6,11 +6,13 @@
 
 pub mod autograd;
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod nn;
 mod ops;
+pub mod optim;
 pub mod shape;
 pub mod tensor;
 

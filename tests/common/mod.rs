@@ -39,7 +39,11 @@ pub fn gpu_or_skip(test: &str) -> Option<Device> {
                      machine with a GPU, so that the GPU test `{test}` really runs (Device::gpu(): {e})"
                 );
             }
-            eprintln!(
+            // Written to the process's stderr directly rather than with eprintln!, which the
+            // test harness captures (and hides) for tests that pass: a skip must be visible.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "SKIPPED {test}: no GPU adapter (Device::gpu(): {e}); nothing was checked. \
                  Set CI=true to make a missing adapter a failure."
             );

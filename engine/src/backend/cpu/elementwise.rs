@@ -412,13 +412,26 @@ pub fn select(
     sb: &[usize],
     shape: &[usize],
 ) -> CpuData {
-    map_same!("where"; c, a, b => {
-        let mut out = vec![num_traits::zero(); shape.iter().product()];
+    fn go<T: Elem>(
+        c: &[T],
+        sc: &[usize],
+        a: &[T],
+        sa: &[usize],
+        b: &[T],
+        sb: &[usize],
+        shape: &[usize],
+    ) -> Vec<T> {
+        let mut out = vec![T::zero(); shape.iter().product()];
         for_each_strided(&mut out, shape, &[sc, sa, sb], |o, off| {
-            *o = if c[off[0]] != num_traits::zero() { a[off[1]] } else { b[off[2]] }
+            *o = if c[off[0]] != T::zero() {
+                a[off[1]]
+            } else {
+                b[off[2]]
+            }
         });
         out
-    })
+    }
+    map_same!("where"; c, a, b => go(c, sc, a, sa, b, sb, shape))
 }
 
 pub fn gather_strided(src: &CpuData, offset: usize, strides: &[usize], shape: &[usize]) -> CpuData {

@@ -1,0 +1,187 @@
+//! Semantics against PyTorch: fixtures written by `tools/make_fixtures.py` (run by hand) hold
+//! a reference model's weights, inputs, outputs and gradients; the same computation here must
+//! reproduce them. CI needs no PyTorch, only the committed fixture files.
+
+use selfsup_engine::checkpoint::{self, Checkpoint};
+use selfsup_engine::nn::{Init, Module};
+use selfsup_engine::{Device, Tensor};
+use selfsup_models::simclr::nt_xent;
+use selfsup_models::vit::{Pool, VisionTransformer, VitConfig};
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> (Checkpoint, PathBuf) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    (
+        checkpoint::load(&path)
+            .unwrap_or_else(|e| panic!("{e} (regenerate with tools/make_fixtures.py)")),
+        path,
+    )
+}
+
+/// Asserts |a - b| ≤ atol + rtol·|b| element-wise, naming the tensor and the worst element.
+fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, PyTorch has {}",
+        got.len(),
+        want.len()
+    );
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let excess = (g - w).abs() - (atol + rtol * w.abs());
+        if excess > worst {
+            (worst, at) = (excess, i);
+        }
+    }
+    assert!(
+        worst <= 0.0,
+        "{what}: element {at} is {} but PyTorch gives {}",
+        got[at],
+        want[at]
+    );
+}
+
+#[test]
+fn vit_forward_and_parameter_gradients_match_pytorch() {
+    let (ck, path) = fixture("vit_tiny.safetensors");
+    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
+    let config = VitConfig {
+        image: meta("image"),
+        channels: meta("channels"),
+        patch: meta("patch"),
+        dim: meta("dim"),
+        depth: meta("depth"),
+        heads: meta("heads"),
+        mlp_ratio: meta("mlp_ratio"),
+        pool: Pool::Cls,
+    };
+    let cpu = Device::cpu();
+    let vit = VisionTransformer::new(&mut Init::new(0, &cpu), config);
+    vit.load_state_dict(&ck.with_prefix("param"), "fixture")
+        .unwrap();
+    let x = ck.tensors["input"].clone().requires_grad_(true);
+    let tokens = vit.tokens(&x);
+    assert_close(
+        "tokens",
+        &tokens.to_vec(),
+        &ck.tensors["output"].to_vec(),
+        1e-5,
+        1e-4,
+    );
+    (&tokens * &ck.tensors["w"]).sum_all().backward();
+    assert_close(
+        "grad input",
+        &x.grad().unwrap().to_vec(),
+        &ck.tensors["grad.input"].to_vec(),
+        1e-6,
+        1e-3,
+    );
+    let params = vit.named_parameters();
+    assert_eq!(
+        params.len(),
+        ck.with_prefix("grad").len() - 1,
+        "parameter sets differ from PyTorch's"
+    );
+    for (name, p) in params {
+        let want = &ck.tensors[&format!("grad.{name}")];
+        assert_close(
+            &format!("grad {name}"),
+            &p.grad().unwrap().to_vec(),
+            &want.to_vec(),
+            1e-5,
+            1e-3,
+        );
+    }
+}
+
+#[test]
+fn nt_xent_value_and_gradients_match_pytorch() {
+    let (ck, _) = fixture("nt_xent.safetensors");
+    for i in 0..2 {
+        let t = |k: &str| ck.tensors[&format!("{i}.{k}")].clone();
+        let (z1, z2) = (t("z1").requires_grad_(true), t("z2").requires_grad_(true));
+        let loss = nt_xent(&z1, &z2, t("tau").item() as f64);
+        assert_close("loss", &[loss.item()], &t("loss").to_vec(), 1e-6, 1e-5);
+        loss.backward();
+        assert_close(
+            "grad z1",
+            &z1.grad().unwrap().to_vec(),
+            &t("grad.z1").to_vec(),
+            1e-6,
+            1e-4,
+        );
+        assert_close(
+            "grad z2",
+            &z2.grad().unwrap().to_vec(),
+            &t("grad.z2").to_vec(),
+            1e-6,
+            1e-4,
+        );
+    }
+}
+
+/// The same model on the GPU: forward and gradients agree with PyTorch too.
+#[test]
+fn vit_on_the_gpu_matches_pytorch() {
+    let gpu = match Device::gpu() {
+        Ok(d) => d,
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but no GPU adapter: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping vit_on_the_gpu_matches_pytorch: {e}");
+            return;
+        }
+    };
+    let (ck, path) = fixture("vit_tiny.safetensors");
+    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
+    let config = VitConfig {
+        image: meta("image"),
+        channels: meta("channels"),
+        patch: meta("patch"),
+        dim: meta("dim"),
+        depth: meta("depth"),
+        heads: meta("heads"),
+        mlp_ratio: meta("mlp_ratio"),
+        pool: Pool::Cls,
+    };
+    let vit = VisionTransformer::new(&mut Init::new(0, &gpu), config);
+    vit.load_state_dict(&ck.with_prefix("param"), "fixture")
+        .unwrap();
+    let x = ck.tensors["input"].to_device(&gpu);
+    let tokens = vit.tokens(&x);
+    assert_close(
+        "tokens",
+        &tokens.to_vec(),
+        &ck.tensors["output"].to_vec(),
+        1e-4,
+        1e-3,
+    );
+    (&tokens * &ck.tensors["w"].to_device(&gpu))
+        .sum_all()
+        .backward();
+    for (name, p) in vit.named_parameters() {
+        let want = &ck.tensors[&format!("grad.{name}")];
+        assert_close(
+            &format!("grad {name}"),
+            &p.grad().unwrap().to_vec(),
+            &want.to_vec(),
+            1e-4,
+            2e-3,
+        );
+    }
+}
+
+#[test]
+fn nt_xent_matches_a_hand_computed_value() {
+    // Two views of two points, τ = 1: anchors see cos = 1 to their partner and 0 to the other
+    // two views, so each row's loss is log(e + 2) - 1.
+    let cpu = Device::cpu();
+    let z1 = Tensor::from_vec(vec![1.0, 0.0, 0.0, 2.0], &[2, 2], &cpu);
+    let z2 = Tensor::from_vec(vec![3.0, 0.0, 0.0, 0.5], &[2, 2], &cpu);
+    let want = (std::f64::consts::E + 2.0).ln() - 1.0;
+    assert!((nt_xent(&z1, &z2, 1.0).item() as f64 - want).abs() < 1e-6);
+}
