@@ -1,1 +1,114 @@
-fn main() {}
+//! Kernel benchmarks on the CPU backend and, where an adapter exists, the GPU backend:
+//! matmul (GFLOP/s: criterion's "elem/s" counts floating-point operations), softmax and
+//! layer norm (GB/s of input read + output written), attention forward+backward, and the cost
+//! per op of a chain of 1,000 small ops (how well launches are batched).
+//!
+//!     cargo bench --bench ops                       # everything
+//!     cargo bench --bench ops -- cpu/matmul         # a filter
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use selfsup_engine::{no_grad, Device, Tensor};
+use std::time::Duration;
+
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut v = vec![("cpu", Device::cpu())];
+    match Device::gpu() {
+        Ok(gpu) => {
+            println!("GPU adapter: {}", gpu.name());
+            v.push(("gpu", gpu));
+        }
+        Err(e) => println!("no GPU benchmarks: {e}"),
+    }
+    println!("CPU: {}", Device::cpu().name());
+    v
+}
+
+/// Runs `f` and waits for the device, so GPU timings include the work, not just its recording.
+fn run(device: &Device, f: impl Fn() -> Tensor) {
+    let t = f();
+    device.synchronize();
+    drop(t);
+}
+
+fn matmul(c: &mut Criterion) {
+    for (name, dev) in devices() {
+        let mut g = c.benchmark_group(format!("{name}/matmul"));
+        g.sample_size(10).measurement_time(Duration::from_secs(4));
+        // Square products, then the ViT's token projection (25,600 tokens is 512 views × 50).
+        let shapes: &[(usize, usize, usize)] =
+            &[(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (2048, 64, 256), (25600, 64, 256)];
+        for &(m, k, n) in shapes {
+            if dev.is_gpu() && m * k * n > 1 << 31 {
+                continue; // minutes per sample on a software adapter
+            }
+            let a = Tensor::randn(&[m, k], 1, &dev);
+            let b = Tensor::randn(&[k, n], 2, &dev);
+            g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
+            g.bench_function(BenchmarkId::from_parameter(format!("{m}x{k}x{n}")), |bench| bench.iter(|| run(&dev, || a.matmul(&b))));
+        }
+        g.finish();
+    }
+}
+
+fn row_ops(c: &mut Criterion) {
+    for (name, dev) in devices() {
+        let mut g = c.benchmark_group(format!("{name}/rows"));
+        g.sample_size(20).measurement_time(Duration::from_secs(3));
+        let x = Tensor::randn(&[4096, 1024], 3, &dev);
+        let (w, b) = (Tensor::ones(&[1024], &dev), Tensor::zeros(&[1024], &dev));
+        g.throughput(Throughput::Bytes(2 * 4 * x.numel() as u64));
+        g.bench_function("softmax 4096x1024", |bench| bench.iter(|| run(&dev, || x.softmax(-1))));
+        g.bench_function("layer_norm 4096x1024", |bench| bench.iter(|| run(&dev, || x.layer_norm(Some(&w), Some(&b), 1e-5))));
+        g.finish();
+    }
+}
+
+fn attention(c: &mut Criterion) {
+    for (name, dev) in devices() {
+        let mut g = c.benchmark_group(format!("{name}/attention"));
+        g.sample_size(10).measurement_time(Duration::from_secs(5));
+        // Batch 256, 50 tokens, 4 heads of 64: the SimCLR ViT's attention at width 256.
+        let shape = [256, 4, 50, 64];
+        let q = Tensor::randn(&shape, 4, &dev);
+        let k = Tensor::randn(&shape, 5, &dev);
+        let v = Tensor::randn(&shape, 6, &dev);
+        g.bench_function("forward b256 t50 h4 d64", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None))))
+        });
+        g.bench_function("forward+backward b256 t50 h4 d64", |bench| {
+            bench.iter(|| {
+                let (q, k, v) = (q.detach().requires_grad_(true), k.detach().requires_grad_(true), v.detach().requires_grad_(true));
+                Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None).sum_all().backward();
+                run(&dev, || q.grad().unwrap());
+            })
+        });
+        g.finish();
+    }
+}
+
+fn overhead(c: &mut Criterion) {
+    for (name, dev) in devices() {
+        let mut g = c.benchmark_group(format!("{name}/overhead"));
+        g.sample_size(20).measurement_time(Duration::from_secs(3));
+        let x = Tensor::randn(&[64], 7, &dev);
+        g.throughput(Throughput::Elements(1000));
+        g.bench_function("chain of 1000 small ops", |bench| {
+            bench.iter(|| {
+                run(&dev, || {
+                    let mut y = x.clone();
+                    for i in 0..1000 {
+                        y = if i % 2 == 0 { y.add_scalar(0.5) } else { y.mul_scalar(0.5) };
+                    }
+                    y
+                })
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, matmul, row_ops, attention, overhead);
+criterion_main!(benches);
