@@ -38,8 +38,14 @@ fn matmul(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("{name}/matmul"));
         g.sample_size(10).measurement_time(Duration::from_secs(4));
         // Square products, then the ViT's token projection (25,600 tokens is 512 views × 50).
-        let shapes: &[(usize, usize, usize)] =
-            &[(256, 256, 256), (512, 512, 512), (1024, 1024, 1024), (2048, 2048, 2048), (2048, 64, 256), (25600, 64, 256)];
+        let shapes: &[(usize, usize, usize)] = &[
+            (256, 256, 256),
+            (512, 512, 512),
+            (1024, 1024, 1024),
+            (2048, 2048, 2048),
+            (2048, 64, 256),
+            (25600, 64, 256),
+        ];
         for &(m, k, n) in shapes {
             if dev.is_gpu() && m * k * n > 1 << 31 {
                 continue; // minutes per sample on a software adapter
@@ -47,7 +53,10 @@ fn matmul(c: &mut Criterion) {
             let a = Tensor::randn(&[m, k], 1, &dev);
             let b = Tensor::randn(&[k, n], 2, &dev);
             g.throughput(Throughput::Elements(2 * (m * k * n) as u64));
-            g.bench_function(BenchmarkId::from_parameter(format!("{m}x{k}x{n}")), |bench| bench.iter(|| run(&dev, || a.matmul(&b))));
+            g.bench_function(
+                BenchmarkId::from_parameter(format!("{m}x{k}x{n}")),
+                |bench| bench.iter(|| run(&dev, || a.matmul(&b))),
+            );
         }
         g.finish();
     }
@@ -60,8 +69,12 @@ fn row_ops(c: &mut Criterion) {
         let x = Tensor::randn(&[4096, 1024], 3, &dev);
         let (w, b) = (Tensor::ones(&[1024], &dev), Tensor::zeros(&[1024], &dev));
         g.throughput(Throughput::Bytes(2 * 4 * x.numel() as u64));
-        g.bench_function("softmax 4096x1024", |bench| bench.iter(|| run(&dev, || x.softmax(-1))));
-        g.bench_function("layer_norm 4096x1024", |bench| bench.iter(|| run(&dev, || x.layer_norm(Some(&w), Some(&b), 1e-5))));
+        g.bench_function("softmax 4096x1024", |bench| {
+            bench.iter(|| run(&dev, || x.softmax(-1)))
+        });
+        g.bench_function("layer_norm 4096x1024", |bench| {
+            bench.iter(|| run(&dev, || x.layer_norm(Some(&w), Some(&b), 1e-5)))
+        });
         g.finish();
     }
 }
@@ -76,12 +89,22 @@ fn attention(c: &mut Criterion) {
         let k = Tensor::randn(&shape, 5, &dev);
         let v = Tensor::randn(&shape, 6, &dev);
         g.bench_function("forward b256 t50 h4 d64", |bench| {
-            bench.iter(|| run(&dev, || no_grad(|| Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None))))
+            bench.iter(|| {
+                run(&dev, || {
+                    no_grad(|| Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None))
+                })
+            })
         });
         g.bench_function("forward+backward b256 t50 h4 d64", |bench| {
             bench.iter(|| {
-                let (q, k, v) = (q.detach().requires_grad_(true), k.detach().requires_grad_(true), v.detach().requires_grad_(true));
-                Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None).sum_all().backward();
+                let (q, k, v) = (
+                    q.detach().requires_grad_(true),
+                    k.detach().requires_grad_(true),
+                    v.detach().requires_grad_(true),
+                );
+                Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None)
+                    .sum_all()
+                    .backward();
                 run(&dev, || q.grad().unwrap());
             })
         });
@@ -100,7 +123,11 @@ fn overhead(c: &mut Criterion) {
                 run(&dev, || {
                     let mut y = x.clone();
                     for i in 0..1000 {
-                        y = if i % 2 == 0 { y.add_scalar(0.5) } else { y.mul_scalar(0.5) };
+                        y = if i % 2 == 0 {
+                            y.add_scalar(0.5)
+                        } else {
+                            y.mul_scalar(0.5)
+                        };
                     }
                     y
                 })

@@ -59,8 +59,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 //!kernel index_add
 // Scatter-add without atomics: each output row r sums the gradient rows that selected it, listed
-// (host-sorted) in LIST[OFFS[r]..OFFS[r+1]]. Deterministic, and linear in the work.
-// P: [total, n, inner, nidx]; Y is (outer, n, inner), G is (outer, nidx, inner).
+// (host-sorted) in LIST[OFFS[r]..OFFS[r+1]]. Deterministic, and linear in the work. One launch
+// takes occurrences q_start..q_start+q_len of each row (bounded loops for llvmpipe); later
+// launches add to Y. P: [total, n, inner, nidx, q_start, q_len, accumulate];
+// Y is (outer, n, inner), G is (outer, nidx, inner).
 @group(0) @binding(1) var<storage, read> G: array<f32>;
 @group(0) @binding(2) var<storage, read> OFFS: array<u32>;
 @group(0) @binding(3) var<storage, read> LIST: array<u32>;
@@ -78,8 +80,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = t % inner;
     let r = (t / inner) % n;
     let o = t / (inner * n);
-    var acc = 0.0;
-    for (var q = OFFS[r]; q < OFFS[r + 1u]; q++) {
+    var acc = select(0.0, Y[t], P[6] != 0u);
+    let first = OFFS[r] + P[4];
+    for (var q = first; q < min(OFFS[r + 1u], first + P[5]); q++) {
         acc += G[(o * nidx + LIST[q]) * inner + i];
     }
     Y[t] = acc;

@@ -3,7 +3,9 @@
 // shared-memory tiling with barriers is slow on CPU-backed drivers such as lavapipe, while
 // register blocking helps everywhere.
 //
-// P: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, batch_base]
+// P: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, batch_base, k_start, k_end, accumulate]
+// One launch covers k_start..k_end: the host splits long K across launches (llvmpipe ends an
+// invocation's loops after 65,535 iterations in all), the later ones adding into C.
 
 //!kernel matmul
 @group(0) @binding(1) var<storage, read> A: array<f32>;
@@ -37,7 +39,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         b_col[j] = b_base + min(c0 + j, n - 1u) * b_cs;
     }
     var acc: array<vec4<f32>, 16>;
-    for (var kk = 0u; kk < k; kk++) {
+    for (var kk = P[10]; kk < P[11]; kk++) {
         let ao = kk * a_cs;
         let bo = kk * b_rs;
         let b0 = vec4<f32>(B[b_col[0] + bo], B[b_col[1] + bo], B[b_col[2] + bo], B[b_col[3] + bo]);
@@ -54,7 +56,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         if (r < m) {
             for (var j = 0u; j < 8u; j++) {
                 if (c0 + j < n) {
-                    C[c_base + r * n + c0 + j] = acc[2u * i + j / 4u][j % 4u];
+                    let at = c_base + r * n + c0 + j;
+                    C[at] = acc[2u * i + j / 4u][j % 4u] + select(0.0, C[at], P[12] != 0u);
                 }
             }
         }
@@ -75,9 +78,10 @@ fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     let n = P[1];
     if (r < m) {
         let at = (c_base + r * n + c0) / 4u;
-        C[at] = lo;
+        let add = P[12] != 0u;
+        C[at] = lo + select(vec4<f32>(), C[at], add);
         if (c0 + 4u < n) {
-            C[at + 1u] = hi;
+            C[at + 1u] = hi + select(vec4<f32>(), C[at + 1u], add);
         }
     }
 }
@@ -122,7 +126,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var c61 = vec4<f32>();
     var c70 = vec4<f32>();
     var c71 = vec4<f32>();
-    for (var k0 = 0u; k0 < k; k0 += 4u) {
+    for (var k0 = P[10]; k0 < P[11]; k0 += 4u) {
         let kq = k0 / 4u;
         let a0 = A[ra0 + kq];
         let a1 = A[ra1 + kq];

@@ -11,11 +11,16 @@ fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
     return v < b || (v == b && j < bj);
 }
 
-//!kernel reduce_cols
-// One invocation per output element, walking n with stride inner (coalesced across inner).
-// P: [outer, n, inner, op]
+//!kernel reduce_chunks
+// One invocation per (outer, block, inner) output: reduces one block of at most `chunk` entries
+// of the middle extent, so that no invocation loops too long (llvmpipe ends an invocation's loops
+// after 65,535 iterations in all). The host repeats this until one block remains. Extrema carry
+// their index along in IY; later passes read the indices of the previous one from IX.
+// P: [outer, n, inner, op, chunk, blocks, has_idx, final]
 @group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(2) var<storage, read> IX: array<u32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> IY: array<u32>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -23,33 +28,39 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let n = P[1];
     let inner = P[2];
     let op = P[3];
-    if (t >= P[0] * inner) {
+    let chunk = P[4];
+    let blocks = P[5];
+    if (t >= P[0] * blocks * inner) {
         return;
     }
-    let base = (t / inner) * n * inner + t % inner;
-    if (op == 0u) {
-        var acc = 0.0;
-        for (var j = 0u; j < n; j++) {
-            acc += X[base + j * inner];
+    let i = t % inner;
+    let blk = (t / inner) % blocks;
+    let o = t / (inner * blocks);
+    let start = blk * chunk;
+    let end = min(n, start + chunk);
+    var best = 0.0;
+    var at = 0xffffffffu;
+    for (var j = start; j < end; j++) {
+        let src = (o * n + j) * inner + i;
+        let v = X[src];
+        var idx = j;
+        if (P[6] != 0u) {
+            idx = IX[src];
         }
-        Y[t] = acc;
-        return;
-    }
-    var best = X[base];
-    var at = 0u;
-    for (var j = 1u; j < n; j++) {
-        let v = X[base + j * inner];
-        if (better(op, v, j, best, at)) {
+        if (op == 0u) {
+            best += v;
+        } else if (at == 0xffffffffu || better(op, v, idx, best, at)) {
             best = v;
-            at = j;
+            at = idx;
         }
     }
-    Y[t] = select(best, f32(at), op >= 3u);
+    Y[t] = select(best, f32(at), op >= 3u && P[7] != 0u);
+    IY[t] = at;
 }
 
 //!kernel reduce_rows
-// One workgroup per contiguous row (inner == 1): strided partial results, then a tree in
-// workgroup memory. P: [rows, n, op]
+// One workgroup per contiguous row (inner == 1, n ≤ 64 · 16,384): strided partial results, then
+// a tree in workgroup memory. P: [rows, n, op]
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 

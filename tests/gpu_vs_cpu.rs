@@ -1602,3 +1602,38 @@ fn gpu_mlp_training_matches_cpu() {
         "the MLP did not learn on the GPU: loss {first} → {last}"
     );
 }
+
+/// Past llvmpipe's per-invocation loop budget (here 600 keys of width 64) the GPU composes
+/// attention from matmuls and a softmax instead of the fused kernel: same values, same gradients.
+#[test]
+fn gpu_attention_over_long_key_sequences() {
+    let Some(gpu) = gpu_or_skip("gpu_attention_over_long_key_sequences") else {
+        return;
+    };
+    attention_variants(
+        &gpu,
+        "attention q (2,2,3,64) k (2,2,600,64) v (2,2,600,64)",
+        attn_inputs(&[2, 2, 3, 64], &[2, 2, 600, 64], &[2, 2, 600, 64], 31),
+        padding_mask(2, 600, 32),
+    );
+}
+
+/// An embedding row chosen more often than one kernel launch's loop budget (20,000 times) still
+/// receives the whole sum of its gradient rows.
+#[test]
+fn gpu_embedding_row_repeated_many_times() {
+    let Some(gpu) = gpu_or_skip("gpu_embedding_row_repeated_many_times") else {
+        return;
+    };
+    let ids: Vec<u32> = (0..20_000u32)
+        .map(|i| if i % 10 == 0 { i % 7 } else { 3 })
+        .collect();
+    let w = leaf32(normal(&[7, 3], 41), &[7, 3]);
+    gpu_check_with(
+        "embedding (7,3) x20000, row 3 repeated",
+        &gpu,
+        [w],
+        reduce_tol(20_000),
+        |t| embedding(&t[0], &ids),
+    );
+}

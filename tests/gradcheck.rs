@@ -1,7 +1,6 @@
 //! Finite-difference gradient checks in f64 on the CPU for every differentiable op, forward values
 //! against hand-computed results, autograd semantics, and error messages of misuse.
 //!
-//! Tests named `engine_bug_*` document a bug found in the engine: they fail until it is fixed.
 
 mod common;
 
@@ -1055,13 +1054,10 @@ fn attention_matches_composed_reference() {
     }
 }
 
-/// ENGINE BUG (see the report): `AttnSpec::scale` is an `f32`, so f64 attention runs its forward
-/// pass with 1/√D rounded to f32 (`ops/attention.rs`: `scale: scale as f32`;
-/// `backend/cpu/nn.rs`: `T::from_f64(s.scale as f64)`) while its backward pass uses the exact f64
-/// scale. With D = 5 the f64 "exact reference" is off by ~1e-8 relative, and forward and backward
-/// disagree about the function. Fails until the CPU kernel gets the f64 scale.
+/// f64 attention uses the exact f64 scale in its forward pass (not 1/√D rounded to f32), so it
+/// matches an f64 reference to 1e-12 and agrees with its own backward pass.
 #[test]
-fn engine_bug_attention_f64_uses_f32_scale() {
+fn attention_f64_uses_the_exact_scale() {
     let [q, k, v] = attn_inputs(&[2, 3, 5], &[2, 6, 5], &[2, 6, 3], 30);
     let got = Tensor::scaled_dot_product_attention(&q, &k, &v, false, None, None).to_vec_f64();
     let want = reference_attention(&q, &k, &v, false, None, 1.0 / 5f64.sqrt()).to_vec_f64();
@@ -1708,24 +1704,17 @@ fn grads_accumulate_across_backward_calls() {
     assert_eq!(x.grad().unwrap().to_vec_f64(), [4.5, 8.5]);
 }
 
-/// ENGINE BUG (see the report): a second `backward()` through the same graph silently does
-/// nothing for the leaves (`autograd::backward` consumed every node with `take_node`, so the
-/// root now looks like a leaf and gets a `.grad` of its own). PyTorch either raises ("Trying to
-/// backward through the graph a second time") or, with retain_graph, accumulates again. Fails
-/// until the engine does one of the two.
+/// A second `backward()` through a graph whose saved tensors the first one freed is refused with
+/// a clear message (PyTorch: "Trying to backward through the graph a second time"), rather than
+/// silently doing nothing.
 #[test]
-fn engine_bug_second_backward_through_same_graph_is_silent() {
+#[should_panic(expected = "backward: trying to go through the graph a second time")]
+fn second_backward_through_a_freed_graph_is_refused() {
     let x = leaf64(vec![1.0, 2.0], &[2]);
     let loss = x.square().sum_all();
     loss.backward();
-    let second = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loss.backward()));
-    if second.is_ok() {
-        assert_eq!(
-            x.grad().unwrap().to_vec_f64(),
-            [4.0, 8.0],
-            "a second backward through the same graph neither panicked nor accumulated into the leaf"
-        );
-    }
+    assert_eq!(x.grad().unwrap().to_vec_f64(), [2.0, 4.0]);
+    loss.backward();
 }
 
 #[test]

@@ -66,6 +66,11 @@ pub(crate) fn backward(root: &Tensor, grad: Tensor) {
             continue;
         };
         let Some(node) = t.take_node() else {
+            assert!(
+                !t.node_consumed(),
+                "backward: trying to go through the graph a second time; an earlier backward() \
+                 freed its saved tensors (recompute the forward pass)"
+            );
             t.accumulate_grad(&g);
             continue;
         };

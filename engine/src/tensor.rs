@@ -31,6 +31,8 @@ struct Inner {
     requires_grad: AtomicBool,
     grad: Mutex<Option<Tensor>>,
     node: Mutex<Option<Node>>,
+    /// Set when `backward` consumed the node, so a second pass can be refused, not ignored.
+    consumed: AtomicBool,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +53,7 @@ impl Tensor {
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
             node: Mutex::new(None),
+            consumed: AtomicBool::new(false),
         }))
     }
 
@@ -234,6 +237,7 @@ impl Tensor {
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
             node: Mutex::new(None),
+            consumed: AtomicBool::new(false),
         };
         Tensor(Arc::new(inner))
     }
@@ -384,7 +388,16 @@ impl Tensor {
     }
 
     pub(crate) fn take_node(&self) -> Option<Node> {
-        self.0.node.lock().unwrap().take()
+        let node = self.0.node.lock().unwrap().take();
+        if node.is_some() {
+            self.0.consumed.store(true, Ordering::Relaxed);
+        }
+        node
+    }
+
+    /// Whether an earlier `backward` already went through (and freed) this tensor's node.
+    pub(crate) fn node_consumed(&self) -> bool {
+        self.0.consumed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn node_inputs(&self) -> Vec<Tensor> {

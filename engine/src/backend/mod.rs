@@ -146,7 +146,7 @@ pub struct AttnSpec {
     pub tk: usize,
     pub d: usize,
     pub dv: usize,
-    pub scale: f32,
+    pub scale: f64,
     /// Query i may not attend to key j > i (top-left aligned, as PyTorch's `is_causal`).
     pub causal: bool,
 }

@@ -62,7 +62,7 @@ impl Tensor {
             tk,
             d,
             dv,
-            scale: scale as f32,
+            scale,
             causal,
         };
         let bias_storage = bias.as_ref().map(|t| t.storage());

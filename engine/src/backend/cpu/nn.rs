@@ -173,7 +173,7 @@ pub fn attention(
         };
         let mut p = matmul_t(q, k, scores);
         let mut lse = vec![T::zero(); s.bh * s.tq];
-        let scale = T::from_f64(s.scale as f64);
+        let scale = T::from_f64(s.scale);
         let row = |r: usize, row: &mut [T]| -> T {
             let (bh, i) = (r / s.tq, r % s.tq);
             for (j, x) in row.iter_mut().enumerate() {

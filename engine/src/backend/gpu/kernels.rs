@@ -200,10 +200,16 @@ pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -
     y
 }
 
+/// Most loop iterations one invocation spends on a reduction: llvmpipe (lavapipe) ends an
+/// invocation's loops after 65,535 iterations in all, silently truncating longer sums.
+const LOOP_BUDGET: usize = 16_384;
+/// Threads of the row kernels (reduce_rows, softmax, layer_norm); mirrors `WG` in the WGSL.
+const ROW_THREADS: usize = 64;
+
 pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> GpuData {
     let ctx = x.ctx();
-    let y = GpuData::alloc(ctx, outer * inner);
-    if inner == 1 {
+    if inner == 1 && n <= ROW_THREADS * LOOP_BUDGET {
+        let y = GpuData::alloc(ctx, outer);
         let p = [outer as u32, n as u32, op.code()];
         launch(
             ctx,
@@ -212,18 +218,47 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
             &[x, &y],
             grid(outer, 1),
         );
-    } else {
-        let p = [outer as u32, n as u32, inner as u32, op.code()];
+        return y;
+    }
+    // Blocks of at most LOOP_BUDGET entries, reduced again until one block is left; extrema
+    // carry their indices between passes.
+    let dummy = GpuData::alloc(ctx, 1);
+    let (mut values, mut indices): (Option<GpuData>, Option<GpuData>) = (None, None);
+    let mut n = n;
+    loop {
+        let blocks = n.div_ceil(LOOP_BUDGET).max(1);
+        let last = blocks == 1;
+        let len = outer * blocks * inner;
+        let (y, iy) = (GpuData::alloc(ctx, len), GpuData::alloc(ctx, len));
+        let p = [
+            outer,
+            n,
+            inner,
+            op.code() as usize,
+            LOOP_BUDGET,
+            blocks,
+            indices.is_some() as usize,
+            last as usize,
+        ]
+        .map(|v| v as u32);
+        let src = values.as_ref().unwrap_or(x);
         launch(
             ctx,
-            kernel!(REDUCE, "reduce_cols"),
+            kernel!(REDUCE, "reduce_chunks"),
             &p,
-            &[x, &y],
-            grid(outer * inner, 256),
+            &[src, indices.as_ref().unwrap_or(&dummy), &y, &iy],
+            grid(len, 256),
         );
+        if last {
+            return y;
+        }
+        (values, indices, n) = (Some(y), Some(iy), blocks);
     }
-    y
 }
+
+/// Length of K one matmul launch covers: the scalar kernel spends 9 loop iterations per step of
+/// K, so 2,048 keeps an invocation far below llvmpipe's 65,535 (a multiple of 4 for vec4 loads).
+const MATMUL_K_SLICE: usize = 2048;
 
 pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     let ctx = a.ctx();
@@ -278,16 +313,47 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
         )
     };
     let mut base = 0;
+    // K is covered in slices, the later ones adding into C, to bound each invocation's loop.
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS);
-        let p = [s.m, s.n, s.k, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, base].map(|v| v as u32);
-        launch(ctx, k, &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
+        for k0 in (0..s.k).step_by(MATMUL_K_SLICE) {
+            let k1 = (k0 + MATMUL_K_SLICE).min(s.k);
+            let p = [
+                s.m,
+                s.n,
+                s.k,
+                a_rs,
+                a_cs,
+                b_rs,
+                b_cs,
+                a_bs,
+                b_bs,
+                base,
+                k0,
+                k1,
+                (k0 > 0) as usize,
+            ]
+            .map(|v| v as u32);
+            launch(ctx, k, &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
+        }
         base += chunk;
     }
     c
 }
 
+/// Panics unless a row kernel's three passes over `cols` stay within the loop budget.
+#[track_caller]
+fn check_row_len(op: &str, cols: usize) {
+    assert!(
+        cols <= ROW_THREADS * LOOP_BUDGET,
+        "{op}: rows of {cols} elements exceed the GPU row kernels' {} (a CPU-driver loop limit)",
+        ROW_THREADS * LOOP_BUDGET
+    );
+}
+
+#[track_caller]
 pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
+    check_row_len("softmax", cols);
     let ctx = x.ctx();
     let y = GpuData::alloc(ctx, x.len());
     let p = [rows as u32, cols as u32, log as u32];
@@ -315,7 +381,9 @@ pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log:
     dx
 }
 
+#[track_caller]
 pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, GpuData, GpuData) {
+    check_row_len("layer_norm", cols);
     let ctx = x.ctx();
     let (y, mean, rstd) = (
         GpuData::alloc(ctx, x.len()),
@@ -370,6 +438,11 @@ pub fn attention(
         s.d,
         s.dv
     );
+    // The fused kernel loops over every key for each query; where that would pass llvmpipe's loop
+    // limit, the same function is composed from matmuls and a softmax instead.
+    if s.d + s.dv + s.tk * (s.d + s.dv + 2) > 4 * LOOP_BUDGET - 4096 {
+        return attention_composed(q, k, v, bias, s);
+    }
     let ctx = q.ctx();
     let o = GpuData::alloc(ctx, s.bh * s.tq * s.dv);
     let lse = GpuData::alloc(ctx, s.bh * s.tq);
@@ -388,7 +461,7 @@ pub fn attention(
         s.tk as u32,
         s.d as u32,
         s.dv as u32,
-        s.scale.to_bits(),
+        bits(s.scale),
         s.causal as u32,
         bias.is_some() as u32,
         f32::INFINITY.to_bits(),
@@ -401,6 +474,91 @@ pub fn attention(
         grid(s.bh * s.tq, 64),
     );
     (o, lse)
+}
+
+/// Attention as softmax(q kᵀ · scale + masks) v from separate kernels, with the same outputs
+/// (including the log-sum-exp, +inf for a query that sees no key) as the fused kernel.
+fn attention_composed(
+    q: &GpuData,
+    k: &GpuData,
+    v: &GpuData,
+    bias: Option<&GpuData>,
+    s: AttnSpec,
+) -> (GpuData, GpuData) {
+    let ctx = q.ctx();
+    let rows = s.bh * s.tq;
+    let scores = MatmulSpec {
+        batch: s.bh,
+        m: s.tq,
+        k: s.d,
+        n: s.tk,
+        trans_a: false,
+        trans_b: true,
+        a_batch_stride: s.tq * s.d,
+        b_batch_stride: s.tk * s.d,
+    };
+    let mut sc = unary(Unary::MulScalar(s.scale), &matmul(q, k, scores));
+    let shape = [s.bh / s.heads, s.heads, s.tq, s.tk];
+    let full = crate::shape::strides(&shape);
+    if let Some(b) = bias {
+        sc = binary(Binary::Add, &sc, &full, b, &[s.tk, 0, 0, 1], &shape);
+    }
+    if s.causal {
+        let mask: Vec<f32> = (0..s.tq * s.tk)
+            .map(|i| {
+                if i % s.tk > i / s.tk {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        sc = binary(
+            Binary::Add,
+            &sc,
+            &full,
+            &GpuData::upload(ctx, &mask),
+            &[0, 0, s.tk, 1],
+            &shape,
+        );
+    }
+    let p = softmax(&sc, rows, s.tk, false);
+    let scalar = |v: f32| GpuData::upload(ctx, &[v]);
+    let m = binary(
+        Binary::Max,
+        &reduce(Reduce::Max, &sc, rows, s.tk, 1),
+        &[1],
+        &scalar(-3.0e38),
+        &[0],
+        &[rows],
+    );
+    let e = unary(
+        Unary::Exp,
+        &binary(Binary::Sub, &sc, &[s.tk, 1], &m, &[1, 0], &[rows, s.tk]),
+    );
+    let l = reduce(Reduce::Sum, &e, rows, s.tk, 1);
+    let lse = binary(Binary::Add, &m, &[1], &unary(Unary::Log, &l), &[1], &[rows]);
+    let none_visible = binary(Binary::Eq, &l, &[1], &scalar(0.0), &[0], &[rows]);
+    let lse = select(
+        &none_visible,
+        &[1],
+        &scalar(f32::INFINITY),
+        &[0],
+        &lse,
+        &[1],
+        &[rows],
+    );
+    let out = MatmulSpec {
+        batch: s.bh,
+        m: s.tq,
+        k: s.tk,
+        n: s.dv,
+        trans_a: false,
+        trans_b: false,
+        a_batch_stride: s.tq * s.tk,
+        b_batch_stride: s.tk * s.dv,
+    };
+    (matmul(&p, v, out), lse)
 }
 
 fn upload_u32(ctx: &Arc<GpuContext>, v: &[u32]) -> GpuData {
@@ -441,14 +599,27 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
         list[fill[i as usize] as usize] = j as u32;
         fill[i as usize] += 1;
     }
+    let most = offs.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) as usize;
     let (offs, list) = (upload_u32(ctx, &offs), upload_u32(ctx, &list));
-    let p = [total as u32, n as u32, inner as u32, idx.len() as u32];
-    launch(
-        ctx,
-        kernel!(COPY, "index_add"),
-        &p,
-        &[g, &offs, &list, &y],
-        grid(total, 256),
-    );
+    // Rows selected more often than the loop budget are summed over several launches.
+    for start in (0..most.max(1)).step_by(LOOP_BUDGET) {
+        let p = [
+            total,
+            n,
+            inner,
+            idx.len(),
+            start,
+            LOOP_BUDGET,
+            (start > 0) as usize,
+        ]
+        .map(|v| v as u32);
+        launch(
+            ctx,
+            kernel!(COPY, "index_add"),
+            &p,
+            &[g, &offs, &list, &y],
+            grid(total, 256),
+        );
+    }
     y
 }
