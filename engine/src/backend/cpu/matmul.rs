@@ -65,10 +65,10 @@ unsafe fn gemm_into<T: Elem>(
 
 pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
     let MatmulSpec { batch, m, k, n, .. } = s;
-    let mut out = vec![T::zero(); batch * m * n];
-    if out.is_empty() || k == 0 {
-        return out;
+    if batch * m * n == 0 || k == 0 {
+        return vec![T::zero(); batch * m * n];
     }
+    let mut out: Vec<T> = vec![T::zero(); batch * m * n];
     let a_st = if s.trans_a { (1, m) } else { (k, 1) };
     let b_st = if s.trans_b { (1, k) } else { (n, 1) };
     let threads = rayon::current_num_threads();
