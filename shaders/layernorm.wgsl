@@ -90,3 +90,67 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
     }
 }
+
+//!kernel layer_norm_rowwise
+// One invocation per row and no barriers (see softmax_rowwise); rows of up to 4,096.
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> MEAN: array<f32>;
+@group(0) @binding(4) var<storage, read_write> RSTD: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= P[0]) {
+        return;
+    }
+    let cols = P[1];
+    let n = f32(cols);
+    let base = row * cols;
+    var s = 0.0;
+    for (var j = 0u; j < cols; j++) {
+        s += X[base + j];
+    }
+    let mean = s / n;
+    var v = 0.0;
+    for (var j = 0u; j < cols; j++) {
+        let d = X[base + j] - mean;
+        v += d * d;
+    }
+    let rstd = inverseSqrt(v / n + pf(2u));
+    for (var j = 0u; j < cols; j++) {
+        Y[base + j] = (X[base + j] - mean) * rstd;
+    }
+    MEAN[row] = mean;
+    RSTD[row] = rstd;
+}
+
+//!kernel layer_norm_backward_rowwise
+@group(0) @binding(1) var<storage, read> XH: array<f32>;
+@group(0) @binding(2) var<storage, read> RSTD: array<f32>;
+@group(0) @binding(3) var<storage, read> G: array<f32>;
+@group(0) @binding(4) var<storage, read_write> DX: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
+    if (row >= P[0]) {
+        return;
+    }
+    let cols = P[1];
+    let n = f32(cols);
+    let base = row * cols;
+    var sg = 0.0;
+    var sgx = 0.0;
+    for (var j = 0u; j < cols; j++) {
+        let g = G[base + j];
+        sg += g;
+        sgx += g * XH[base + j];
+    }
+    let mg = sg / n;
+    let mgx = sgx / n;
+    let r = RSTD[row];
+    for (var j = 0u; j < cols; j++) {
+        DX[base + j] = r * (G[base + j] - mg - XH[base + j] * mgx);
+    }
+}

@@ -1,7 +1,6 @@
 // Reductions of the middle extent of an (outer, n, inner) layout. Op codes: 0 sum, 1 max, 2 min,
 // 3 argmax, 4 argmin (indices stored as floats), as in backend/mod.rs.
 
-const WG: u32 = 64u;
 
 // Whether value v at index j should replace the current best (b at index bj).
 fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
@@ -56,54 +55,4 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     Y[t] = select(best, f32(at), op >= 3u && P[7] != 0u);
     IY[t] = at;
-}
-
-//!kernel reduce_rows
-// One workgroup per contiguous row (inner == 1, n ≤ 64 · 16,384): strided partial results, then
-// a tree in workgroup memory. P: [rows, n, op]
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
-
-var<workgroup> vals: array<f32, WG>;
-var<workgroup> idxs: array<u32, WG>;
-
-@compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row = group_id(wid, nwg);
-    let n = P[1];
-    let op = P[2];
-    let base = row * n;
-    let live = row < P[0];
-    var best = 0.0;
-    var at = 0xffffffffu;
-    if (live) {
-        for (var j = lid; j < n; j += WG) {
-            let v = X[base + j];
-            if (op == 0u) {
-                best += v;
-            } else if (at == 0xffffffffu || better(op, v, j, best, at)) {
-                best = v;
-                at = j;
-            }
-        }
-    }
-    vals[lid] = best;
-    idxs[lid] = at;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            let v = vals[lid + s];
-            let j = idxs[lid + s];
-            if (op == 0u) {
-                vals[lid] += v;
-            } else if (j != 0xffffffffu && (idxs[lid] == 0xffffffffu || better(op, v, j, vals[lid], idxs[lid]))) {
-                vals[lid] = v;
-                idxs[lid] = j;
-            }
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u && live) {
-        Y[row] = select(vals[0], f32(idxs[0]), op >= 3u);
-    }
 }

@@ -1637,3 +1637,30 @@ fn gpu_embedding_row_repeated_many_times() {
         |t| embedding(&t[0], &ids),
     );
 }
+
+/// Rows longer than 4,096 take the workgroup kernels instead of one invocation per row.
+#[test]
+fn gpu_long_rows_use_the_workgroup_kernels() {
+    let Some(gpu) = gpu_or_skip("gpu_long_rows_use_the_workgroup_kernels") else {
+        return;
+    };
+    let x = leaf32(normal(&[3, 5000], 51), &[3, 5000]);
+    let w = leaf32(normal(&[5000], 52), &[5000]);
+    gpu_check_with(
+        "softmax (3,5000)",
+        &gpu,
+        [x.clone()],
+        reduce_tol(5000),
+        |t| t[0].softmax(-1),
+    );
+    gpu_check_with(
+        "log_softmax (3,5000)",
+        &gpu,
+        [x.clone()],
+        reduce_tol(5000),
+        |t| t[0].log_softmax(-1),
+    );
+    gpu_check_with("layer_norm (3,5000)", &gpu, [x, w], reduce_tol(5000), |t| {
+        t[0].layer_norm(Some(&t[1]), None, 1e-5)
+    });
+}

@@ -205,3 +205,56 @@ mod tests {
         assert!(exp_f32(f32::NAN).is_nan());
     }
 }
+
+/// Independent partial sums per reduction: one running total is a serial chain the compiler may
+/// not reorder for floats, eight of them vectorise.
+const LANES: usize = 8;
+
+/// Σ f(xᵢ), vectorisable.
+#[inline(always)]
+pub(crate) fn sum_by<T: Elem>(x: &[T], f: impl Fn(T) -> T) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(T::zero(), |a, &v| a + f(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = *a + f(v);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| a + b)
+}
+
+/// Σ xᵢ·yᵢ, vectorisable.
+#[inline(always)]
+pub(crate) fn dot<T: Elem>(x: &[T], y: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (cx, cy) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
+    let tail = cx
+        .remainder()
+        .iter()
+        .zip(cy.remainder())
+        .fold(T::zero(), |a, (&u, &v)| a + u * v);
+    for (a, b) in cx.zip(cy) {
+        for ((s, &u), &v) in acc.iter_mut().zip(a).zip(b) {
+            *s = *s + u * v;
+        }
+    }
+    acc.iter().fold(tail, |a, &b| a + b)
+}
+
+/// max xᵢ (−∞ for an empty slice), vectorisable.
+#[inline(always)]
+pub(crate) fn max_of<T: Elem>(x: &[T]) -> T {
+    let mut acc = [T::neg_infinity(); LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(T::neg_infinity(), |a, &v| a.max(v));
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = a.max(v);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| a.max(b))
+}

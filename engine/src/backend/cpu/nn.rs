@@ -1,7 +1,7 @@
 //! Fused neural-network kernels: softmax, layer norm, attention, row gather/scatter.
 
 use super::matmul::matmul_t;
-use super::{map1, map_same, CpuData, Elem, PAR_MIN};
+use super::{dot, map1, map_same, max_of, sum_by, CpuData, Elem, PAR_MIN};
 use crate::backend::{AttnSpec, MatmulSpec};
 use rayon::prelude::*;
 
@@ -22,25 +22,23 @@ fn rows_mut<T: Send>(out: &mut [T], cols: usize, f: impl Fn(usize, &mut [T]) + S
 /// In-place softmax of one row; returns its log-sum-exp. A row of only -inf becomes zeros
 /// with log-sum-exp +inf, so that exp(s - lse) rebuilds zeros in the backward pass.
 fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
-    let m = row.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+    let m = max_of(row);
     if m == T::neg_infinity() {
         row.iter_mut()
             .for_each(|v| *v = if log { T::neg_infinity() } else { T::zero() });
         return T::infinity();
     }
-    let mut sum = T::zero();
-    for v in row.iter_mut() {
-        let e = (*v - m).exp_fast();
-        sum = sum + e;
-        if !log {
-            *v = e;
-        }
+    if log {
+        let lse = m + sum_by(row, |v| (v - m).exp_fast()).ln();
+        row.iter_mut().for_each(|v| *v = *v - lse);
+        lse
+    } else {
+        row.iter_mut().for_each(|v| *v = (*v - m).exp_fast());
+        let sum = sum_by(row, |v| v);
+        let inv = T::one() / sum;
+        row.iter_mut().for_each(|v| *v = *v * inv);
+        m + sum.ln()
     }
-    let lse = m + sum.ln();
-    for v in row.iter_mut() {
-        *v = if log { *v - lse } else { *v / sum };
-    }
-    lse
 }
 
 pub fn softmax(x: &CpuData, _rows: usize, cols: usize, log: bool) -> CpuData {
@@ -59,12 +57,12 @@ pub fn softmax_backward(y: &CpuData, g: &CpuData, _rows: usize, cols: usize, log
         rows_mut(&mut out, cols, |r, o| {
             let (y, g) = (&y[r * cols..(r + 1) * cols], &g[r * cols..(r + 1) * cols]);
             if log {
-                let s = g.iter().fold(T::zero(), |a, &b| a + b);
+                let s = sum_by(g, |v| v);
                 for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
                     *o = g - y.exp_fast() * s;
                 }
             } else {
-                let s = y.iter().zip(g).fold(T::zero(), |a, (&y, &g)| a + y * g);
+                let s = dot(y, g);
                 for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
                     *o = y * (g - s);
                 }
@@ -132,12 +130,7 @@ pub fn layer_norm_backward(
                 &xhat[r * cols..(r + 1) * cols],
                 &g[r * cols..(r + 1) * cols],
             );
-            let (mut sg, mut sgx) = (T::zero(), T::zero());
-            for (&x, &g) in xh.iter().zip(g) {
-                sg = sg + g;
-                sgx = sgx + g * x;
-            }
-            let (mg, mgx) = (sg / n, sgx / n);
+            let (mg, mgx) = (sum_by(g, |v| v) / n, dot(g, xh) / n);
             for ((o, &x), &g) in o.iter_mut().zip(xh).zip(g) {
                 *o = rstd[r] * (g - mg - x * mgx);
             }

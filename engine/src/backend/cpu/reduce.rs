@@ -1,6 +1,6 @@
 //! Reductions along the middle extent of an (outer, n, inner) layout.
 
-use super::{map1, CpuData, Elem, PAR_MIN};
+use super::{map1, sum_by, CpuData, Elem, PAR_MIN};
 use crate::backend::Reduce;
 use rayon::prelude::*;
 
@@ -44,9 +44,7 @@ fn reduce_t<T: Elem>(op: Reduce, x: &[T], outer: usize, n: usize, inner: usize) 
         return out;
     }
     if inner == 1 && op == Reduce::Sum {
-        let sum_row = |(o, r): (usize, &mut T)| {
-            *r = x[o * n..(o + 1) * n].iter().fold(T::zero(), |a, &v| a + v)
-        };
+        let sum_row = |(o, r): (usize, &mut T)| *r = sum_by(&x[o * n..(o + 1) * n], |v| v);
         if x.len() >= PAR_MIN {
             out.par_iter_mut().enumerate().for_each(sum_row);
         } else {

@@ -208,20 +208,9 @@ const ROW_THREADS: usize = 64;
 
 pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> GpuData {
     let ctx = x.ctx();
-    if inner == 1 && n <= ROW_THREADS * LOOP_BUDGET {
-        let y = GpuData::alloc(ctx, outer);
-        let p = [outer as u32, n as u32, op.code()];
-        launch(
-            ctx,
-            kernel!(REDUCE, "reduce_rows"),
-            &p,
-            &[x, &y],
-            grid(outer, 1),
-        );
-        return y;
-    }
-    // Blocks of at most LOOP_BUDGET entries, reduced again until one block is left; extrema
-    // carry their indices between passes.
+    // One invocation per block of at most LOOP_BUDGET entries (no barriers, which CPU drivers
+    // run slowly), reduced again until one block is left; extrema carry their indices between
+    // passes.
     let dummy = GpuData::alloc(ctx, 1);
     let (mut values, mut indices): (Option<GpuData>, Option<GpuData>) = (None, None);
     let mut n = n;
@@ -341,6 +330,27 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     c
 }
 
+/// Rows up to this long use one invocation per row (no barriers); longer ones a workgroup.
+const ROWWISE_MAX: usize = 4096;
+
+/// The per-row-invocation kernel for short rows, else the workgroup kernel.
+fn row_kernel(
+    cols: usize,
+    rowwise: (&'static str, fn() -> String),
+    workgroup: (&'static str, fn() -> String),
+) -> (&'static str, fn() -> String) {
+    if cols <= ROWWISE_MAX {
+        rowwise
+    } else {
+        workgroup
+    }
+}
+
+/// The grid matching [`row_kernel`]'s choice: 64 rows per workgroup, or one.
+fn row_grid(rows: usize, cols: usize) -> [u32; 3] {
+    grid(rows, if cols <= ROWWISE_MAX { 64 } else { 1 })
+}
+
 /// Panics unless a row kernel's three passes over `cols` stay within the loop budget.
 #[track_caller]
 fn check_row_len(op: &str, cols: usize) {
@@ -359,10 +369,14 @@ pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
     let p = [rows as u32, cols as u32, log as u32];
     launch(
         ctx,
-        kernel!(SOFTMAX, "softmax"),
+        row_kernel(
+            cols,
+            kernel!(SOFTMAX, "softmax_rowwise"),
+            kernel!(SOFTMAX, "softmax"),
+        ),
         &p,
         &[x, &y],
-        grid(rows, 1),
+        row_grid(rows, cols),
     );
     y
 }
@@ -373,10 +387,14 @@ pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log:
     let p = [rows as u32, cols as u32, log as u32];
     launch(
         ctx,
-        kernel!(SOFTMAX, "softmax_backward"),
+        row_kernel(
+            cols,
+            kernel!(SOFTMAX, "softmax_backward_rowwise"),
+            kernel!(SOFTMAX, "softmax_backward"),
+        ),
         &p,
         &[y, g, &dx],
-        grid(rows, 1),
+        row_grid(rows, cols),
     );
     dx
 }
@@ -393,10 +411,14 @@ pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, 
     let p = [rows as u32, cols as u32, bits(eps)];
     launch(
         ctx,
-        kernel!(LAYERNORM, "layer_norm"),
+        row_kernel(
+            cols,
+            kernel!(LAYERNORM, "layer_norm_rowwise"),
+            kernel!(LAYERNORM, "layer_norm"),
+        ),
         &p,
         &[x, &y, &mean, &rstd],
-        grid(rows, 1),
+        row_grid(rows, cols),
     );
     (y, mean, rstd)
 }
@@ -413,10 +435,14 @@ pub fn layer_norm_backward(
     let p = [rows as u32, cols as u32];
     launch(
         ctx,
-        kernel!(LAYERNORM, "layer_norm_backward"),
+        row_kernel(
+            cols,
+            kernel!(LAYERNORM, "layer_norm_backward_rowwise"),
+            kernel!(LAYERNORM, "layer_norm_backward"),
+        ),
         &p,
         &[xhat, rstd, g, &dx],
-        grid(rows, 1),
+        row_grid(rows, cols),
     );
     dx
 }

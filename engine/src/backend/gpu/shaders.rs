@@ -54,6 +54,6 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!(count, 17);
+        assert_eq!(count, 20);
     }
 }
