@@ -118,6 +118,10 @@ fn binary_f(op: u32, a: f32, b: f32) -> f32 {
 // Offset of flat output index i in operand k, for strided launches whose parameters are
 // [n, op, rank, _, shape[8], strides of operand 0 [8], strides of operand 1 [8], ...].
 fn strided_offset(i: u32, k: u32) -> u32 {
+    // One (merged) axis needs no division, which CPU drivers cannot vectorise.
+    if (P[2] == 1u) {
+        return i * P[12u + 8u * k];
+    }
     var rem = i;
     var off = 0u;
     let rank = P[2];

@@ -63,7 +63,7 @@ impl VitConfig {
 pub fn patchify(images: &Tensor, p: usize) -> Tensor {
     let s = images.shape();
     assert!(
-        images.rank() == 4 && s[2] % p == 0 && s[3] % p == 0,
+        images.rank() == 4 && s[2].is_multiple_of(p) && s[3].is_multiple_of(p),
         "patchify: images must be (B, C, H, W) with H and W divisible by {p}, got {s:?}"
     );
     let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
@@ -98,7 +98,7 @@ impl VisionTransformer {
     #[track_caller]
     pub fn new(init: &mut Init, config: VitConfig) -> VisionTransformer {
         assert!(
-            config.image % config.patch == 0,
+            config.image.is_multiple_of(config.patch),
             "VisionTransformer: image size {} is not divisible by patch size {}",
             config.image,
             config.patch

@@ -16,7 +16,7 @@ impl MultiHeadAttention {
     #[track_caller]
     pub fn new(init: &mut Init, dim: usize, heads: usize, causal: bool) -> MultiHeadAttention {
         assert!(
-            heads > 0 && dim % heads == 0,
+            heads > 0 && dim.is_multiple_of(heads),
             "MultiHeadAttention: dim {dim} is not divisible by {heads} heads"
         );
         MultiHeadAttention {

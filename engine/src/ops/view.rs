@@ -50,11 +50,7 @@ impl Tensor {
             .iter()
             .map(|&d| {
                 if d == -1 {
-                    if known == 0 {
-                        0
-                    } else {
-                        n / known
-                    }
+                    n.checked_div(known).unwrap_or(0)
                 } else {
                     d as usize
                 }

@@ -138,7 +138,7 @@ mod tests {
             let noise = Tensor::randn(&[n, 8], seed, &Device::cpu()).to_vec();
             let y: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
             let x = (0..n)
-                .flat_map(|i| (0..8).map(move |j| (if j == (i % 3) { 2.0 } else { 0.0 })))
+                .flat_map(|i| (0..8).map(move |j| if j == (i % 3) { 2.0 } else { 0.0 }))
                 .zip(noise)
                 .map(|(a, e)| a + 0.3 * e)
                 .collect();

@@ -21,6 +21,13 @@ pub fn matmul(a: &CpuData, b: &CpuData, spec: MatmulSpec) -> CpuData {
 /// A raw pointer that may cross to a worker thread: each task writes a disjoint panel of C.
 #[derive(Clone, Copy)]
 struct SendPtr<T>(*mut T);
+
+impl<T> SendPtr<T> {
+    /// The pointer; a method, so closures capture the whole (Send) wrapper, not its field.
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}
 
@@ -83,7 +90,6 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
             let chunk = len.div_ceil(threads).next_multiple_of(16);
             (0..len.div_ceil(chunk)).into_par_iter().for_each(|t| {
                 let (lo, hi) = (t * chunk, ((t + 1) * chunk).min(len));
-                let c = c;
                 // SAFETY: panels [lo, hi) are disjoint; offsets stay inside the operands, whose
                 // sizes the op layer checked against (m, k, n).
                 unsafe {
@@ -92,7 +98,7 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
                             m,
                             hi - lo,
                             k,
-                            c.0.add(lo),
+                            c.get().add(lo),
                             n,
                             ab.as_ptr(),
                             a_st,
@@ -104,7 +110,7 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
                             hi - lo,
                             n,
                             k,
-                            c.0.add(lo * n),
+                            c.get().add(lo * n),
                             n,
                             ab.as_ptr().add(lo * a_st.0),
                             a_st,

@@ -177,35 +177,6 @@ fn exp_f32(x: f32) -> f32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_exp_and_erf_match_libm() {
-        let mut x = -90.0f32;
-        while x < 90.0 {
-            let (fast, exact) = (exp_f32(x), (x as f64).exp());
-            if (-87.3..=88.7).contains(&x) {
-                assert!(
-                    ((fast as f64 - exact) / exact).abs() < 3e-7,
-                    "exp({x}) = {fast}, want {exact}"
-                );
-            }
-            let (fast, exact) = (erf_fast(x / 10.0), libm::erf(x as f64 / 10.0));
-            assert!(
-                (fast as f64 - exact).abs() < 5e-7,
-                "erf({}) = {fast}, want {exact}",
-                x / 10.0
-            );
-            x += 0.0173;
-        }
-        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
-        assert!(exp_f32(f32::NAN).is_nan());
-    }
-}
-
 /// Independent partial sums per reduction: one running total is a serial chain the compiler may
 /// not reorder for floats, eight of them vectorise.
 const LANES: usize = 8;
@@ -257,4 +228,33 @@ pub(crate) fn max_of<T: Elem>(x: &[T]) -> T {
         }
     }
     acc.iter().fold(tail, |a, &b| a.max(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_and_erf_match_libm() {
+        let mut x = -90.0f32;
+        while x < 90.0 {
+            let (fast, exact) = (exp_f32(x), (x as f64).exp());
+            if (-87.3..=88.7).contains(&x) {
+                assert!(
+                    ((fast as f64 - exact) / exact).abs() < 3e-7,
+                    "exp({x}) = {fast}, want {exact}"
+                );
+            }
+            let (fast, exact) = (erf_fast(x / 10.0), libm::erf(x as f64 / 10.0));
+            assert!(
+                (fast as f64 - exact).abs() < 5e-7,
+                "erf({}) = {fast}, want {exact}",
+                x / 10.0
+            );
+            x += 0.0173;
+        }
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
 }

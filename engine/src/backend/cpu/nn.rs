@@ -247,7 +247,7 @@ pub fn index_add(g: &CpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
                 let src = &v[(o * idx.len() + j) * inner..][..inner];
                 let dst = &mut out[(o * n + i as usize) * inner..][..inner];
                 for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = *d + s;
+                    *d += s;
                 }
             }
         }

@@ -263,11 +263,11 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     // The vec4 kernel wants row-major operands with K and N multiples of 4 (and aligned batch
     // strides); a transposed operand is copied to row-major first, which costs a memory pass
     // but keeps one well-tuned kernel.
-    let vec4 = s.k % 4 == 0
-        && s.n % 4 == 0
+    let vec4 = s.k.is_multiple_of(4)
+        && s.n.is_multiple_of(4)
         && s.n >= 4
-        && s.a_batch_stride % 4 == 0
-        && s.b_batch_stride % 4 == 0;
+        && s.a_batch_stride.is_multiple_of(4)
+        && s.b_batch_stride.is_multiple_of(4);
     let (a_rm, b_rm);
     let (a, b, k, (a_rs, a_cs), (b_rs, b_cs), a_bs, b_bs) = if vec4 {
         let rows =
