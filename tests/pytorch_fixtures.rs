@@ -44,8 +44,8 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     );
 }
 
-#[test]
-fn vit_forward_and_parameter_gradients_match_pytorch() {
+/// The fixture and a ViT on `device` of its configuration, holding its weights.
+fn fixture_vit(device: &Device) -> (Checkpoint, VisionTransformer) {
     let (ck, path) = fixture("vit_tiny.safetensors");
     let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
     let config = VitConfig {
@@ -58,10 +58,15 @@ fn vit_forward_and_parameter_gradients_match_pytorch() {
         mlp_ratio: meta("mlp_ratio"),
         pool: Pool::Cls,
     };
-    let cpu = Device::cpu();
-    let vit = VisionTransformer::new(&mut Init::new(0, &cpu), config);
+    let vit = VisionTransformer::new(&mut Init::new(0, device), config);
     vit.load_state_dict(&ck.with_prefix("param"), "fixture")
         .unwrap();
+    (ck, vit)
+}
+
+#[test]
+fn vit_forward_and_parameter_gradients_match_pytorch() {
+    let (ck, vit) = fixture_vit(&Device::cpu());
     let x = ck.tensors["input"].clone().requires_grad_(true);
     let tokens = vit.tokens(&x);
     assert_close(
@@ -136,21 +141,7 @@ fn vit_on_the_gpu_matches_pytorch() {
             return;
         }
     };
-    let (ck, path) = fixture("vit_tiny.safetensors");
-    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
-    let config = VitConfig {
-        image: meta("image"),
-        channels: meta("channels"),
-        patch: meta("patch"),
-        dim: meta("dim"),
-        depth: meta("depth"),
-        heads: meta("heads"),
-        mlp_ratio: meta("mlp_ratio"),
-        pool: Pool::Cls,
-    };
-    let vit = VisionTransformer::new(&mut Init::new(0, &gpu), config);
-    vit.load_state_dict(&ck.with_prefix("param"), "fixture")
-        .unwrap();
+    let (ck, vit) = fixture_vit(&gpu);
     let x = ck.tensors["input"].to_device(&gpu);
     let tokens = vit.tokens(&x);
     assert_close(
