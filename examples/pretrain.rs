@@ -10,16 +10,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use selfsup::engine::checkpoint::{self, Checkpoint};
-use selfsup::engine::data::{two_views, Augment, Dataset, Loader};
+use selfsup::engine::checkpoint;
+use selfsup::engine::data::Dataset;
 use selfsup::engine::nn::{Init, Module};
-use selfsup::engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
-use selfsup::engine::{Device, Tensor};
+use selfsup::engine::Device;
 use selfsup::models::eval::{extract_features, knn_accuracy, linear_probe, raw_pixels, Features};
 use selfsup::models::simclr::SimClr;
 use selfsup::models::vit::{Pool, VisionTransformer, VitConfig};
 use selfsup::plot::{Chart, Series};
-use std::collections::HashMap;
+use selfsup::simclr_run::{RunConfig, SimClrRun};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -89,78 +88,16 @@ struct Args {
     seed: u64,
 }
 
-/// Flags that define the model and the run, stored in the checkpoint and restored on resume.
-const RUN_KEYS: [&str; 13] = [
-    "steps",
-    "batch",
-    "dim",
-    "depth",
-    "heads",
-    "patch",
-    "pool",
-    "temperature",
-    "lr",
-    "weight_decay",
-    "proj_hidden",
-    "proj_out",
-    "seed",
-];
-
 impl Args {
-    fn metadata(&self) -> HashMap<String, String> {
-        let v = [
-            self.steps.to_string(),
-            self.batch.to_string(),
-            self.dim.to_string(),
-            self.depth.to_string(),
-            self.heads.to_string(),
-            self.patch.to_string(),
-            self.pool.clone(),
-            self.temperature.to_string(),
-            self.lr.to_string(),
-            self.weight_decay.to_string(),
-            self.proj_hidden.to_string(),
-            self.proj_out.to_string(),
-            self.seed.to_string(),
-        ];
-        RUN_KEYS.iter().map(|k| k.to_string()).zip(v).collect()
-    }
-
-    /// Takes the run-defining flags from a checkpoint's metadata.
-    fn restore(&mut self, ck: &Checkpoint, path: &Path) -> Result<(), String> {
-        let get = |k: &str| {
-            ck.meta(k, path)
-                .map_err(|e| e.to_string())
-                .map(str::to_string)
-        };
-        let num = |k: &str| -> Result<f64, String> {
-            get(k)?
-                .parse::<f64>()
-                .map_err(|e| format!("{}: metadata {k}: {e}", path.display()))
-        };
-        self.batch = num("batch")? as usize;
-        self.dim = num("dim")? as usize;
-        self.depth = num("depth")? as usize;
-        self.heads = num("heads")? as usize;
-        self.patch = num("patch")? as usize;
-        self.pool = get("pool")?;
-        self.temperature = num("temperature")?;
-        self.lr = num("lr")?;
-        self.weight_decay = num("weight_decay")?;
-        self.proj_hidden = num("proj_hidden")? as usize;
-        self.proj_out = num("proj_out")? as usize;
-        self.seed = num("seed")? as u64;
-        Ok(())
-    }
-
-    fn vit(&self, data: &Dataset) -> Result<VitConfig, String> {
+    /// The run these flags describe, for images shaped like `data`'s.
+    fn config(&self, data: &Dataset) -> Result<RunConfig, String> {
         if data.h != data.w {
             return Err(format!(
                 "images are {}×{}; the ViT needs square images",
                 data.h, data.w
             ));
         }
-        Ok(VitConfig {
+        let vit = VitConfig {
             image: data.h,
             channels: data.c,
             patch: self.patch,
@@ -169,6 +106,17 @@ impl Args {
             heads: self.heads,
             mlp_ratio: 4,
             pool: self.pool.parse::<Pool>()?,
+        };
+        Ok(RunConfig {
+            steps: self.steps,
+            batch: self.batch,
+            vit,
+            temperature: self.temperature,
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            proj_hidden: self.proj_hidden,
+            proj_out: self.proj_out,
+            seed: self.seed,
         })
     }
 }
@@ -181,7 +129,7 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let mut args = Args::parse();
+    let args = Args::parse();
     let device = match &args.device {
         Some(d) => Device::parse(d),
         None => Device::from_env(),
@@ -207,19 +155,26 @@ fn run() -> Result<(), String> {
         train.n, test.n, train.c, train.h, train.w
     );
 
-    if let Some(path) = args.eval_only.clone() {
-        let ck = checkpoint::load(&path).map_err(|e| e.to_string())?;
-        args.restore(&ck, &path)?;
-        let model = build(&args, &train, &device)?;
+    if let Some(path) = &args.eval_only {
+        let ck = checkpoint::load(path).map_err(|e| e.to_string())?;
+        let config = RunConfig::from_checkpoint(&ck, path).map_err(|e| e.to_string())?;
+        let mut init = Init::new(config.seed, &device);
+        let model = SimClr::new(
+            &mut init,
+            config.vit.clone(),
+            config.proj_hidden,
+            config.proj_out,
+            config.temperature,
+        );
         model
             .load_state_dict(&ck.with_prefix("model"), &path.display().to_string())
             .map_err(|e| e.to_string())?;
         let step = ck
-            .meta("step", &path)
+            .meta("step", path)
             .map_err(|e| e.to_string())?
             .to_string();
         return evaluate(
-            &args,
+            &config,
             &model.encoder,
             &train,
             &test,
@@ -228,182 +183,83 @@ fn run() -> Result<(), String> {
         );
     }
 
-    let mut model = build(&args, &train, &device)?;
-    let mut opt = AdamW::new(
-        param_groups(model.named_parameters(), args.weight_decay),
-        0.9,
-        0.999,
-        1e-8,
-    );
-    let mut start = 0u64;
-    let mut history: Vec<f32> = Vec::new();
-    if let Some(path) = args.resume.clone() {
-        let ck = checkpoint::load(&path).map_err(|e| e.to_string())?;
-        let steps = args.steps;
-        args.restore(&ck, &path)?;
-        args.steps = steps;
-        model = build(&args, &train, &device)?;
-        opt = AdamW::new(
-            param_groups(model.named_parameters(), args.weight_decay),
-            0.9,
-            0.999,
-            1e-8,
-        );
-        let src = path.display().to_string();
-        model
-            .load_state_dict(&ck.with_prefix("model"), &src)
-            .map_err(|e| e.to_string())?;
-        opt.load_state_dict(&ck.with_prefix("optim"), &src)
-            .map_err(|e| e.to_string())?;
-        start = ck
-            .meta("step", &path)
-            .map_err(|e| e.to_string())?
-            .parse()
-            .map_err(|e| format!("{src}: step: {e}"))?;
-        history = ck
-            .tensors
-            .get("history.loss")
-            .map(|t| t.to_vec())
-            .unwrap_or_default();
-        history.truncate(start as usize);
-        println!("resumed {src} at step {start}");
-    }
-    println!(
-        "model: ViT dim {} depth {} heads {} patch {} ({} pool), projector {}→{}→{}; {} parameters",
-        args.dim,
-        args.depth,
-        args.heads,
-        args.patch,
-        args.pool,
-        args.dim,
-        args.proj_hidden,
-        args.proj_out,
-        model.num_parameters()
-    );
-
     let train = Arc::new(train);
-    let aug = Augment::mnist(train.h);
-    let mut loader = Loader::new(
-        train.clone(),
-        args.batch,
-        args.seed,
-        true,
-        two_views(aug.clone(), aug),
-    );
-    let per_epoch = loader.batches_per_epoch() as u64;
-    loader = loader.starting_at((start / per_epoch) as usize, (start % per_epoch) as usize);
-    let schedule = WarmupCosine {
-        base_lr: args.lr,
-        warmup_steps: (args.steps / 10).max(1),
-        total_steps: args.steps,
-        final_lr: args.lr * 0.01,
+    let mut run = match &args.resume {
+        Some(path) => {
+            let run = SimClrRun::resume(path, args.steps, train.clone(), &device)
+                .map_err(|e| e.to_string())?;
+            println!("resumed {} at step {}", path.display(), run.step);
+            run
+        }
+        None => SimClrRun::new(args.config(&train)?, train.clone(), &device),
     };
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
-    std::fs::write(args.out.join("config.json"), config_json(&args))
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let config = run.config.clone();
+    let v = &config.vit;
+    println!(
+        "model: ViT dim {} depth {} heads {} patch {} ({:?} pool), projector {}→{}→{}; {} parameters",
+        v.dim,
+        v.depth,
+        v.heads,
+        v.patch,
+        v.pool,
+        v.dim,
+        config.proj_hidden,
+        config.proj_out,
+        run.model.num_parameters()
+    );
+    let out_err = |e: std::io::Error| format!("{}: {e}", args.out.display());
+    std::fs::create_dir_all(&args.out).map_err(out_err)?;
+    std::fs::write(args.out.join("config.json"), config_json(&config)).map_err(out_err)?;
+    let ckpt = args.out.join("checkpoint.safetensors");
 
-    let bar = ProgressBar::new(args.steps).with_position(start);
+    let bar = ProgressBar::new(config.steps).with_position(run.step);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
             .map_err(|e| e.to_string())?,
     );
-    let t0 = Instant::now();
-    for step in start..args.steps {
-        let batch = loader.next().expect("the loader is endless");
-        let shape = [batch.data.n, batch.data.c, batch.data.h, batch.data.w];
-        let v1 = Tensor::from_vec(batch.data.view1, &shape, &device);
-        let v2 = Tensor::from_vec(batch.data.view2, &shape, &device);
-        opt.zero_grad();
-        let loss = model.loss(&v1, &v2);
-        loss.backward();
-        let lr = schedule.lr(step);
-        opt.step(lr);
-        let l = loss.item();
-        if !l.is_finite() {
-            return Err(format!(
-                "loss became {l} at step {step}; try a lower --lr or a higher --temperature"
-            ));
-        }
-        history.push(l);
-        bar.set_message(format!("loss {l:.4} lr {lr:.2e}"));
+    let (t0, start) = (Instant::now(), run.step);
+    while run.step < config.steps {
+        let (loss, lr) = run.train_step().map_err(|e| e.to_string())?;
+        bar.set_message(format!("loss {loss:.4} lr {lr:.2e}"));
         bar.inc(1);
-        let done = step + 1;
-        if done % args.checkpoint_every == 0 || done == args.steps {
-            save(&args, &model, &opt, done, &history)?;
+        if run.step % args.checkpoint_every == 0 || run.step == config.steps {
+            run.save(&ckpt).map_err(|e| e.to_string())?;
         }
     }
     bar.finish();
-    let trained = args.steps.saturating_sub(start);
+    let trained = config.steps.saturating_sub(start);
     if trained > 0 {
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "pre-training: {trained} steps in {secs:.1} s ({:.3} s/step, {:.2} steps/s)",
+            "pre-training: {trained} steps in {secs:.1} s ({:.3} s/step, {:.2} steps/s); checkpoint {}",
             secs / trained as f64,
-            trained as f64 / secs
+            trained as f64 / secs,
+            ckpt.display()
         );
     }
-    plot(&args, &history)?;
-    model.set_training(false);
+    plot(&args.out, &config, &run.history)?;
+    run.model.set_training(false);
     evaluate(
-        &args,
-        &model.encoder,
+        &config,
+        &run.model.encoder,
         &train,
         &test,
         &device,
-        &format!("SimCLR ({} steps)", args.steps),
+        &format!("SimCLR ({} steps)", config.steps),
     )
 }
 
-fn build(args: &Args, train: &Dataset, device: &Device) -> Result<SimClr, String> {
-    let mut init = Init::new(args.seed, device);
-    Ok(SimClr::new(
-        &mut init,
-        args.vit(train)?,
-        args.proj_hidden,
-        args.proj_out,
-        args.temperature,
-    ))
-}
-
-fn save(
-    args: &Args,
-    model: &SimClr,
-    opt: &AdamW,
-    step: u64,
-    history: &[f32],
-) -> Result<(), String> {
-    let mut tensors: Vec<(String, Tensor)> = model
-        .state_dict()
-        .into_iter()
-        .map(|(k, v)| (format!("model.{k}"), v))
-        .collect();
-    tensors.extend(
-        opt.state_dict()
-            .into_iter()
-            .map(|(k, v)| (format!("optim.{k}"), v)),
-    );
-    tensors.push((
-        "history.loss".into(),
-        Tensor::from_vec(history.to_vec(), &[history.len()], &Device::Cpu),
-    ));
-    let mut meta = args.metadata();
-    meta.insert("step".into(), step.to_string());
-    meta.insert("method".into(), "simclr".into());
-    checkpoint::save(&args.out.join("checkpoint.safetensors"), &tensors, &meta)
-        .map_err(|e| e.to_string())
-}
-
-fn config_json(args: &Args) -> String {
-    let mut entries: Vec<(String, String)> = args.metadata().into_iter().collect();
+fn config_json(config: &RunConfig) -> String {
+    let mut entries: Vec<(String, String)> = config.metadata().into_iter().collect();
     entries.sort();
     let body: Vec<String> = entries
         .iter()
         .map(|(k, v)| format!("  \"{k}\": \"{v}\""))
         .collect();
-    format!("{{\n  \"method\": \"simclr\",\n{}\n}}\n", body.join(",\n"))
+    format!("{{\n{}\n}}\n", body.join(",\n"))
 }
 
-fn plot(args: &Args, history: &[f32]) -> Result<(), String> {
+fn plot(out: &Path, config: &RunConfig, history: &[f32]) -> Result<(), String> {
     let raw: Vec<(f64, f64)> = history
         .iter()
         .enumerate()
@@ -423,7 +279,7 @@ fn plot(args: &Args, history: &[f32]) -> Result<(), String> {
     let chart = Chart {
         title: format!(
             "SimCLR NT-Xent loss (tau {}, batch {})",
-            args.temperature, args.batch
+            config.temperature, config.batch
         ),
         x_label: "step".into(),
         y_label: "loss".into(),
@@ -439,7 +295,7 @@ fn plot(args: &Args, history: &[f32]) -> Result<(), String> {
         ],
         log_y: false,
     };
-    let path = args.out.join("loss.png");
+    let path = out.join("loss.png");
     chart
         .save_png(&path, 900, 500)
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -448,15 +304,14 @@ fn plot(args: &Args, history: &[f32]) -> Result<(), String> {
         .enumerate()
         .map(|(i, l)| format!("{},{l}\n", i + 1))
         .collect();
-    std::fs::write(args.out.join("loss.csv"), format!("step,loss\n{csv}"))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(out.join("loss.csv"), format!("step,loss\n{csv}")).map_err(|e| e.to_string())?;
     println!("loss curve: {} (and loss.csv)", path.display());
     Ok(())
 }
 
 /// Linear probe and kNN of the encoder's frozen features, beside the two baselines.
 fn evaluate(
-    args: &Args,
+    config: &RunConfig,
     encoder: &VisionTransformer,
     train: &Dataset,
     test: &Dataset,
@@ -467,7 +322,7 @@ fn evaluate(
     let t = Instant::now();
     // Effective rank is the collapse monitor for learned features (64-d); pixels get none.
     let score = |tr: &Features, te: &Features| {
-        let probe = linear_probe(tr, te, classes, args.seed);
+        let probe = linear_probe(tr, te, classes, config.seed);
         let knn = knn_accuracy(tr, te, 20, 0.07, classes);
         let rank = if tr.dim <= 512 {
             format!("{:.1} of {}", tr.effective_rank(), tr.dim)
@@ -484,7 +339,7 @@ fn evaluate(
     };
     let (tr, te) = feats(encoder);
     let ours = score(&tr, &te);
-    let mut init = Init::new(args.seed.wrapping_add(1), device);
+    let mut init = Init::new(config.seed.wrapping_add(1), device);
     let random = VisionTransformer::new(&mut init, encoder.config.clone());
     let (rtr, rte) = feats(&random);
     let rand_scores = score(&rtr, &rte);

@@ -2,3 +2,4 @@
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod plot;
+pub mod simclr_run;
