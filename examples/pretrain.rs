@@ -30,10 +30,10 @@ struct Args {
     #[arg(long)]
     device: Option<String>,
     /// Optimizer steps of pre-training (the default fits ~10 minutes on a 2-core CPU).
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 600)]
     steps: u64,
     /// Images per batch (each gives two views).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     batch: usize,
     /// ViT width.
     #[arg(long, default_value_t = 64)]
@@ -47,13 +47,13 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     patch: usize,
     /// Representation: cls (class token) or mean (of patch tokens).
-    #[arg(long, default_value = "cls")]
+    #[arg(long, default_value = "mean")]
     pool: String,
     /// NT-Xent temperature τ.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.1)]
     temperature: f64,
     /// Peak learning rate (AdamW, linear warm-up then cosine decay).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     #[arg(long, default_value_t = 0.05)]
     weight_decay: f64,

@@ -3,40 +3,58 @@
 use super::{map1, map_same, CpuData, Elem, PAR_MIN};
 use crate::backend::{Binary, Unary};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task: big enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 1 << 14;
 
-/// Maps `f` over `x`; each task runs a plain slice loop, which the compiler vectorises.
+/// Maps `f` over `x`; each task runs a plain slice loop, which the compiler vectorises. The
+/// output is written once, without a zero-filling pass first.
 fn map<T: Elem>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    let run = |(o, x): (&mut [T], &[T])| o.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    let mut out = Vec::with_capacity(x.len());
+    let run = |(o, x): (&mut [MaybeUninit<T>], &[T])| {
+        o.iter_mut().zip(x).for_each(|(o, &v)| {
+            o.write(f(v));
+        })
+    };
+    let spare = &mut out.spare_capacity_mut()[..x.len()];
     if x.len() >= PAR_MIN {
-        out.par_chunks_mut(CHUNK)
+        spare
+            .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(run);
     } else {
-        run((&mut out, x));
+        run((spare, x));
     }
+    // SAFETY: every one of the first x.len() elements was written above.
+    unsafe { out.set_len(x.len()) };
     out
 }
 
 fn zip<T: Elem>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); x.len()];
-    let run = |((o, x), y): ((&mut [T], &[T]), &[T])| {
-        o.iter_mut()
-            .zip(x)
-            .zip(y)
-            .for_each(|((o, &a), &b)| *o = f(a, b))
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "internal: element-wise operands of different lengths"
+    );
+    let mut out = Vec::with_capacity(x.len());
+    let run = |((o, x), y): ((&mut [MaybeUninit<T>], &[T]), &[T])| {
+        o.iter_mut().zip(x).zip(y).for_each(|((o, &a), &b)| {
+            o.write(f(a, b));
+        })
     };
+    let spare = &mut out.spare_capacity_mut()[..x.len()];
     if x.len() >= PAR_MIN {
-        out.par_chunks_mut(CHUNK)
+        spare
+            .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .zip(y.par_chunks(CHUNK))
             .for_each(run);
     } else {
-        run(((&mut out, x), y));
+        run(((spare, x), y));
     }
+    // SAFETY: x and y have equal lengths (asserted above), so every element was written.
+    unsafe { out.set_len(x.len()) };
     out
 }
 
