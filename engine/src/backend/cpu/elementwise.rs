@@ -38,7 +38,8 @@ fn zip<T: Elem>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
         "internal: element-wise operands of different lengths"
     );
     let mut out = Vec::with_capacity(x.len());
-    let run = |((o, x), y): ((&mut [MaybeUninit<T>], &[T]), &[T])| {
+    type Task<'a, T> = ((&'a mut [MaybeUninit<T>], &'a [T]), &'a [T]);
+    let run = |((o, x), y): Task<T>| {
         o.iter_mut().zip(x).zip(y).for_each(|((o, &a), &b)| {
             o.write(f(a, b));
         })
