@@ -196,7 +196,7 @@ fn run() -> Result<(), String> {
     let config = run.config.clone();
     let v = &config.vit;
     println!(
-        "model: ViT dim {} depth {} heads {} patch {} ({:?} pool), projector {}→{}→{}; {} parameters",
+        "model: ViT dim {} depth {} heads {} patch {} ({} pool), projector {}→{}→{}; {} parameters",
         v.dim,
         v.depth,
         v.heads,

@@ -31,10 +31,6 @@ impl RunConfig {
     /// The configuration as checkpoint metadata.
     pub fn metadata(&self) -> HashMap<String, String> {
         let v = &self.vit;
-        let pool = match v.pool {
-            Pool::Cls => "cls",
-            Pool::Mean => "mean",
-        };
         [
             ("method", "simclr".to_string()),
             ("steps", self.steps.to_string()),
@@ -46,7 +42,7 @@ impl RunConfig {
             ("depth", v.depth.to_string()),
             ("heads", v.heads.to_string()),
             ("mlp_ratio", v.mlp_ratio.to_string()),
-            ("pool", pool.to_string()),
+            ("pool", v.pool.to_string()),
             ("temperature", self.temperature.to_string()),
             ("lr", self.lr.to_string()),
             ("weight_decay", self.weight_decay.to_string()),

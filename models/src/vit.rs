@@ -13,6 +13,15 @@ pub enum Pool {
     Mean,
 }
 
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pool::Cls => "cls",
+            Pool::Mean => "mean",
+        })
+    }
+}
+
 impl std::str::FromStr for Pool {
     type Err = String;
     fn from_str(s: &str) -> Result<Pool, String> {
