@@ -66,21 +66,7 @@ impl Optimizer for AdamW {
         });
     }
 
-    fn zero_grad(&self) {
-        self.state.zero_grad();
-    }
-
-    fn steps(&self) -> u64 {
-        self.state.steps
-    }
-
-    fn state_dict(&self) -> Vec<(String, Tensor)> {
-        self.state.state_dict()
-    }
-
-    fn load_state_dict(&mut self, state: &HashMap<String, Tensor>, source: &str) -> Result<()> {
-        self.state.load_state_dict(state, source)
-    }
+    super::delegate_state!();
 }
 
 #[cfg(test)]

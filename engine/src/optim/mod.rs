@@ -78,6 +78,28 @@ pub trait Optimizer {
     fn load_state_dict(&mut self, state: &HashMap<String, Tensor>, source: &str) -> Result<()>;
 }
 
+/// The [`Optimizer`] methods that every optimizer answers from its [`GroupState`] field `state`.
+macro_rules! delegate_state {
+    () => {
+        fn zero_grad(&self) {
+            self.state.zero_grad();
+        }
+
+        fn steps(&self) -> u64 {
+            self.state.steps
+        }
+
+        fn state_dict(&self) -> Vec<(String, Tensor)> {
+            self.state.state_dict()
+        }
+
+        fn load_state_dict(&mut self, state: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+            self.state.load_state_dict(state, source)
+        }
+    };
+}
+use delegate_state;
+
 /// What every optimizer keeps the same way: its groups, the step count, and per-parameter
 /// buffers under fixed suffixes.
 ///
