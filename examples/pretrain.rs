@@ -50,7 +50,7 @@ struct Args {
     #[arg(long, default_value = "mean")]
     pool: String,
     /// NT-Xent temperature τ.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.05)]
     temperature: f64,
     /// Peak learning rate (AdamW, linear warm-up then cosine decay).
     #[arg(long, default_value_t = 2e-3)]
