@@ -151,6 +151,36 @@ pub struct AttnSpec {
     pub causal: bool,
 }
 
+impl AttnSpec {
+    /// The scores q·kᵀ as a batched product: (bh, tq, d) · (bh, tk, d)ᵀ.
+    pub fn scores(&self) -> MatmulSpec {
+        MatmulSpec {
+            batch: self.bh,
+            m: self.tq,
+            k: self.d,
+            n: self.tk,
+            trans_a: false,
+            trans_b: true,
+            a_batch_stride: self.tq * self.d,
+            b_batch_stride: self.tk * self.d,
+        }
+    }
+
+    /// The output p·v as a batched product: (bh, tq, tk) · (bh, tk, dv).
+    pub fn output(&self) -> MatmulSpec {
+        MatmulSpec {
+            batch: self.bh,
+            m: self.tq,
+            k: self.tk,
+            n: self.dv,
+            trans_a: false,
+            trans_b: false,
+            a_batch_stride: self.tq * self.tk,
+            b_batch_stride: self.tk * self.dv,
+        }
+    }
+}
+
 /// Where a tensor's elements live.
 #[derive(Debug)]
 pub enum Storage {

@@ -2,7 +2,7 @@
 
 use super::matmul::matmul_t;
 use super::{dot, map1, map_same, max_of, sum_by, CpuData, Elem, PAR_MIN};
-use crate::backend::{AttnSpec, MatmulSpec};
+use crate::backend::AttnSpec;
 use rayon::prelude::*;
 
 /// Runs `f(row_index, row)` over the `cols`-wide rows of `out`, in parallel when large.
@@ -154,17 +154,7 @@ pub fn attention(
         bias: Option<&[T]>,
         s: AttnSpec,
     ) -> (Vec<T>, Vec<T>) {
-        let scores = MatmulSpec {
-            batch: s.bh,
-            m: s.tq,
-            k: s.d,
-            n: s.tk,
-            trans_a: false,
-            trans_b: true,
-            a_batch_stride: s.tq * s.d,
-            b_batch_stride: s.tk * s.d,
-        };
-        let mut p = matmul_t(q, k, scores);
+        let mut p = matmul_t(q, k, s.scores());
         let mut lse = vec![T::zero(); s.bh * s.tq];
         let scale = T::from_f64(s.scale);
         let row = |r: usize, row: &mut [T]| -> T {
@@ -193,17 +183,7 @@ pub fn attention(
                     .for_each(|(r, (x, l))| *l = row(r, x));
             }
         }
-        let out = MatmulSpec {
-            batch: s.bh,
-            m: s.tq,
-            k: s.tk,
-            n: s.dv,
-            trans_a: false,
-            trans_b: false,
-            a_batch_stride: s.tq * s.tk,
-            b_batch_stride: s.tk * s.dv,
-        };
-        (matmul_t(&p, v, out), lse)
+        (matmul_t(&p, v, s.output()), lse)
     }
     match (q, k, v, bias) {
         (CpuData::F32(q), CpuData::F32(k), CpuData::F32(v), b) => {

@@ -513,17 +513,7 @@ fn attention_composed(
 ) -> (GpuData, GpuData) {
     let ctx = q.ctx();
     let rows = s.bh * s.tq;
-    let scores = MatmulSpec {
-        batch: s.bh,
-        m: s.tq,
-        k: s.d,
-        n: s.tk,
-        trans_a: false,
-        trans_b: true,
-        a_batch_stride: s.tq * s.d,
-        b_batch_stride: s.tk * s.d,
-    };
-    let mut sc = unary(Unary::MulScalar(s.scale), &matmul(q, k, scores));
+    let mut sc = unary(Unary::MulScalar(s.scale), &matmul(q, k, s.scores()));
     let shape = [s.bh / s.heads, s.heads, s.tq, s.tk];
     let full = crate::shape::strides(&shape);
     if let Some(b) = bias {
@@ -574,17 +564,7 @@ fn attention_composed(
         &[1],
         &[rows],
     );
-    let out = MatmulSpec {
-        batch: s.bh,
-        m: s.tq,
-        k: s.tk,
-        n: s.dv,
-        trans_a: false,
-        trans_b: false,
-        a_batch_stride: s.tq * s.tk,
-        b_batch_stride: s.tk * s.dv,
-    };
-    (matmul(&p, v, out), lse)
+    (matmul(&p, v, s.output()), lse)
 }
 
 fn upload_u32(ctx: &Arc<GpuContext>, v: &[u32]) -> GpuData {
