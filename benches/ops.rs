@@ -7,13 +7,14 @@
 //!     cargo bench --bench ops -- cpu/matmul         # a filter
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup::allocator::Allocator = selfsup::allocator::Allocator;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use selfsup_engine::{no_grad, Device, Tensor};
 use std::time::Duration;
 
 fn devices() -> Vec<(&'static str, Device)> {
+    selfsup::allocator::keep_freed_pages();
     let mut v = vec![("cpu", Device::cpu())];
     match Device::gpu() {
         Ok(gpu) => {

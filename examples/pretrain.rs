@@ -6,7 +6,7 @@
 //!     cargo run --release --example pretrain -- --help       # every flag
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: selfsup::allocator::Allocator = selfsup::allocator::Allocator;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -122,6 +122,7 @@ impl Args {
 }
 
 fn main() {
+    selfsup::allocator::keep_freed_pages();
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -1223,6 +1223,38 @@ fn gpu_attention_rank3() {
     );
 }
 
+/// Multi-head attention on a packed qkv projection: the CPU reads heads in place, the GPU
+/// composes it from a split and its attention kernel.
+#[test]
+fn gpu_multi_head_attention() {
+    let Some(gpu) = gpu_or_skip("gpu_multi_head_attention") else {
+        return;
+    };
+    for (b, t, heads, d, seed) in [(3usize, 50usize, 4usize, 16usize, 31u64), (2, 7, 3, 5, 35)] {
+        let s = [b, t, 3 * heads * d];
+        let name = format!("multi_head_attention {s:?} heads {heads}");
+        let tol = reduce_tol(d.max(t));
+        let mut inputs = vec![leaf32(normal(&s, seed), &s)];
+        for causal in [false, true] {
+            gpu_check_with(
+                &format!("{name} causal={causal}"),
+                &gpu,
+                &inputs,
+                tol,
+                |x| Tensor::multi_head_attention(&x[0], heads, causal, None),
+            );
+        }
+        inputs.push(const32(padding_mask(b, t, seed + 1), &[b, t]));
+        gpu_check_with(
+            &format!("{name} causal + key padding"),
+            &gpu,
+            &inputs,
+            tol,
+            |x| Tensor::multi_head_attention(&x[0], heads, true, Some(&x[1])),
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gathers and shape ops
 // ---------------------------------------------------------------------------------------------

@@ -1003,6 +1003,59 @@ fn attention_fully_masked_query_gives_zero() {
     });
 }
 
+#[test]
+fn grad_multi_head_attention() {
+    let qkv = leaf64(normal(&[2, 5, 3 * 6], 40), &[2, 5, 3 * 6]);
+    let mask = const64(vec![0., 1., 0., 0., 0., 1., 0., 0., 0., 0.], &[2, 5]);
+    for causal in [false, true] {
+        gradcheck(
+            &format!("multi_head_attention causal={causal}"),
+            std::slice::from_ref(&qkv),
+            |t| Tensor::multi_head_attention(&t[0], 3, causal, None),
+        );
+    }
+    gradcheck(
+        "multi_head_attention causal + key padding",
+        &[qkv, mask],
+        |t| Tensor::multi_head_attention(&t[0], 3, true, Some(&t[1])),
+    );
+}
+
+/// The packed op equals splitting the projection into heads, attending, and merging the heads.
+#[test]
+fn multi_head_attention_matches_split_heads() {
+    let (b, t, heads, d) = (2, 6, 3, 4);
+    let qkv = leaf64(normal(&[b, t, 3 * heads * d], 41), &[b, t, 3 * heads * d]);
+    let mask = const64(
+        vec![0., 0., 1., 0., 0., 0., 1., 0., 0., 0., 0., 1.],
+        &[b, t],
+    );
+    for causal in [false, true] {
+        for m in [None, Some(&mask)] {
+            let name = format!("multi_head_attention causal={causal} mask={}", m.is_some());
+            let got = Tensor::multi_head_attention(&qkv, heads, causal, m);
+            let x = qkv.reshape_to(&[b, t, 3, heads, d]);
+            let head = |i: usize| {
+                x.narrow(2, i, 1)
+                    .reshape_to(&[b, t, heads, d])
+                    .permute(&[0, 2, 1, 3])
+            };
+            let want = reference_attention(&head(0), &head(1), &head(2), causal, m, 0.5)
+                .permute(&[0, 2, 1, 3])
+                .reshape_to(&[b, t, heads * d]);
+            assert_close64(&name, &got.to_vec_f64(), &want.to_vec_f64(), 1e-12);
+            let w = const64(normal(&[b, t, heads * d], 42), &[b, t, heads * d]);
+            let grad = |y: &Tensor| {
+                qkv.zero_grad();
+                (y * &w).sum_all().backward();
+                qkv.grad().expect("qkv has a gradient").to_vec_f64()
+            };
+            let (g_got, g_want) = (grad(&got), grad(&want));
+            assert_close64(&format!("{name} gradient"), &g_got, &g_want, 1e-12);
+        }
+    }
+}
+
 /// softmax(q kᵀ · scale + bias) v composed from the basic ops, in f64.
 fn reference_attention(
     q: &Tensor,

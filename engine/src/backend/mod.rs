@@ -337,9 +337,19 @@ pub fn layer_norm_backward(
         gpu => gpu::layer_norm_backward(xhat, rstd, g, rows, cols))
 }
 
-/// Fused attention forward: returns the output (bh, tq, dv) and each query row's log-sum-exp
-/// of scores (bh, tq), which the backward pass uses to rebuild the probabilities.
-/// `bias`, if given, is an additive (batch, tk) key mask (0 or -inf) shared by all heads.
+/// How attention's q, k and v are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// Three `(B, H, T, D)` tensors (output `(B, H, Tq, Dv)`).
+    Separate,
+    /// One self-attention projection `(B, T, 3·H·D)` holding `[q | k | v]`, each `(T, H, D)` per
+    /// batch element, as a fused qkv linear writes it (output `(B, T, H·D)`).
+    Qkv,
+}
+
+/// Fused attention forward: returns the output and each query row's log-sum-exp of scores
+/// (bh, tq), which the backward pass uses to rebuild the probabilities. `bias`, if given, is an
+/// additive (batch, tk) key mask (0 or -inf) shared by all heads.
 pub fn attention(
     q: &Storage,
     k: &Storage,
@@ -349,11 +359,7 @@ pub fn attention(
 ) -> (Storage, Storage) {
     match (q, k, v, bias) {
         (Storage::Cpu(q), Storage::Cpu(k), Storage::Cpu(v), b) => {
-            let b = b.map(|b| match b {
-                Storage::Cpu(b) => b,
-                Storage::Gpu(_) => panic!("attention: mask lives on a different device"),
-            });
-            let (o, l) = cpu::attention(q, k, v, b, spec);
+            let (o, l) = cpu::attention(q, k, v, b.map(cpu_data), spec, Packing::Separate);
             (Storage::Cpu(o), Storage::Cpu(l))
         }
         (Storage::Gpu(q), Storage::Gpu(k), Storage::Gpu(v), b) => {
@@ -366,6 +372,70 @@ pub fn attention(
         }
         _ => panic!("attention: operands live on different devices"),
     }
+}
+
+fn cpu_data(s: &Storage) -> &cpu::CpuData {
+    match s {
+        Storage::Cpu(c) => c,
+        Storage::Gpu(_) => panic!("attention: operands live on different devices"),
+    }
+}
+
+/// Attention on a packed qkv projection ([`Packing::Qkv`]): `None` where the backend has no such
+/// kernel, and the op composes it from a split and [`attention`] instead.
+pub fn attention_packed(
+    qkv: &Storage,
+    bias: Option<&Storage>,
+    spec: AttnSpec,
+) -> Option<(Storage, Storage)> {
+    match qkv {
+        Storage::Cpu(x) => {
+            let (o, l) = cpu::attention(x, x, x, bias.map(cpu_data), spec, Packing::Qkv);
+            Some((Storage::Cpu(o), Storage::Cpu(l)))
+        }
+        Storage::Gpu(_) => None,
+    }
+}
+
+/// Saved tensors of an attention forward pass, for its backward pass.
+pub struct AttnSaved<'a> {
+    /// `[q, k, v]`, or `[qkv]` when packed.
+    pub inputs: &'a [&'a Storage],
+    pub out: &'a Storage,
+    pub lse: &'a Storage,
+    pub bias: Option<&'a Storage>,
+}
+
+/// Fused attention backward from the saved forward pass and the output gradient `g`: the input
+/// gradients in the layout of `saved.inputs`, or `None` where the backend has no such kernel and
+/// the op composes the gradient from primitives.
+pub fn attention_backward(
+    saved: &AttnSaved,
+    g: &Storage,
+    spec: AttnSpec,
+    packing: Packing,
+) -> Option<Vec<Storage>> {
+    let Storage::Cpu(g) = g else { return None };
+    let (q, k, v) = match (packing, saved.inputs) {
+        (Packing::Separate, [q, k, v]) => (cpu_data(q), cpu_data(k), cpu_data(v)),
+        (Packing::Qkv, [x]) => (cpu_data(x), cpu_data(x), cpu_data(x)),
+        _ => panic!(
+            "attention backward: {packing:?} attention saved {} inputs",
+            saved.inputs.len()
+        ),
+    };
+    let grads = cpu::attention_backward(
+        q,
+        k,
+        v,
+        cpu_data(saved.out),
+        cpu_data(saved.lse),
+        g,
+        saved.bias.map(cpu_data),
+        spec,
+        packing,
+    );
+    Some(grads.into_iter().map(Storage::Cpu).collect())
 }
 
 /// Selects `idx` entries along the middle extent of (outer, n, inner): out is (outer, idx.len(), inner).

@@ -1,4 +1,4 @@
-//! Multi-head self-attention on the fused attention op.
+//! Multi-head self-attention on the fused attention op, read straight from the packed qkv projection.
 
 use super::{prefixed, Init, Linear, Module};
 use crate::tensor::Tensor;
@@ -36,24 +36,13 @@ impl MultiHeadAttention {
             "MultiHeadAttention: input must be (B, T, C), got {:?}",
             x.shape()
         );
-        let (b, t, c) = (x.shape()[0], x.shape()[1], x.shape()[2]);
-        let h = self.heads;
-        let qkv = self.qkv.forward(x).reshape_to(&[b, t, 3, h, c / h]);
-        let head = |i: usize| {
-            qkv.narrow(2, i, 1)
-                .reshape_to(&[b, t, h, c / h])
-                .permute(&[0, 2, 1, 3])
-        };
-        let y = Tensor::scaled_dot_product_attention(
-            &head(0),
-            &head(1),
-            &head(2),
+        let qkv = self.qkv.forward(x);
+        self.proj.forward(&Tensor::multi_head_attention(
+            &qkv,
+            self.heads,
             self.causal,
             key_padding_mask,
-            None,
-        );
-        self.proj
-            .forward(&y.permute(&[0, 2, 1, 3]).reshape_to(&[b, t, c]))
+        ))
     }
 }
 

@@ -1,6 +1,8 @@
-//! Scaled dot-product attention: one fused kernel forward, composed ops backward.
+//! Scaled dot-product attention: fused kernels forward and, where the backend has one, backward
+//! (elsewhere the gradient is composed from primitive ops); and multi-head self-attention read
+//! straight from a packed qkv projection.
 
-use crate::backend::{self, AttnSpec};
+use crate::backend::{self, AttnSaved, AttnSpec, Packing};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -81,6 +83,23 @@ impl Tensor {
         let lse = Tensor::from_storage(lse, lse_shape, q.device());
         let (qs, ks, vs, os) = (q.detach(), k.detach(), v.detach(), o.detach());
         Tensor::from_op(o.storage(), out_shape, &q.device(), &[q, k, v], move |g| {
+            let (qst, kst, vst) = (qs.storage(), ks.storage(), vs.storage());
+            let bias_st = bias.as_ref().map(|t| t.storage());
+            let saved = AttnSaved {
+                inputs: &[&qst, &kst, &vst],
+                out: &os.storage(),
+                lse: &lse.storage(),
+                bias: bias_st.as_deref(),
+            };
+            if let Some(grads) =
+                backend::attention_backward(&saved, &g.storage(), spec, Packing::Separate)
+            {
+                return grads
+                    .into_iter()
+                    .zip([&qs, &ks, &vs])
+                    .map(|(d, x)| Some(Tensor::from_storage(d, x.shape().to_vec(), x.device())))
+                    .collect();
+            }
             // Rebuild the probabilities from the saved log-sum-exp, then the usual chain rule.
             let mut s = qs.matmul_nt(&ks).mul_scalar(scale);
             if let Some(bias) = &bias {
@@ -111,5 +130,97 @@ impl Tensor {
             let dk = ds.matmul_tn(&qs).mul_scalar(scale);
             vec![Some(dq), Some(dk), Some(dv)]
         })
+    }
+
+    /// Multi-head self-attention on a packed projection `qkv` `(B, T, 3·C)` holding `[q | k | v]`
+    /// (each `(T, heads, C/heads)` per batch element, as one fused qkv linear writes them): the
+    /// heads' outputs concatenated, `(B, T, C)`. The same as splitting, permuting to
+    /// `(B, heads, T, C/heads)`, [`Tensor::scaled_dot_product_attention`] and merging back, but
+    /// where the backend reads heads in place none of those copies are made.
+    #[track_caller]
+    pub fn multi_head_attention(
+        qkv: &Tensor,
+        heads: usize,
+        causal: bool,
+        key_padding_mask: Option<&Tensor>,
+    ) -> Tensor {
+        let s = qkv.shape().to_vec();
+        assert!(
+            qkv.rank() == 3 && heads > 0 && s[2].is_multiple_of(3 * heads),
+            "multi_head_attention: qkv must be (B, T, 3·C) with C divisible by {heads} heads, got {s:?}"
+        );
+        let (b, t, c) = (s[0], s[1], s[2] / 3);
+        let d = c / heads;
+        let split = || {
+            let x = qkv.reshape_to(&[b, t, 3, heads, d]);
+            let head = |i: usize| {
+                x.narrow(2, i, 1)
+                    .reshape_to(&[b, t, heads, d])
+                    .permute(&[0, 2, 1, 3])
+            };
+            let y = Tensor::scaled_dot_product_attention(
+                &head(0),
+                &head(1),
+                &head(2),
+                causal,
+                key_padding_mask,
+                None,
+            );
+            y.permute(&[0, 2, 1, 3]).reshape_to(&[b, t, c])
+        };
+        let bias = key_padding_mask.map(|m| {
+            assert_eq!(
+                m.shape(),
+                [b, t],
+                "multi_head_attention: key_padding_mask must be (B, T) = {:?}, got {:?}",
+                [b, t],
+                m.shape()
+            );
+            qkv.new_from(&[f64::NEG_INFINITY], &[])
+                .where_(m, &qkv.new_from(&[0.0], &[]))
+                .detach()
+        });
+        let spec = AttnSpec {
+            bh: b * heads,
+            heads,
+            tq: t,
+            tk: t,
+            d,
+            dv: d,
+            scale: 1.0 / (d as f64).sqrt(),
+            causal,
+        };
+        let bias_storage = bias.as_ref().map(|t| t.storage());
+        let Some((o, lse)) =
+            backend::attention_packed(&qkv.storage(), bias_storage.as_deref(), spec)
+        else {
+            return split();
+        };
+        let o = Tensor::from_storage(o, vec![b, t, c], qkv.device());
+        let lse = Tensor::from_storage(lse, vec![b * heads, t], qkv.device());
+        let (xs, os) = (qkv.detach(), o.detach());
+        Tensor::from_op(
+            o.storage(),
+            vec![b, t, c],
+            &qkv.device(),
+            &[qkv],
+            move |g| {
+                let (xst, bias_st) = (xs.storage(), bias.as_ref().map(|t| t.storage()));
+                let saved = AttnSaved {
+                    inputs: &[&xst],
+                    out: &os.storage(),
+                    lse: &lse.storage(),
+                    bias: bias_st.as_deref(),
+                };
+                let d = backend::attention_backward(&saved, &g.storage(), spec, Packing::Qkv)
+                    .and_then(|mut v| v.pop())
+                    .expect("a backend with packed attention has its backward pass");
+                vec![Some(Tensor::from_storage(
+                    d,
+                    xs.shape().to_vec(),
+                    xs.device(),
+                ))]
+            },
+        )
     }
 }

@@ -172,8 +172,8 @@ pub fn unary_derivative<T: Elem>(op: Unary, x: T) -> T {
 }
 
 /// Evaluates `$body` with `$f` bound to `$func` specialised to the constant op, so that the op's
-/// `match` is resolved at compile time and the element loop vectorises. Parametric ops keep
-/// their constants at run time.
+/// `match` is resolved at compile time and the element loop vectorises (a run-time `match` per
+/// element is a jump per element). Parametric ops keep only their constants at run time.
 macro_rules! specialise_unary {
     ($op:expr, $func:ident, |$f:ident| $body:expr) => {{
         match $op {
@@ -237,8 +237,21 @@ macro_rules! specialise_unary {
                 let $f = |x| $func(Unary::Square, x);
                 $body
             }
-            op => {
-                let $f = move |x| $func(op, x);
+            // Parametric ops: the variant is fixed here and only its constants are captured.
+            Unary::AddScalar(a) => {
+                let $f = move |x| $func(Unary::AddScalar(a), x);
+                $body
+            }
+            Unary::MulScalar(a) => {
+                let $f = move |x| $func(Unary::MulScalar(a), x);
+                $body
+            }
+            Unary::PowScalar(a) => {
+                let $f = move |x| $func(Unary::PowScalar(a), x);
+                $body
+            }
+            Unary::Clamp(lo, hi) => {
+                let $f = move |x| $func(Unary::Clamp(lo, hi), x);
                 $body
             }
         }
@@ -358,6 +371,21 @@ fn for_rows<T: Send>(out: &mut [T], last: usize, f: impl Fn(usize, &mut [T]) + S
     }
 }
 
+/// A new `n`-element buffer built row by row by `f`, which must write every slot of its row:
+/// no zeroing pass before the real one.
+fn build_rows<T: Send>(
+    n: usize,
+    last: usize,
+    f: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    for_rows(&mut out.spare_capacity_mut()[..n], last, f);
+    // SAFETY: the rows cover all n slots (n is a multiple of `last`, or 0) and `f` writes
+    // every slot of its row.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// A broadcasting binary op row by row: each row reads its operands contiguously (stride 1) or
 /// as one repeated value (stride 0), which covers bias adds and row/column scalings with tight,
 /// vectorisable loops.
@@ -381,35 +409,33 @@ fn binary_with<T: Elem>(
     } else {
         (sa[rank - 1], sb[rank - 1])
     };
-    let mut out = vec![T::zero(); n];
-    for_rows(&mut out, last, |r, row| {
+    build_rows(n, last, |r, row| {
         let (oa, ob) = (row_offset(r, shape, sa), row_offset(r, shape, sb));
         match (ta, tb) {
             (1, 1) => {
                 for ((o, &x), &y) in row.iter_mut().zip(&a[oa..oa + last]).zip(&b[ob..ob + last]) {
-                    *o = f(x, y);
+                    o.write(f(x, y));
                 }
             }
             (1, 0) => {
                 let y = b[ob];
                 for (o, &x) in row.iter_mut().zip(&a[oa..oa + last]) {
-                    *o = f(x, y);
+                    o.write(f(x, y));
                 }
             }
             (0, 1) => {
                 let x = a[oa];
                 for (o, &y) in row.iter_mut().zip(&b[ob..ob + last]) {
-                    *o = f(x, y);
+                    o.write(f(x, y));
                 }
             }
             _ => {
                 for (j, o) in row.iter_mut().enumerate() {
-                    *o = f(a[oa + j * ta], b[ob + j * tb]);
+                    o.write(f(a[oa + j * ta], b[ob + j * tb]));
                 }
             }
         }
-    });
-    out
+    })
 }
 
 fn binary_t<T: Elem>(
@@ -477,18 +503,12 @@ pub fn gather_strided(src: &CpuData, offset: usize, strides: &[usize], shape: &[
         let rank = shape.len();
         let last = if rank == 0 { 1 } else { shape[rank - 1] };
         let step = if rank == 0 { 0 } else { strides[rank - 1] };
-        let mut out = vec![T::zero(); shape.iter().product()];
-        for_rows(&mut out, last, |r, row| {
+        build_rows(shape.iter().product(), last, |r, row| {
             let o = row_offset(r, shape, strides);
-            if step == 1 {
-                row.copy_from_slice(&s[o..o + last]);
-            } else {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = s[o + j * step];
-                }
+            for (j, v) in row.iter_mut().enumerate() {
+                v.write(s[o + j * step]);
             }
-        });
-        out
+        })
     }
     map1!(src, s => go(&s[offset..], strides, shape))
 }

@@ -9,6 +9,7 @@ use super::{map_same, CpuData, Elem};
 use crate::backend::MatmulSpec;
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Products of at least this many multiply-adds are split across cores; smaller ones run one
 /// per core across the batch instead.
@@ -36,7 +37,7 @@ unsafe impl<T> Sync for SendPtr<T> {}
 /// # Safety
 /// The pointers must address valid m×k, k×n and m×n matrices under those strides.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into<T: Elem>(
+pub(super) unsafe fn gemm_into<T: Elem>(
     m: usize,
     n: usize,
     k: usize,
@@ -75,7 +76,8 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
     if batch * m * n == 0 || k == 0 {
         return vec![T::zero(); batch * m * n];
     }
-    let mut out: Vec<T> = vec![T::zero(); batch * m * n];
+    // gemm overwrites every element of C (it never reads it), so C starts uninitialised.
+    let mut out: Vec<T> = Vec::with_capacity(batch * m * n);
     let a_st = if s.trans_a { (1, m) } else { (k, 1) };
     let b_st = if s.trans_b { (1, k) } else { (n, 1) };
     let threads = rayon::current_num_threads();
@@ -84,7 +86,8 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
         // One large product at a time, its output split into panels along the longer side.
         for i in 0..batch {
             let (ab, bb) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
-            let c = SendPtr(out[i * m * n..].as_mut_ptr());
+            // SAFETY: batch i's block lies inside the allocated capacity.
+            let c = SendPtr(unsafe { out.as_mut_ptr().add(i * m * n) });
             let split_cols = n >= m;
             let len = if split_cols { n } else { m };
             let chunk = len.div_ceil(threads).next_multiple_of(16);
@@ -122,7 +125,7 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
             });
         }
     } else {
-        let one = |(i, c): (usize, &mut [T])| {
+        let one = |(i, c): (usize, &mut [MaybeUninit<T>])| {
             let (ab, bb) = (&a[i * s.a_batch_stride..], &b[i * s.b_batch_stride..]);
             // SAFETY: as above; `c` is this batch's m×n block.
             unsafe {
@@ -130,7 +133,7 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
                     m,
                     n,
                     k,
-                    c.as_mut_ptr(),
+                    c.as_mut_ptr().cast(),
                     n,
                     ab.as_ptr(),
                     a_st,
@@ -139,11 +142,14 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
                 )
             }
         };
+        let c = &mut out.spare_capacity_mut()[..batch * m * n];
         if batch > 1 && work * batch >= PAR_GEMM_MIN {
-            out.par_chunks_mut(m * n).enumerate().for_each(one);
+            c.par_chunks_mut(m * n).enumerate().for_each(one);
         } else {
-            out.chunks_mut(m * n).enumerate().for_each(one);
+            c.chunks_mut(m * n).enumerate().for_each(one);
         }
     }
+    // SAFETY: every batch's m×n block was written by gemm above.
+    unsafe { out.set_len(batch * m * n) };
     out
 }

@@ -2,16 +2,16 @@
 //! machines without a GPU. Kernels are generic over f32 and f64 (f64 is for gradient checks);
 //! large loops are split across cores with rayon, matrix products go to the `gemm` crate.
 
+mod attention;
 mod elementwise;
 mod matmul;
 mod nn;
 mod reduce;
 
+pub use attention::{attention, attention_backward};
 pub use elementwise::{binary, concat, gather_strided, select, unary, unary_backward};
 pub use matmul::matmul;
-pub use nn::{
-    attention, index_add, index_select, layer_norm, layer_norm_backward, softmax, softmax_backward,
-};
+pub use nn::{index_add, index_select, layer_norm, layer_norm_backward, softmax, softmax_backward};
 pub use reduce::reduce;
 
 use crate::DType;
@@ -155,15 +155,18 @@ fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let xc = x.clamp(-87.3, 88.7);
-    // Round to nearest by the 1.5·2²³ trick: plain adds, so it vectorises without SSE4.1.
-    let n = (xc * LOG2E + 12_582_912.0) - 12_582_912.0;
+    // Round to nearest by the 1.5·2²³ trick: plain adds, so it vectorises without SSE4.1. The
+    // integer n is then read from the low mantissa bits, as a float-to-int cast does not vectorise.
+    let shifted = xc * LOG2E + 12_582_912.0;
+    let n = shifted - 12_582_912.0;
+    let ni = shifted.to_bits() as i32 - 0x4B40_0000;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2ⁿ as two factors, so that n = 128 and n = -126 stay in the normal range.
-    let (n1, n2) = ((n as i32) / 2, (n as i32) - (n as i32) / 2);
+    let (n1, n2) = (ni >> 1, ni - (ni >> 1));
     let pow2 = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
     let y = p * pow2(n1) * pow2(n2);
     if x < -87.3 {
@@ -193,6 +196,22 @@ pub(crate) fn sum_by<T: Elem>(x: &[T], f: impl Fn(T) -> T) -> T {
         }
     }
     acc.iter().fold(tail, |a, &b| a + b)
+}
+
+/// xᵢ ← f(xᵢ) in fixed-width chunks: a plain loop over a short row (tens of elements) leaves
+/// most of it to the scalar remainder of a loop vectorised several registers wide, while a
+/// chunk of known width becomes one vector operation.
+#[inline(always)]
+pub(crate) fn map_in_place<T: Elem>(x: &mut [T], f: impl Fn(T) -> T) {
+    let mut chunks = x.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        let c: &mut [T; LANES] = c.try_into().expect("chunks are LANES wide");
+        // Loaded whole and stored whole, so no aliasing question keeps the chunk scalar.
+        let mut v = *c;
+        v.iter_mut().for_each(|v| *v = f(*v));
+        *c = v;
+    }
+    chunks.into_remainder().iter_mut().for_each(|v| *v = f(*v));
 }
 
 /// Σ xᵢ·yᵢ, vectorisable.

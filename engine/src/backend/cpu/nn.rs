@@ -1,8 +1,6 @@
-//! Fused neural-network kernels: softmax, layer norm, attention, row gather/scatter.
+//! Fused neural-network kernels: softmax, layer norm, row gather/scatter.
 
-use super::matmul::matmul_t;
-use super::{dot, map1, map_same, max_of, sum_by, CpuData, Elem, PAR_MIN};
-use crate::backend::AttnSpec;
+use super::{dot, map1, map_in_place, map_same, max_of, sum_by, CpuData, Elem, PAR_MIN};
 use rayon::prelude::*;
 
 /// Runs `f(row_index, row)` over the `cols`-wide rows of `out`, in parallel when large.
@@ -21,7 +19,7 @@ fn rows_mut<T: Send>(out: &mut [T], cols: usize, f: impl Fn(usize, &mut [T]) + S
 
 /// In-place softmax of one row; returns its log-sum-exp. A row of only -inf becomes zeros
 /// with log-sum-exp +inf, so that exp(s - lse) rebuilds zeros in the backward pass.
-fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
+pub(super) fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
     let m = max_of(row);
     if m == T::neg_infinity() {
         row.iter_mut()
@@ -33,10 +31,10 @@ fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
         row.iter_mut().for_each(|v| *v = *v - lse);
         lse
     } else {
-        row.iter_mut().for_each(|v| *v = (*v - m).exp_fast());
+        map_in_place(row, |v| (v - m).exp_fast());
         let sum = sum_by(row, |v| v);
         let inv = T::one() / sum;
-        row.iter_mut().for_each(|v| *v = *v * inv);
+        map_in_place(row, |v| v * inv);
         m + sum.ln()
     }
 }
@@ -138,72 +136,6 @@ pub fn layer_norm_backward(
         out
     }
     map_same!("layer_norm backward"; xhat, rstd, g => bwd(xhat, rstd, g, cols))
-}
-
-pub fn attention(
-    q: &CpuData,
-    k: &CpuData,
-    v: &CpuData,
-    bias: Option<&CpuData>,
-    s: AttnSpec,
-) -> (CpuData, CpuData) {
-    fn attn<T: Elem>(
-        q: &[T],
-        k: &[T],
-        v: &[T],
-        bias: Option<&[T]>,
-        s: AttnSpec,
-    ) -> (Vec<T>, Vec<T>) {
-        let mut p = matmul_t(q, k, s.scores());
-        let mut lse = vec![T::zero(); s.bh * s.tq];
-        let scale = T::from_f64(s.scale);
-        let row = |r: usize, row: &mut [T]| -> T {
-            let (bh, i) = (r / s.tq, r % s.tq);
-            for (j, x) in row.iter_mut().enumerate() {
-                *x = *x * scale;
-                if let Some(b) = bias {
-                    *x = *x + b[(bh / s.heads) * s.tk + j];
-                }
-                if s.causal && j > i {
-                    *x = T::neg_infinity();
-                }
-            }
-            softmax_row(row, false)
-        };
-        if s.tk > 0 {
-            if p.len() >= PAR_MIN {
-                p.par_chunks_mut(s.tk)
-                    .zip(lse.par_iter_mut())
-                    .enumerate()
-                    .for_each(|(r, (x, l))| *l = row(r, x));
-            } else {
-                p.chunks_mut(s.tk)
-                    .zip(lse.iter_mut())
-                    .enumerate()
-                    .for_each(|(r, (x, l))| *l = row(r, x));
-            }
-        }
-        (matmul_t(&p, v, s.output()), lse)
-    }
-    match (q, k, v, bias) {
-        (CpuData::F32(q), CpuData::F32(k), CpuData::F32(v), b) => {
-            let b = b.map(|b| match b {
-                CpuData::F32(b) => b.as_slice(),
-                _ => panic!("attention: mask dtype differs from the inputs'"),
-            });
-            let (o, l) = attn(q, k, v, b, s);
-            (CpuData::F32(o), CpuData::F32(l))
-        }
-        (CpuData::F64(q), CpuData::F64(k), CpuData::F64(v), b) => {
-            let b = b.map(|b| match b {
-                CpuData::F64(b) => b.as_slice(),
-                _ => panic!("attention: mask dtype differs from the inputs'"),
-            });
-            let (o, l) = attn(q, k, v, b, s);
-            (CpuData::F64(o), CpuData::F64(l))
-        }
-        _ => panic!("attention: q, k and v have different dtypes"),
-    }
 }
 
 pub fn index_select(x: &CpuData, outer: usize, n: usize, inner: usize, idx: &[u32]) -> CpuData {

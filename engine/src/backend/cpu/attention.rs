@@ -1,0 +1,493 @@
+//! Fused attention, forward and backward, one (batch, head) problem at a time: each product is
+//! one `gemm` call that reads the head's q, k, v rows in place through strides and writes its
+//! output (or gradient) rows in place, and the T×T scores live only in per-thread scratch. The
+//! backward pass rebuilds the probabilities from the saved log-sum-exp (FlashAttention's recipe
+//! without tiling: one problem's scores fit in cache at this library's sequence lengths). Heads
+//! are read from separate `(B, H, T, D)` tensors or one packed `(B, T, 3·C)` projection, so
+//! multi-head attention needs no split, permute or merge copies.
+
+use super::matmul::gemm_into;
+use super::{dot, map_in_place, CpuData, Elem, PAR_MIN};
+use crate::backend::{AttnSpec, Packing};
+use rayon::prelude::*;
+
+/// Where one head's rows live inside one batch element's chunk of a buffer.
+#[derive(Clone, Copy)]
+struct Rows {
+    offset: usize,
+    head: usize,
+    row: usize,
+}
+
+impl Rows {
+    fn at(&self, h: usize, i: usize) -> usize {
+        self.offset + h * self.head + i * self.row
+    }
+}
+
+/// Per-batch chunk sizes and head layouts of q, k, v and the output.
+struct Layout {
+    q: Rows,
+    k: Rows,
+    v: Rows,
+    o: Rows,
+    /// Elements per batch element of the q, k, v buffers (one buffer when packed).
+    chunk: [usize; 3],
+    o_chunk: usize,
+}
+
+impl Layout {
+    fn new(s: &AttnSpec, packing: Packing) -> Layout {
+        let h = s.heads;
+        match packing {
+            Packing::Separate => Layout {
+                q: Rows {
+                    offset: 0,
+                    head: s.tq * s.d,
+                    row: s.d,
+                },
+                k: Rows {
+                    offset: 0,
+                    head: s.tk * s.d,
+                    row: s.d,
+                },
+                v: Rows {
+                    offset: 0,
+                    head: s.tk * s.dv,
+                    row: s.dv,
+                },
+                o: Rows {
+                    offset: 0,
+                    head: s.tq * s.dv,
+                    row: s.dv,
+                },
+                chunk: [h * s.tq * s.d, h * s.tk * s.d, h * s.tk * s.dv],
+                o_chunk: h * s.tq * s.dv,
+            },
+            Packing::Qkv => {
+                let c = h * s.d;
+                let w = 3 * c;
+                Layout {
+                    q: Rows {
+                        offset: 0,
+                        head: s.d,
+                        row: w,
+                    },
+                    k: Rows {
+                        offset: c,
+                        head: s.d,
+                        row: w,
+                    },
+                    v: Rows {
+                        offset: 2 * c,
+                        head: s.d,
+                        row: w,
+                    },
+                    o: Rows {
+                        offset: 0,
+                        head: s.d,
+                        row: c,
+                    },
+                    chunk: [s.tq * w; 3],
+                    o_chunk: s.tq * c,
+                }
+            }
+        }
+    }
+}
+
+/// Batch element `b`'s chunk of a buffer.
+fn batch_chunk<T>(x: &[T], b: usize, size: usize) -> &[T] {
+    &x[b * size..(b + 1) * size]
+}
+
+/// `c` (m×n at row stride `ldc`) = a·b, each operand read from the start of its slice through
+/// (row, column) strides. An empty product (k = 0) is zero.
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Elem>(
+    (m, n, k): (usize, usize, usize),
+    c: &mut [T],
+    ldc: usize,
+    a: &[T],
+    a_st: (usize, usize),
+    b: &[T],
+    b_st: (usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * ldc + n <= c.len(),
+        "internal: attention output out of bounds"
+    );
+    if k == 0 {
+        (0..m).for_each(|i| c[i * ldc..i * ldc + n].fill(T::zero()));
+        return;
+    }
+    assert!(
+        (m - 1) * a_st.0 + (k - 1) * a_st.1 < a.len()
+            && (k - 1) * b_st.0 + (n - 1) * b_st.1 < b.len(),
+        "internal: attention operand out of bounds"
+    );
+    // SAFETY: the asserts above keep every strided access inside the slices.
+    unsafe {
+        gemm_into(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            ldc,
+            a.as_ptr(),
+            a_st,
+            b.as_ptr(),
+            b_st,
+        )
+    }
+}
+
+/// The scores of one problem in `p` (tq × tk): `q_i·k_j·scale + bias_j`, -inf where masked.
+fn scores<T: Elem>(
+    s: &AttnSpec,
+    lay: &Layout,
+    h: usize,
+    q: &[T],
+    k: &[T],
+    bias: Option<&[T]>,
+    p: &mut Vec<T>,
+) {
+    p.resize(s.tq * s.tk, T::zero());
+    gemm(
+        (s.tq, s.tk, s.d),
+        p,
+        s.tk,
+        &q[lay.q.at(h, 0)..],
+        (lay.q.row, 1),
+        &k[lay.k.at(h, 0)..],
+        (1, lay.k.row),
+    );
+    let scale = T::from_f64(s.scale);
+    for (i, row) in p.chunks_exact_mut(s.tk.max(1)).enumerate() {
+        map_in_place(row, |x| x * scale);
+        if let Some(b) = bias {
+            row.iter_mut().zip(b).for_each(|(x, &b)| *x = *x + b);
+        }
+        if s.causal {
+            row.iter_mut()
+                .skip(i + 1)
+                .for_each(|x| *x = T::neg_infinity());
+        }
+    }
+}
+
+fn forward<T: Elem>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    bias: Option<&[T]>,
+    s: AttnSpec,
+    packing: Packing,
+) -> (Vec<T>, Vec<T>) {
+    let lay = Layout::new(&s, packing);
+    let batches = s.bh / s.heads.max(1);
+    let mut o = vec![T::zero(); batches * lay.o_chunk];
+    let mut lse = vec![T::zero(); s.bh * s.tq];
+    let lse_chunk = s.heads * s.tq;
+    let run = |b: usize, o: &mut [T], lse: &mut [T]| {
+        let (qb, kb, vb) = (
+            batch_chunk(q, b, lay.chunk[0]),
+            batch_chunk(k, b, lay.chunk[1]),
+            batch_chunk(v, b, lay.chunk[2]),
+        );
+        let bias = bias.map(|m| batch_chunk(m, b, s.tk));
+        let mut p = vec![];
+        for h in 0..s.heads {
+            scores(&s, &lay, h, qb, kb, bias, &mut p);
+            for (i, row) in p.chunks_exact_mut(s.tk.max(1)).enumerate() {
+                lse[h * s.tq + i] = super::nn::softmax_row(row, false);
+            }
+            gemm(
+                (s.tq, s.dv, s.tk),
+                &mut o[lay.o.at(h, 0)..],
+                lay.o.row,
+                &p,
+                (s.tk, 1),
+                &vb[lay.v.at(h, 0)..],
+                (lay.v.row, 1),
+            );
+        }
+    };
+    if lay.o_chunk > 0 && lse_chunk > 0 {
+        if o.len() >= PAR_MIN {
+            o.par_chunks_mut(lay.o_chunk)
+                .zip(lse.par_chunks_mut(lse_chunk))
+                .enumerate()
+                .for_each(|(b, (o, l))| run(b, o, l));
+        } else {
+            o.chunks_mut(lay.o_chunk)
+                .zip(lse.chunks_mut(lse_chunk))
+                .enumerate()
+                .for_each(|(b, (o, l))| run(b, o, l));
+        }
+    }
+    (o, lse)
+}
+
+/// Inputs of the backward pass, shared by every problem.
+struct Saved<'a, T> {
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    o: &'a [T],
+    lse: &'a [T],
+    g: &'a [T],
+    bias: Option<&'a [T]>,
+}
+
+/// One batch element's gradient chunks: one shared chunk when packed, else dq, dk, dv.
+enum GradChunks<'a, T> {
+    Packed(&'a mut [T]),
+    Separate([&'a mut [T]; 3]),
+}
+
+impl<T> GradChunks<'_, T> {
+    /// The chunk holding the gradient of input `i` (0 = q, 1 = k, 2 = v).
+    fn of(&mut self, i: usize) -> &mut [T] {
+        match self {
+            GradChunks::Packed(c) => c,
+            GradChunks::Separate(cs) => cs[i],
+        }
+    }
+}
+
+/// The gradients of problem (b, h), written in place into `out`:
+/// dv = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)) · scale, dq = dS K, dk = dSᵀ Q.
+#[allow(clippy::too_many_arguments)]
+fn problem_backward<T: Elem>(
+    x: &Saved<T>,
+    s: &AttnSpec,
+    lay: &Layout,
+    b: usize,
+    h: usize,
+    out: &mut GradChunks<T>,
+    (p, dp): (&mut Vec<T>, &mut Vec<T>),
+) {
+    let (qb, kb, vb) = (
+        batch_chunk(x.q, b, lay.chunk[0]),
+        batch_chunk(x.k, b, lay.chunk[1]),
+        batch_chunk(x.v, b, lay.chunk[2]),
+    );
+    let (ob, gb) = (
+        batch_chunk(x.o, b, lay.o_chunk),
+        batch_chunk(x.g, b, lay.o_chunk),
+    );
+    let bias = x.bias.map(|m| batch_chunk(m, b, s.tk));
+    scores(s, lay, h, qb, kb, bias, p);
+    let lse = &x.lse[(b * s.heads + h) * s.tq..][..s.tq];
+    dp.resize(s.tq * s.tk, T::zero());
+    let (g, o) = (&gb[lay.o.at(h, 0)..], &ob[lay.o.at(h, 0)..]);
+    gemm(
+        (s.tq, s.tk, s.dv),
+        dp,
+        s.tk,
+        g,
+        (lay.o.row, 1),
+        &vb[lay.v.at(h, 0)..],
+        (1, lay.v.row),
+    );
+    let scale = T::from_f64(s.scale);
+    let tk = s.tk.max(1);
+    for (i, (pi, dpi)) in p
+        .chunks_exact_mut(tk)
+        .zip(dp.chunks_exact_mut(tk))
+        .enumerate()
+    {
+        let at = i * lay.o.row;
+        let delta = dot(&g[at..at + s.dv], &o[at..at + s.dv]);
+        map_in_place(pi, |v| (v - lse[i]).exp_fast());
+        // dp's row becomes dS's row.
+        for (d, &p) in dpi.iter_mut().zip(pi.iter()) {
+            *d = p * (*d - delta) * scale;
+        }
+    }
+    let (qr, kr, vr) = (lay.q.at(h, 0), lay.k.at(h, 0), lay.v.at(h, 0));
+    let (ldq, ldk, ldv) = (lay.q.row, lay.k.row, lay.v.row);
+    gemm(
+        (s.tk, s.dv, s.tq),
+        &mut out.of(2)[vr..],
+        ldv,
+        p,
+        (1, tk),
+        g,
+        (lay.o.row, 1),
+    );
+    gemm(
+        (s.tq, s.d, s.tk),
+        &mut out.of(0)[qr..],
+        ldq,
+        dp,
+        (tk, 1),
+        &kb[kr..],
+        (ldk, 1),
+    );
+    gemm(
+        (s.tk, s.d, s.tq),
+        &mut out.of(1)[kr..],
+        ldk,
+        dp,
+        (1, tk),
+        &qb[qr..],
+        (ldq, 1),
+    );
+}
+
+fn backward<T: Elem>(x: Saved<T>, s: AttnSpec, packing: Packing) -> Vec<Vec<T>> {
+    let lay = Layout::new(&s, packing);
+    let batches = s.bh / s.heads.max(1);
+    let run = |b: usize, mut out: GradChunks<T>| {
+        let (mut p, mut dp) = (vec![], vec![]);
+        for h in 0..s.heads {
+            problem_backward(&x, &s, &lay, b, h, &mut out, (&mut p, &mut dp));
+        }
+    };
+    let parallel = batches * lay.o_chunk >= PAR_MIN;
+    if lay.chunk.contains(&0) {
+        return match packing {
+            Packing::Qkv => vec![vec![T::zero(); batches * lay.chunk[0]]],
+            Packing::Separate => lay
+                .chunk
+                .iter()
+                .map(|&c| vec![T::zero(); batches * c])
+                .collect(),
+        };
+    }
+    match packing {
+        Packing::Qkv => {
+            let mut d = vec![T::zero(); batches * lay.chunk[0]];
+            if parallel {
+                d.par_chunks_mut(lay.chunk[0])
+                    .enumerate()
+                    .for_each(|(b, c)| run(b, GradChunks::Packed(c)));
+            } else {
+                d.chunks_mut(lay.chunk[0])
+                    .enumerate()
+                    .for_each(|(b, c)| run(b, GradChunks::Packed(c)));
+            }
+            vec![d]
+        }
+        Packing::Separate => {
+            let mut d: Vec<Vec<T>> = lay
+                .chunk
+                .iter()
+                .map(|&c| vec![T::zero(); batches * c])
+                .collect();
+            let [dq, dk, dv] = &mut d[..] else {
+                unreachable!()
+            };
+            let sep = |b: usize, (q, (k, v)): (&mut [T], (&mut [T], &mut [T]))| {
+                run(b, GradChunks::Separate([q, k, v]))
+            };
+            if parallel {
+                dq.par_chunks_mut(lay.chunk[0])
+                    .zip(
+                        dk.par_chunks_mut(lay.chunk[1])
+                            .zip(dv.par_chunks_mut(lay.chunk[2])),
+                    )
+                    .enumerate()
+                    .for_each(|(b, c)| sep(b, c));
+            } else {
+                dq.chunks_mut(lay.chunk[0])
+                    .zip(dk.chunks_mut(lay.chunk[1]).zip(dv.chunks_mut(lay.chunk[2])))
+                    .enumerate()
+                    .for_each(|(b, c)| sep(b, c));
+            }
+            d
+        }
+    }
+}
+
+/// Borrows an f32 or f64 slice from each buffer, which must share one dtype.
+macro_rules! slices {
+    ($ty:ident; $($x:expr),+) => {
+        ($(match $x {
+            CpuData::$ty(v) => v.as_slice(),
+            _ => panic!("attention: operands have different dtypes"),
+        },)+)
+    };
+}
+
+/// Attention output `o` and per-row log-sum-exp; `q`, `k`, `v` are the same buffer when packed.
+pub fn attention(
+    q: &CpuData,
+    k: &CpuData,
+    v: &CpuData,
+    bias: Option<&CpuData>,
+    s: AttnSpec,
+    packing: Packing,
+) -> (CpuData, CpuData) {
+    match q {
+        CpuData::F32(_) => {
+            let (q, k, v) = slices!(F32; q, k, v);
+            let bias = bias.map(|b| slices!(F32; b).0);
+            let (o, l) = forward(q, k, v, bias, s, packing);
+            (CpuData::F32(o), CpuData::F32(l))
+        }
+        CpuData::F64(_) => {
+            let (q, k, v) = slices!(F64; q, k, v);
+            let bias = bias.map(|b| slices!(F64; b).0);
+            let (o, l) = forward(q, k, v, bias, s, packing);
+            (CpuData::F64(o), CpuData::F64(l))
+        }
+    }
+}
+
+/// Gradients of [`attention`] given its output `o`, log-sum-exp `lse` and the output gradient
+/// `g`: `[dq, dk, dv]`, or `[dqkv]` when packed.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &CpuData,
+    k: &CpuData,
+    v: &CpuData,
+    o: &CpuData,
+    lse: &CpuData,
+    g: &CpuData,
+    bias: Option<&CpuData>,
+    s: AttnSpec,
+    packing: Packing,
+) -> Vec<CpuData> {
+    match q {
+        CpuData::F32(_) => {
+            let (q, k, v, o, lse, g) = slices!(F32; q, k, v, o, lse, g);
+            let bias = bias.map(|b| slices!(F32; b).0);
+            let x = Saved {
+                q,
+                k,
+                v,
+                o,
+                lse,
+                g,
+                bias,
+            };
+            backward(x, s, packing)
+                .into_iter()
+                .map(CpuData::F32)
+                .collect()
+        }
+        CpuData::F64(_) => {
+            let (q, k, v, o, lse, g) = slices!(F64; q, k, v, o, lse, g);
+            let bias = bias.map(|b| slices!(F64; b).0);
+            let x = Saved {
+                q,
+                k,
+                v,
+                o,
+                lse,
+                g,
+                bias,
+            };
+            backward(x, s, packing)
+                .into_iter()
+                .map(CpuData::F64)
+                .collect()
+        }
+    }
+}
