@@ -63,6 +63,9 @@ struct Args {
     /// Projector output width.
     #[arg(long, default_value_t = 64)]
     proj_out: usize,
+    /// Smallest area fraction of an image a random crop keeps.
+    #[arg(long, default_value_t = 0.4)]
+    crop_min: f64,
     /// Labelled IDX images file (plain or .gz); labels are found beside it.
     #[arg(long, default_value = "data/mnist9k-images-idx3-ubyte.gz")]
     data: PathBuf,
@@ -97,6 +100,12 @@ impl Args {
                 data.h, data.w
             ));
         }
+        if !(self.crop_min > 0.0 && self.crop_min <= 1.0) {
+            return Err(format!(
+                "--crop-min must be in (0, 1], got {}",
+                self.crop_min
+            ));
+        }
         let vit = VitConfig {
             image: data.h,
             channels: data.c,
@@ -116,6 +125,7 @@ impl Args {
             weight_decay: self.weight_decay,
             proj_hidden: self.proj_hidden,
             proj_out: self.proj_out,
+            crop_min: self.crop_min,
             seed: self.seed,
         })
     }

@@ -24,6 +24,8 @@ pub struct RunConfig {
     pub weight_decay: f64,
     pub proj_hidden: usize,
     pub proj_out: usize,
+    /// Smallest area fraction a random crop keeps (the MNIST augmentation's strength).
+    pub crop_min: f64,
     pub seed: u64,
 }
 
@@ -48,6 +50,7 @@ impl RunConfig {
             ("weight_decay", self.weight_decay.to_string()),
             ("proj_hidden", self.proj_hidden.to_string()),
             ("proj_out", self.proj_out.to_string()),
+            ("crop_min", self.crop_min.to_string()),
             ("seed", self.seed.to_string()),
         ]
         .into_iter()
@@ -85,6 +88,8 @@ impl RunConfig {
             weight_decay: num("weight_decay")?,
             proj_hidden: int("proj_hidden")?,
             proj_out: int("proj_out")?,
+            // Runs saved before the crop was configurable used 0.4.
+            crop_min: num("crop_min").unwrap_or(0.4),
             seed: num("seed")? as u64,
         })
     }
@@ -134,7 +139,7 @@ impl SimClrRun {
             0.999,
             1e-8,
         );
-        let aug = Augment::mnist(train.h);
+        let aug = Augment::mnist_crop(train.h, config.crop_min as f32);
         let loader = Loader::new(
             train,
             config.batch,

@@ -559,6 +559,34 @@ fn grad_softmax_log_softmax() {
     });
 }
 
+/// The fused affine layer norm equals normalising then scaling and shifting, values and all
+/// three gradients, on rows enough to be split across cores.
+#[test]
+fn layer_norm_affine_matches_composed() {
+    let x = leaf64(normal(&[700, 64], 5), &[700, 64]);
+    let w = leaf64(uniform(&[64], 0.5, 1.5, 6), &[64]);
+    let b = leaf64(normal(&[64], 7), &[64]);
+    let up = const64(normal(&[700, 64], 8), &[700, 64]);
+    let run = |fused: bool| {
+        for t in [&x, &w, &b] {
+            t.zero_grad();
+        }
+        let y = if fused {
+            x.layer_norm(Some(&w), Some(&b), 1e-5)
+        } else {
+            &(&x.layer_norm(None, None, 1e-5) * &w) + &b
+        };
+        (&y * &up).sum_all().backward();
+        let mut v = vec![y.to_vec_f64()];
+        v.extend([&x, &w, &b].map(|t| t.grad().expect("a gradient").to_vec_f64()));
+        v
+    };
+    let (got, want) = (run(true), run(false));
+    for (name, (g, w)) in ["y", "dx", "dw", "db"].iter().zip(got.iter().zip(&want)) {
+        assert_close64(&format!("fused layer_norm {name}"), g, w, 1e-10);
+    }
+}
+
 #[test]
 fn grad_layer_norm() {
     let x = leaf64(normal(&[3, 7], 1), &[3, 7]);

@@ -34,6 +34,7 @@ fn tiny() -> (RunConfig, Arc<Dataset>) {
         weight_decay: 0.05,
         proj_hidden: 32,
         proj_out: 16,
+        crop_min: 0.4,
         seed: 7,
     };
     (config, data)

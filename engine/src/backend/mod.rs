@@ -337,6 +337,42 @@ pub fn layer_norm_backward(
         gpu => gpu::layer_norm_backward(xhat, rstd, g, rows, cols))
 }
 
+/// Layer norm and its affine map `y = x̂·w + b` in one pass: `(y, x̂, rstd)`, or `None` where the
+/// backend has no fused kernel and the op composes it.
+pub fn layer_norm_affine(
+    x: &Storage,
+    w: &Storage,
+    b: &Storage,
+    cols: usize,
+    eps: f64,
+) -> Option<(Storage, Storage, Storage)> {
+    match (x, w, b) {
+        (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
+            let (y, xh, r) = cpu::layer_norm_affine(x, w, b, cols, eps);
+            Some((Storage::Cpu(y), Storage::Cpu(xh), Storage::Cpu(r)))
+        }
+        _ => None,
+    }
+}
+
+/// Gradients `(dx, dw, db)` of [`layer_norm_affine`] from x̂, rstd, the weight and the output
+/// gradient (only called where the forward pass was fused).
+pub fn layer_norm_affine_backward(
+    xhat: &Storage,
+    rstd: &Storage,
+    w: &Storage,
+    g: &Storage,
+    cols: usize,
+) -> (Storage, Storage, Storage) {
+    match (xhat, rstd, w, g) {
+        (Storage::Cpu(x), Storage::Cpu(r), Storage::Cpu(w), Storage::Cpu(g)) => {
+            let (dx, dw, db) = cpu::layer_norm_affine_backward(x, r, w, g, cols);
+            (Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db))
+        }
+        _ => panic!("layer_norm backward: the fused kernel runs on the CPU only"),
+    }
+}
+
 /// How attention's q, k and v are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Packing {

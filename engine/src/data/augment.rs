@@ -196,8 +196,13 @@ impl Augment {
     /// background); brightness/contrast jitter 0.4 with p 0.8 varies ink; noise std 0.05 with
     /// p 0.5 stops the model keying on exact pixel values.
     pub fn mnist(size: usize) -> Augment {
+        Augment::mnist_crop(size, 0.4)
+    }
+
+    /// The MNIST recipe with crops keeping at least `min_scale` of the image's area.
+    pub fn mnist_crop(size: usize, min_scale: f32) -> Augment {
         Augment::new()
-            .then(crop(size, 0.4))
+            .then(crop(size, min_scale))
             .then(Transform::RandomAffine {
                 degrees: 15.0,
                 translate: (0.1, 0.1),

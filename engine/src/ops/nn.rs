@@ -5,6 +5,7 @@ use crate::backend;
 use crate::shape::axis;
 use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
+use std::sync::Arc;
 
 impl Tensor {
     /// Fused, numerically stable softmax (or log-softmax) along the last axis.
@@ -79,6 +80,11 @@ impl Tensor {
             }
         }
         let rows = self.numel() / cols.max(1);
+        if let (Some(w), Some(b)) = (weight, bias) {
+            if let Some(y) = self.layer_norm_fused(w, b, cols, eps) {
+                return y;
+            }
+        }
         let (xhat, _mean, rstd) = backend::layer_norm(&self.storage(), rows, cols, eps);
         let xhat = Tensor::from_storage(xhat, self.shape().to_vec(), self.device());
         let rstd = Tensor::from_storage(rstd, vec![rows], self.device());
@@ -111,6 +117,37 @@ impl Tensor {
             Some(b) => &scaled + b,
             None => scaled,
         }
+    }
+
+    /// The affine layer norm as one fused op where the backend has the kernel.
+    fn layer_norm_fused(&self, w: &Tensor, b: &Tensor, cols: usize, eps: f64) -> Option<Tensor> {
+        crate::ops::elementwise::check_same("layer_norm", self, w);
+        crate::ops::elementwise::check_same("layer_norm", self, b);
+        let (y, xhat, rstd) =
+            backend::layer_norm_affine(&self.storage(), &w.storage(), &b.storage(), cols, eps)?;
+        let dev = self.device();
+        let (xhat, rstd) = (Arc::new(xhat), Arc::new(rstd));
+        let (shape, ws) = (self.shape().to_vec(), w.detach());
+        Some(Tensor::from_op(
+            y,
+            shape.clone(),
+            &dev.clone(),
+            &[self, w, b],
+            move |g| {
+                let (dx, dw, db) = backend::layer_norm_affine_backward(
+                    &xhat,
+                    &rstd,
+                    &ws.storage(),
+                    &g.storage(),
+                    cols,
+                );
+                vec![
+                    Some(Tensor::from_storage(dx, shape, dev.clone())),
+                    Some(Tensor::from_storage(dw, vec![cols], dev.clone())),
+                    Some(Tensor::from_storage(db, vec![cols], dev)),
+                ]
+            },
+        ))
     }
 
     /// Batch norm over axis 1 of (N, C) or (N, C, L…) inputs.

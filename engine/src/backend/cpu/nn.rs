@@ -166,3 +166,126 @@ pub fn index_add(g: &CpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
         out
     })
 }
+
+/// Layer norm with its affine map fused in one row pass: returns `(y, x̂, rstd)` with
+/// y = x̂·w + b.
+pub fn layer_norm_affine(
+    x: &CpuData,
+    w: &CpuData,
+    b: &CpuData,
+    cols: usize,
+    eps: f64,
+) -> (CpuData, CpuData, CpuData) {
+    fn go<T: Elem>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> [Vec<T>; 3] {
+        let rows = x.len() / cols.max(1);
+        let (mut y, mut xhat, mut rstd) = (x.to_vec(), x.to_vec(), vec![T::zero(); rows]);
+        let (n, eps) = (T::from_f64(cols as f64), T::from_f64(eps));
+        let row = |((y, xh), r): ((&mut [T], &mut [T]), &mut T)| {
+            let mean = sum_by(xh, |v| v) / n;
+            let var = sum_by(xh, |v| (v - mean) * (v - mean)) / n;
+            *r = T::one() / (var + eps).sqrt();
+            for (((y, xh), &w), &b) in y.iter_mut().zip(xh.iter_mut()).zip(w).zip(b) {
+                *xh = (*xh - mean) * *r;
+                *y = *xh * w + b;
+            }
+        };
+        if cols > 0 {
+            if x.len() >= PAR_MIN {
+                y.par_chunks_mut(cols)
+                    .zip(xhat.par_chunks_mut(cols))
+                    .zip(rstd.par_iter_mut())
+                    .for_each(row);
+            } else {
+                y.chunks_mut(cols)
+                    .zip(xhat.chunks_mut(cols))
+                    .zip(rstd.iter_mut())
+                    .for_each(row);
+            }
+        }
+        [y, xhat, rstd]
+    }
+    let [y, xh, r] = match (x, w, b) {
+        (CpuData::F32(x), CpuData::F32(w), CpuData::F32(b)) => {
+            go(x, w, b, cols, eps).map(CpuData::F32)
+        }
+        (CpuData::F64(x), CpuData::F64(w), CpuData::F64(b)) => {
+            go(x, w, b, cols, eps).map(CpuData::F64)
+        }
+        _ => panic!("layer_norm: input, weight and bias have different dtypes"),
+    };
+    (y, xh, r)
+}
+
+/// Gradients `(dx, dw, db)` of [`layer_norm_affine`] from x̂, rstd, the weight and the output
+/// gradient g, in one pass over the rows (each core sums dw and db over its own rows).
+pub fn layer_norm_affine_backward(
+    xhat: &CpuData,
+    rstd: &CpuData,
+    w: &CpuData,
+    g: &CpuData,
+    cols: usize,
+) -> (CpuData, CpuData, CpuData) {
+    fn go<T: Elem>(xhat: &[T], rstd: &[T], w: &[T], g: &[T], cols: usize) -> [Vec<T>; 3] {
+        let mut dx = vec![T::zero(); xhat.len()];
+        let n = T::from_f64(cols as f64);
+        // Rows per task: enough to amortise a task's own dw and db, few enough to split evenly.
+        let block = (PAR_MIN / cols.max(1)).max(1);
+        let task = |(t, dx): (usize, &mut [T])| -> (Vec<T>, Vec<T>) {
+            let (mut dw, mut db) = (vec![T::zero(); cols], vec![T::zero(); cols]);
+            let mut gw = vec![T::zero(); cols];
+            for (i, dx) in dx.chunks_mut(cols).enumerate() {
+                let r = t * block + i;
+                let (xh, g) = (
+                    &xhat[r * cols..(r + 1) * cols],
+                    &g[r * cols..(r + 1) * cols],
+                );
+                for ((((gw, dw), db), (&g, &x)), &w) in gw
+                    .iter_mut()
+                    .zip(dw.iter_mut())
+                    .zip(db.iter_mut())
+                    .zip(g.iter().zip(xh))
+                    .zip(w)
+                {
+                    *gw = g * w;
+                    *dw = *dw + g * x;
+                    *db = *db + g;
+                }
+                let (mg, mgx) = (sum_by(&gw, |v| v) / n, dot(&gw, xh) / n);
+                for ((dx, &gw), &x) in dx.iter_mut().zip(&gw).zip(xh) {
+                    *dx = rstd[r] * (gw - mg - x * mgx);
+                }
+            }
+            (dw, db)
+        };
+        let add = |(mut a, mut b): (Vec<T>, Vec<T>), (c, d): (Vec<T>, Vec<T>)| {
+            a.iter_mut().zip(c).for_each(|(a, c)| *a = *a + c);
+            b.iter_mut().zip(d).for_each(|(b, d)| *b = *b + d);
+            (a, b)
+        };
+        let zeros = || (vec![T::zero(); cols], vec![T::zero(); cols]);
+        let (dw, db) = if cols == 0 {
+            zeros()
+        } else if xhat.len() >= PAR_MIN {
+            dx.par_chunks_mut(block * cols)
+                .enumerate()
+                .map(task)
+                .reduce(zeros, add)
+        } else {
+            dx.chunks_mut(block * cols)
+                .enumerate()
+                .map(task)
+                .fold(zeros(), add)
+        };
+        [dx, dw, db]
+    }
+    let [dx, dw, db] = match (xhat, rstd, w, g) {
+        (CpuData::F32(x), CpuData::F32(r), CpuData::F32(w), CpuData::F32(g)) => {
+            go(x, r, w, g, cols).map(CpuData::F32)
+        }
+        (CpuData::F64(x), CpuData::F64(r), CpuData::F64(w), CpuData::F64(g)) => {
+            go(x, r, w, g, cols).map(CpuData::F64)
+        }
+        _ => panic!("layer_norm backward: operands have different dtypes"),
+    };
+    (dx, dw, db)
+}
