@@ -788,6 +788,29 @@ fn mm_tol(sa: &[usize], sb: &[usize]) -> Tol32 {
     reduce_tol(sa.iter().chain(sb).copied().max().unwrap_or(1) * 4)
 }
 
+/// The CPU's fused linear op against the GPU's composed product and bias add.
+#[test]
+fn gpu_linear() {
+    let Some(gpu) = gpu_or_skip("gpu_linear") else {
+        return;
+    };
+    for (m, k, n, seed) in [(300usize, 64usize, 70usize, 60u64), (5, 3, 2, 63)] {
+        let s = [m, k];
+        let inputs = vec![
+            leaf32(normal(&s, seed), &s),
+            leaf32(normal(&[n, k], seed + 1), &[n, k]),
+            leaf32(normal(&[n], seed + 2), &[n]),
+        ];
+        gpu_check_with(
+            &format!("linear {m}×{k} → {n}"),
+            &gpu,
+            &inputs,
+            reduce_tol(k.max(m)),
+            |t| t[0].linear(&t[1], Some(&t[2])),
+        );
+    }
+}
+
 #[test]
 fn gpu_matmul() {
     let Some(gpu) = gpu_or_skip("gpu_matmul") else {

@@ -443,6 +443,32 @@ fn grad_max_min() {
 // Matrix products
 // ---------------------------------------------------------------------------------------------
 
+/// The fused linear op (bias added in the product's pass): gradients for input, weight and
+/// bias, on a small input and on one large enough to be split into row blocks across cores, where
+/// it must also equal the composed `x·wᵀ + b`.
+#[test]
+fn grad_linear() {
+    let x = leaf64(normal(&[2, 3, 5], 50), &[2, 3, 5]);
+    let w = leaf64(normal(&[4, 5], 51), &[4, 5]);
+    let b = leaf64(normal(&[4], 52), &[4]);
+    gradcheck("linear with bias", &[x.clone(), w.clone(), b], |t| {
+        t[0].linear(&t[1], Some(&t[2]))
+    });
+    gradcheck("linear without bias", &[x, w], |t| t[0].linear(&t[1], None));
+    let (x, w, b) = (
+        const64(normal(&[700, 48], 53), &[700, 48]),
+        const64(normal(&[40, 48], 54), &[40, 48]),
+        const64(normal(&[40], 55), &[40]),
+    );
+    let want = &x.matmul_nt(&w) + &b;
+    assert_close64(
+        "linear against x·wᵀ + b",
+        &x.linear(&w, Some(&b)).to_vec_f64(),
+        &want.to_vec_f64(),
+        1e-12,
+    );
+}
+
 #[test]
 fn grad_matmul() {
     let cases: [(&[usize], &[usize]); 7] = [

@@ -267,6 +267,24 @@ pub fn matmul(a: &Storage, b: &Storage, spec: MatmulSpec) -> Storage {
     dispatch!("matmul"; a, b; cpu => cpu::matmul(a, b, spec); gpu => gpu::matmul(a, b, spec))
 }
 
+/// A linear layer `x (m×k) · wᵀ + b` (w stored n×k) with the bias added in the product's pass,
+/// or `None` where the backend has no such kernel and the op composes it.
+pub fn linear(
+    x: &Storage,
+    w: &Storage,
+    b: &Storage,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<Storage> {
+    match (x, w, b) {
+        (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
+            Some(Storage::Cpu(cpu::linear(x, w, b, m, k, n)))
+        }
+        _ => None,
+    }
+}
+
 /// Reads `shape` elements of `src` starting at `offset` through `strides` into a new
 /// contiguous buffer: permute, narrow and expand are all this one kernel.
 pub fn gather_strided(src: &Storage, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {

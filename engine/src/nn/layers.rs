@@ -46,14 +46,7 @@ impl Linear {
             "Linear: input of shape {:?} does not end in {inputs} features",
             x.shape()
         );
-        let mut out_shape = x.shape().to_vec();
-        *out_shape.last_mut().unwrap() = self.weight.shape()[0];
-        let y = x.reshape(&[-1, inputs as isize]).matmul_nt(&self.weight);
-        let y = match &self.bias {
-            Some(b) => &y + b,
-            None => y,
-        };
-        y.reshape_to(&out_shape)
+        x.linear(&self.weight, self.bias.as_ref())
     }
 }
 

@@ -100,4 +100,53 @@ impl Tensor {
             vec![Some(ga.sum_to(x.shape())), Some(gb.sum_to(y.shape()))]
         })
     }
+
+    /// A linear layer on the last axis: `self (…, k) · weightᵀ + bias` with `weight` `(n, k)` and
+    /// `bias` `(n)`, giving `(…, n)`. Where the backend has the kernel, the bias is added in the
+    /// product's own pass over the output.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
+        let k = self.shape().last().copied().unwrap_or(0);
+        assert!(
+            self.rank() >= 1 && weight.rank() == 2 && weight.shape()[1] == k,
+            "linear: input {:?} does not end in the {:?} weight's input width",
+            self.shape(),
+            weight.shape()
+        );
+        let n = weight.shape()[0];
+        let mut shape = self.shape().to_vec();
+        *shape.last_mut().expect("rank ≥ 1") = n;
+        let x2 = self.reshape_to(&[self.numel() / k.max(1), k]);
+        let Some(b) = bias else {
+            return x2.matmul_nt(weight).reshape_to(&shape);
+        };
+        crate::ops::elementwise::check_same("linear", self, weight);
+        crate::ops::elementwise::check_same("linear", self, b);
+        assert_eq!(
+            b.shape(),
+            [n],
+            "linear: bias of shape {:?} does not match {n} outputs",
+            b.shape()
+        );
+        let m = x2.shape()[0];
+        let Some(out) = backend::linear(&x2.storage(), &weight.storage(), &b.storage(), m, k, n)
+        else {
+            return (&x2.matmul_nt(weight) + b).reshape_to(&shape);
+        };
+        let (x, w) = (x2.detach(), weight.detach());
+        let y = Tensor::from_op(
+            out,
+            vec![m, n],
+            &self.device(),
+            &[&x2, weight, b],
+            move |g| {
+                vec![
+                    Some(g.matmul(&w)),
+                    Some(g.matmul_tn(&x)),
+                    Some(g.sum(0, false)),
+                ]
+            },
+        );
+        y.reshape_to(&shape)
+    }
 }

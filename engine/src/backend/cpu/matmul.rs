@@ -153,3 +153,59 @@ pub(super) fn matmul_t<T: Elem>(a: &[T], b: &[T], s: MatmulSpec) -> Vec<T> {
     unsafe { out.set_len(batch * m * n) };
     out
 }
+
+/// Rows of a linear layer's output computed per task: a block small enough (≤ 128 rows) that the
+/// bias is added while the block is still in cache, many enough to split across cores evenly.
+const LINEAR_ROWS: usize = 128;
+
+/// A linear layer, x (m×k) · wᵀ (w stored n×k) + b: gemm and the bias add in one pass per row
+/// block instead of a product then a separate broadcast add over the whole output.
+pub fn linear(x: &CpuData, w: &CpuData, b: &CpuData, m: usize, k: usize, n: usize) -> CpuData {
+    fn go<T: Elem>(x: &[T], w: &[T], b: &[T], m: usize, k: usize, n: usize) -> Vec<T> {
+        let mut out: Vec<T> = Vec::with_capacity(m * n);
+        if n == 0 {
+            return out;
+        }
+        let block = |(i, c): (usize, &mut [MaybeUninit<T>])| {
+            let rows = c.len() / n;
+            if k == 0 {
+                c.iter_mut().for_each(|v| {
+                    v.write(T::zero());
+                });
+            } else {
+                // SAFETY: rows [i·LINEAR_ROWS, +rows) of x and all of w are in bounds (the op
+                // layer checked x is m×k and w is n×k); c is this block's rows×n output.
+                unsafe {
+                    gemm_into(
+                        rows,
+                        n,
+                        k,
+                        c.as_mut_ptr().cast(),
+                        n,
+                        x.as_ptr().add(i * LINEAR_ROWS * k),
+                        (k, 1),
+                        w.as_ptr(),
+                        (1, k),
+                    )
+                }
+            }
+            // SAFETY: every element of the block was written just above.
+            let c = unsafe { &mut *(c as *mut [MaybeUninit<T>] as *mut [T]) };
+            for row in c.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(o, &b)| *o = *o + b);
+            }
+        };
+        let c = &mut out.spare_capacity_mut()[..m * n];
+        if m * n * k.max(1) >= PAR_GEMM_MIN {
+            c.par_chunks_mut(LINEAR_ROWS * n)
+                .enumerate()
+                .for_each(block);
+        } else {
+            c.chunks_mut(LINEAR_ROWS * n).enumerate().for_each(block);
+        }
+        // SAFETY: the blocks cover all m×n elements and each was fully written.
+        unsafe { out.set_len(m * n) };
+        out
+    }
+    map_same!("linear"; x, w, b => go(x, w, b, m, k, n))
+}

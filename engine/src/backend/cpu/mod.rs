@@ -10,7 +10,7 @@ mod reduce;
 
 pub use attention::{attention, attention_backward};
 pub use elementwise::{binary, concat, gather_strided, select, unary, unary_backward};
-pub use matmul::matmul;
+pub use matmul::{linear, matmul};
 pub use nn::{
     index_add, index_select, layer_norm, layer_norm_affine, layer_norm_affine_backward,
     layer_norm_backward, softmax, softmax_backward,
