@@ -2,6 +2,7 @@
 
 use super::{dot, map1, map_in_place, map_same, max_of, sum_by, CpuData, Elem, PAR_MIN};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Runs `f(row_index, row)` over the `cols`-wide rows of `out`, in parallel when large.
 fn rows_mut<T: Send>(out: &mut [T], cols: usize, f: impl Fn(usize, &mut [T]) + Sync) {
@@ -178,29 +179,50 @@ pub fn layer_norm_affine(
 ) -> (CpuData, CpuData, CpuData) {
     fn go<T: Elem>(x: &[T], w: &[T], b: &[T], cols: usize, eps: f64) -> [Vec<T>; 3] {
         let rows = x.len() / cols.max(1);
-        let (mut y, mut xhat, mut rstd) = (x.to_vec(), x.to_vec(), vec![T::zero(); rows]);
+        let (mut y, mut xhat) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+        let mut rstd = vec![T::zero(); rows];
         let (n, eps) = (T::from_f64(cols as f64), T::from_f64(eps));
-        let row = |((y, xh), r): ((&mut [T], &mut [T]), &mut T)| {
-            let mean = sum_by(xh, |v| v) / n;
-            let var = sum_by(xh, |v| (v - mean) * (v - mean)) / n;
+        type Row<'a, T> = (
+            (
+                (&'a mut [MaybeUninit<T>], &'a mut [MaybeUninit<T>]),
+                &'a mut T,
+            ),
+            &'a [T],
+        );
+        let row = |(((y, xh), r), x): Row<T>| {
+            let mean = sum_by(x, |v| v) / n;
+            let var = sum_by(x, |v| (v - mean) * (v - mean)) / n;
             *r = T::one() / (var + eps).sqrt();
-            for (((y, xh), &w), &b) in y.iter_mut().zip(xh.iter_mut()).zip(w).zip(b) {
-                *xh = (*xh - mean) * *r;
-                *y = *xh * w + b;
+            for ((((y, xh), &x), &w), &b) in y.iter_mut().zip(xh.iter_mut()).zip(x).zip(w).zip(b) {
+                let h = (x - mean) * *r;
+                xh.write(h);
+                y.write(h * w + b);
             }
         };
         if cols > 0 {
+            let (ys, xs) = (
+                &mut y.spare_capacity_mut()[..x.len()],
+                &mut xhat.spare_capacity_mut()[..x.len()],
+            );
             if x.len() >= PAR_MIN {
-                y.par_chunks_mut(cols)
-                    .zip(xhat.par_chunks_mut(cols))
+                ys.par_chunks_mut(cols)
+                    .zip(xs.par_chunks_mut(cols))
                     .zip(rstd.par_iter_mut())
+                    .zip(x.par_chunks(cols))
                     .for_each(row);
             } else {
-                y.chunks_mut(cols)
-                    .zip(xhat.chunks_mut(cols))
+                ys.chunks_mut(cols)
+                    .zip(xs.chunks_mut(cols))
                     .zip(rstd.iter_mut())
+                    .zip(x.chunks(cols))
                     .for_each(row);
             }
+        }
+        // SAFETY: the rows cover all x.len() elements (none when cols is 0) and each row wrote
+        // every slot of y and x̂.
+        unsafe {
+            y.set_len(x.len());
+            xhat.set_len(x.len());
         }
         [y, xhat, rstd]
     }
