@@ -31,7 +31,7 @@ struct Args {
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
     #[arg(long)]
     device: Option<String>,
-    /// Optimizer steps of pre-training (the default takes about 8 minutes on a 2-core CPU).
+    /// Optimizer steps of pre-training (the default takes about 7 minutes on a 2-core CPU).
     #[arg(long, default_value_t = 2000)]
     steps: u64,
     /// Images per batch (each gives two views).
