@@ -135,8 +135,9 @@ pub fn unary_derivative<T: Elem>(op: Unary, x: T) -> T {
                 + half * x * (one - t * t) * c(SQRT_2_OVER_PI) * (one + c(3.0 * GELU_C) * x * x)
         }
         Unary::GeluErf => {
-            half * (one + (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf())
-                + x * (-half * x * x).exp_fast() * c(0.398_942_280_401_432_7)
+            // e^(−(x/√2)²) = e^(−x²/2): the Gaussian density's exponent, shared with erf.
+            let (erf, gauss) = (x * c(std::f64::consts::FRAC_1_SQRT_2)).erf_and_gauss();
+            half * (one + erf) + x * gauss * c(0.398_942_280_401_432_7)
         }
         Unary::Sigmoid => {
             let s = sigmoid(x);

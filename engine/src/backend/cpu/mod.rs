@@ -27,6 +27,9 @@ pub(crate) const PAR_MIN: usize = 1 << 15;
 pub trait Elem: Float + Default + Send + Sync + std::fmt::Debug + 'static {
     fn from_f64(v: f64) -> Self;
     fn erf(self) -> Self;
+    /// (erf(x), e^(−x²)) together: GELU's derivative needs both, and erf's approximation
+    /// already computes the second.
+    fn erf_and_gauss(self) -> (Self, Self);
     /// eˣ; for f32 a branch-free polynomial that the compiler vectorises (libm's expf is a call
     /// per element), for f64 the exact function gradient checks rely on.
     fn exp_fast(self) -> Self;
@@ -38,6 +41,10 @@ impl Elem for f32 {
     }
     #[inline(always)]
     fn erf(self) -> Self {
+        erf_fast(self).0
+    }
+    #[inline(always)]
+    fn erf_and_gauss(self) -> (Self, Self) {
         erf_fast(self)
     }
     #[inline(always)]
@@ -52,6 +59,9 @@ impl Elem for f64 {
     }
     fn erf(self) -> Self {
         libm::erf(self)
+    }
+    fn erf_and_gauss(self) -> (Self, Self) {
+        (libm::erf(self), (-self * self).exp())
     }
     #[inline(always)]
     fn exp_fast(self) -> Self {
@@ -132,21 +142,18 @@ macro_rules! map_same {
 
 pub(crate) use {map1, map_same};
 
-/// erf by Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, about 5e-7 after f32 rounding of the
+/// (erf(x), e^(−x²)), erf by Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, about 5e-7 after f32 rounding of the
 /// result's scale): the formula the WGSL kernels use, and several times faster than libm's.
 #[inline(always)]
-fn erf_fast(x: f32) -> f32 {
+fn erf_fast(x: f32) -> (f32, f32) {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_72) * t
         + 0.254_829_6)
         * t;
-    let y = 1.0 - poly * exp_f32(-a * a);
-    if x < 0.0 {
-        -y
-    } else {
-        y
-    }
+    let gauss = exp_f32(-a * a);
+    let y = 1.0 - poly * gauss;
+    (if x < 0.0 { -y } else { y }, gauss)
 }
 
 /// eˣ in f32 by range reduction x = n·ln2 + r, |r| ≤ ln2/2, a degree-6 polynomial for eʳ and
@@ -267,7 +274,7 @@ mod tests {
                     "exp({x}) = {fast}, want {exact}"
                 );
             }
-            let (fast, exact) = (erf_fast(x / 10.0), libm::erf(x as f64 / 10.0));
+            let (fast, exact) = (erf_fast(x / 10.0).0, libm::erf(x as f64 / 10.0));
             assert!(
                 (fast as f64 - exact).abs() < 5e-7,
                 "erf({}) = {fast}, want {exact}",
