@@ -170,6 +170,12 @@ fn run() -> Result<(), String> {
             (train, test)
         }
     };
+    if args.finetune_labels > train.n {
+        return Err(format!(
+            "--finetune-labels {} exceeds the {} training images",
+            args.finetune_labels, train.n
+        ));
+    }
     println!(
         "data: {} training images, {} test images, {}×{}×{}",
         train.n, test.n, train.c, train.h, train.w
@@ -289,12 +295,6 @@ fn fine_tune(
     let n = args.finetune_labels;
     if n == 0 {
         return Ok(());
-    }
-    if n > train.n {
-        return Err(format!(
-            "--finetune-labels {n} exceeds the {} training images",
-            train.n
-        ));
     }
     let t = Instant::now();
     let (_, labelled) = train.split(n, config.seed ^ 0x5EED);
