@@ -405,14 +405,34 @@ fn backward<T: Elem>(x: Saved<T>, s: AttnSpec, packing: Packing) -> Vec<Vec<T>> 
     }
 }
 
-/// Borrows an f32 or f64 slice from each buffer, which must share one dtype.
-macro_rules! slices {
-    ($ty:ident; $($x:expr),+) => {
-        ($(match $x {
-            CpuData::$ty(v) => v.as_slice(),
-            _ => panic!("attention: operands have different dtypes"),
-        },)+)
-    };
+/// The element types a [`CpuData`] holds, so one generic body serves f32 and f64 buffers.
+trait Typed: Elem {
+    fn of(d: &CpuData) -> &[Self];
+    fn wrap(v: Vec<Self>) -> CpuData;
+}
+
+impl Typed for f32 {
+    fn of(d: &CpuData) -> &[f32] {
+        match d {
+            CpuData::F32(v) => v,
+            CpuData::F64(_) => panic!("attention: operands have different dtypes"),
+        }
+    }
+    fn wrap(v: Vec<f32>) -> CpuData {
+        CpuData::F32(v)
+    }
+}
+
+impl Typed for f64 {
+    fn of(d: &CpuData) -> &[f64] {
+        match d {
+            CpuData::F64(v) => v,
+            CpuData::F32(_) => panic!("attention: operands have different dtypes"),
+        }
+    }
+    fn wrap(v: Vec<f64>) -> CpuData {
+        CpuData::F64(v)
+    }
 }
 
 /// Attention output `o` and per-row log-sum-exp; `q`, `k`, `v` are the same buffer when packed.
@@ -424,19 +444,18 @@ pub fn attention(
     s: AttnSpec,
     packing: Packing,
 ) -> (CpuData, CpuData) {
+    fn go<T: Typed>(
+        [q, k, v]: [&CpuData; 3],
+        bias: Option<&CpuData>,
+        s: AttnSpec,
+        packing: Packing,
+    ) -> (CpuData, CpuData) {
+        let (o, l) = forward(T::of(q), T::of(k), T::of(v), bias.map(T::of), s, packing);
+        (T::wrap(o), T::wrap(l))
+    }
     match q {
-        CpuData::F32(_) => {
-            let (q, k, v) = slices!(F32; q, k, v);
-            let bias = bias.map(|b| slices!(F32; b).0);
-            let (o, l) = forward(q, k, v, bias, s, packing);
-            (CpuData::F32(o), CpuData::F32(l))
-        }
-        CpuData::F64(_) => {
-            let (q, k, v) = slices!(F64; q, k, v);
-            let bias = bias.map(|b| slices!(F64; b).0);
-            let (o, l) = forward(q, k, v, bias, s, packing);
-            (CpuData::F64(o), CpuData::F64(l))
-        }
+        CpuData::F32(_) => go::<f32>([q, k, v], bias, s, packing),
+        CpuData::F64(_) => go::<f64>([q, k, v], bias, s, packing),
     }
 }
 
@@ -454,40 +473,26 @@ pub fn attention_backward(
     s: AttnSpec,
     packing: Packing,
 ) -> Vec<CpuData> {
+    fn go<T: Typed>(
+        [q, k, v, o, lse, g]: [&CpuData; 6],
+        bias: Option<&CpuData>,
+        s: AttnSpec,
+        packing: Packing,
+    ) -> Vec<CpuData> {
+        let x = Saved {
+            q: T::of(q),
+            k: T::of(k),
+            v: T::of(v),
+            o: T::of(o),
+            lse: T::of(lse),
+            g: T::of(g),
+            bias: bias.map(T::of),
+        };
+        backward(x, s, packing).into_iter().map(T::wrap).collect()
+    }
+    let bufs = [q, k, v, o, lse, g];
     match q {
-        CpuData::F32(_) => {
-            let (q, k, v, o, lse, g) = slices!(F32; q, k, v, o, lse, g);
-            let bias = bias.map(|b| slices!(F32; b).0);
-            let x = Saved {
-                q,
-                k,
-                v,
-                o,
-                lse,
-                g,
-                bias,
-            };
-            backward(x, s, packing)
-                .into_iter()
-                .map(CpuData::F32)
-                .collect()
-        }
-        CpuData::F64(_) => {
-            let (q, k, v, o, lse, g) = slices!(F64; q, k, v, o, lse, g);
-            let bias = bias.map(|b| slices!(F64; b).0);
-            let x = Saved {
-                q,
-                k,
-                v,
-                o,
-                lse,
-                g,
-                bias,
-            };
-            backward(x, s, packing)
-                .into_iter()
-                .map(CpuData::F64)
-                .collect()
-        }
+        CpuData::F32(_) => go::<f32>(bufs, bias, s, packing),
+        CpuData::F64(_) => go::<f64>(bufs, bias, s, packing),
     }
 }
