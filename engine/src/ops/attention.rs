@@ -5,6 +5,21 @@
 use crate::backend::{self, AttnSaved, AttnSpec, Packing};
 use crate::tensor::Tensor;
 
+/// The additive key mask the kernels take: -inf where `mask` (`(B, Tk)`, non-zero = padded) hides
+/// a key, 0 elsewhere, in `like`'s dtype and device.
+#[track_caller]
+fn key_bias(op: &str, mask: &Tensor, like: &Tensor, shape: [usize; 2]) -> Tensor {
+    assert_eq!(
+        mask.shape(),
+        shape,
+        "{op}: key_padding_mask must be (B, Tk) = {shape:?}, got {:?}",
+        mask.shape()
+    );
+    like.new_from(&[f64::NEG_INFINITY], &[])
+        .where_(mask, &like.new_from(&[0.0], &[]))
+        .detach()
+}
+
 impl Tensor {
     /// softmax(q kᵀ · scale + masks) v for q `(B, H, Tq, D)`, k `(B, H, Tk, D)`, v `(B, H, Tk, Dv)`
     /// (or rank-3 `(B, T, D)` with one head).
@@ -44,18 +59,7 @@ impl Tensor {
             k.shape(),
             v.shape()
         );
-        let bias = key_padding_mask.map(|m| {
-            assert_eq!(
-                m.shape(),
-                [b, tk],
-                "attention: key_padding_mask must be (B, Tk) = {:?}, got {:?}",
-                [b, tk],
-                m.shape()
-            );
-            q.new_from(&[f64::NEG_INFINITY], &[])
-                .where_(m, &q.new_from(&[0.0], &[]))
-                .detach()
-        });
+        let bias = key_padding_mask.map(|m| key_bias("attention", m, q, [b, tk]));
         let scale = scale.unwrap_or(1.0 / (d as f64).sqrt());
         let spec = AttnSpec {
             bh: b * heads,
@@ -168,18 +172,7 @@ impl Tensor {
             );
             y.permute(&[0, 2, 1, 3]).reshape_to(&[b, t, c])
         };
-        let bias = key_padding_mask.map(|m| {
-            assert_eq!(
-                m.shape(),
-                [b, t],
-                "multi_head_attention: key_padding_mask must be (B, T) = {:?}, got {:?}",
-                [b, t],
-                m.shape()
-            );
-            qkv.new_from(&[f64::NEG_INFINITY], &[])
-                .where_(m, &qkv.new_from(&[0.0], &[]))
-                .detach()
-        });
+        let bias = key_padding_mask.map(|m| key_bias("multi_head_attention", m, qkv, [b, t]));
         let spec = AttnSpec {
             bh: b * heads,
             heads,
