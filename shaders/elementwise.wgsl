@@ -42,7 +42,7 @@ fn unary_f(op: u32, x: f32, a: f32, b: f32) -> f32 {
         case 3u: { return sqrt(x); }
         case 4u: { return inverseSqrt(x); }
         case 5u: { return abs(x); }
-        case 6u: { return max(x, 0.0); }
+        case 6u: { return select(x, 0.0, x < 0.0); } // NaN stays NaN, as in PyTorch
         case 7u: { return 0.5 * x * (1.0 + tanh_safe(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))); }
         case 8u: { return 0.5 * x * (1.0 + erf_approx(x * INV_SQRT_2)); }
         case 9u: { return sigmoid(x); }

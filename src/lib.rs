@@ -1,6 +1,10 @@
-//! selfsup: re-exports.
+//! selfsup: what the programs share — the generic pre-training run, its flags and main job, the
+//! results report and plots — over the engine and the models, re-exported here.
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod allocator;
+pub mod flags;
 pub mod plot;
-pub mod simclr_run;
+pub mod pretrain;
+pub mod report;
+pub mod run;

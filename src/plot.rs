@@ -1,4 +1,4 @@
-//! Tiny PNG line charts for training curves.
+//! Tiny PNG line and scatter charts: training curves, accuracy during training, embeddings.
 //!
 //! Deliberately self-contained: text comes from an embedded 5×7 bitmap font rather than a font
 //! stack (plotters/fontconfig), so charts render identically on headless CI machines without fonts.
@@ -20,6 +20,8 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Plot `y` on a log10 axis (ticks at whole decades), e.g. for losses spanning magnitudes.
     pub log_y: bool,
+    /// Draw each point as a dot instead of joining them (a scatter plot, one colour a series).
+    pub scatter: bool,
 }
 
 type Rgb = [u8; 3];
@@ -27,13 +29,17 @@ const WHITE: Rgb = [255, 255, 255];
 const BLACK: Rgb = [0, 0, 0];
 const GRID: Rgb = [225, 225, 225];
 /// Series colours (Tableau 10), cycled; distinct hues that stay apart in greyscale-ish prints.
-const PALETTE: [Rgb; 6] = [
+const PALETTE: [Rgb; 10] = [
     [31, 119, 180],
     [255, 127, 14],
     [44, 160, 44],
     [214, 39, 40],
     [148, 103, 189],
     [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
 ];
 
 /// 5×7 glyphs (plus an 8th row for g/j/p/q/y descenders), one byte per column, bit 0 = top row.
@@ -277,8 +283,12 @@ impl Chart {
         for (i, pts) in l.pts.iter().enumerate() {
             let col = PALETTE[i % PALETTE.len()];
             let px: Vec<(i64, i64)> = pts.iter().map(|&p| l.px(p)).collect();
-            if let [(x, y)] = px[..] {
-                c.rect(x - 2, y - 2, 5, 5, col); // a lone point would otherwise be a 2-px speck
+            if self.scatter || px.len() == 1 {
+                // A dot: a lone point would otherwise be a 2-px speck.
+                for &(x, y) in &px {
+                    c.rect(x - s, y - s, 2 * s + 1, 2 * s + 1, col);
+                }
+                continue;
             }
             for seg in px.windows(2) {
                 c.line(seg[0], seg[1], col);
@@ -378,6 +388,7 @@ mod tests {
             y_label,
             series,
             log_y,
+            scatter: false,
         }
     }
 

@@ -5,7 +5,12 @@
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{Device, Tensor};
+use selfsup_models::barlow::barlow_loss;
+use selfsup_models::byol::regression_loss;
+use selfsup_models::moco_v2::info_nce;
+use selfsup_models::moco_v3::ctr;
 use selfsup_models::simclr::nt_xent;
+use selfsup_models::simsiam::simsiam_loss;
 use selfsup_models::vit::{Pool, VisionTransformer, VitConfig};
 use std::path::{Path, PathBuf};
 
@@ -32,8 +37,16 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     let (mut worst, mut at) = (0.0f32, 0);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let excess = (g - w).abs() - (atol + rtol * w.abs());
-        if excess > worst {
-            (worst, at) = (excess, i);
+        // NaN must fail: no comparison would call it too large.
+        if excess.is_nan() || excess > worst {
+            (worst, at) = (
+                if excess.is_nan() {
+                    f32::INFINITY
+                } else {
+                    excess
+                },
+                i,
+            );
         }
     }
     assert!(
@@ -175,4 +188,73 @@ fn nt_xent_matches_a_hand_computed_value() {
     let z2 = Tensor::from_vec(vec![3.0, 0.0, 0.0, 0.5], &[2, 2], &cpu);
     let want = (std::f64::consts::E + 2.0).ln() - 1.0;
     assert!((nt_xent(&z1, &z2, 1.0).item() as f64 - want).abs() < 1e-6);
+}
+
+#[test]
+#[should_panic(expected = "is NaN but PyTorch gives 1")]
+fn the_fixture_comparison_fails_on_nan() {
+    assert_close("nan", &[1.0, f32::NAN], &[1.0, 1.0], 1e-3, 1e-3);
+}
+
+/// Checks `loss` and the gradient of each named input against the `ssl_losses` fixture.
+fn check_loss(case: &str, inputs: &[&str], grads: &[&str], loss: impl Fn(&[Tensor]) -> Tensor) {
+    let (ck, _) = fixture("ssl_losses.safetensors");
+    let t = |k: &str| ck.tensors[&format!("{case}.{k}")].clone();
+    let xs: Vec<Tensor> = inputs.iter().map(|k| t(k).requires_grad_(true)).collect();
+    let l = loss(&xs);
+    assert_close(
+        &format!("{case} loss"),
+        &[l.item()],
+        &t("loss").to_vec(),
+        1e-5,
+        1e-5,
+    );
+    l.backward();
+    for g in grads {
+        let i = inputs.iter().position(|k| k == g).unwrap();
+        assert_close(
+            &format!("{case} grad {g}"),
+            &xs[i].grad().expect("a gradient").to_vec(),
+            &t(&format!("grad.{g}")).to_vec(),
+            1e-6,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn byol_loss_and_gradients_match_pytorch() {
+    check_loss("byol", &["p1", "p2", "z1", "z2"], &["p1", "p2"], |x| {
+        &regression_loss(&x[0], &x[3]) + &regression_loss(&x[1], &x[2])
+    });
+}
+
+#[test]
+fn simsiam_loss_and_gradients_match_pytorch() {
+    check_loss("simsiam", &["p1", "p2", "z1", "z2"], &["p1", "p2"], |x| {
+        simsiam_loss(&x[0], &x[1], &x[2], &x[3])
+    });
+}
+
+#[test]
+fn moco_v2_info_nce_and_gradients_match_pytorch() {
+    let (ck, _) = fixture("ssl_losses.safetensors");
+    let queue = ck.tensors["moco_v2.queue"].clone();
+    check_loss("moco_v2", &["q", "k"], &["q"], |x| {
+        info_nce(&x[0], &x[1], &queue, 0.2)
+    });
+}
+
+#[test]
+fn moco_v3_loss_and_gradients_match_pytorch() {
+    check_loss("moco_v3", &["q1", "q2", "k1", "k2"], &["q1", "q2"], |x| {
+        &ctr(&x[0], &x[3], 0.2) + &ctr(&x[1], &x[2], 0.2)
+    });
+}
+
+#[test]
+fn barlow_twins_loss_and_gradients_match_pytorch() {
+    check_loss("barlow", &["z1", "z2"], &["z1", "z2"], |x| {
+        barlow_loss(&x[0], &x[1], 0.0051)
+    });
 }

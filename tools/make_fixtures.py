@@ -9,6 +9,8 @@ selfsup's VisionTransformer (timm's layout), fixed weights, an input batch, the 
 and the gradients of sum(tokens * w) for every parameter and the input.
 nt_xent.safetensors: two projected views, the SimCLR NT-Xent loss at two temperatures, and its
 gradients.
+ssl_losses.safetensors: inputs, loss and input gradients of the BYOL, SimSiam, MoCo v2 (InfoNCE with a
+queue), MoCo v3 and Barlow Twins losses, computed in float64 from float32 inputs.
 """
 import math
 import os
@@ -135,9 +137,87 @@ def nt_xent_fixture():
               {"torch": torch.__version__})
 
 
+SSL_N, SSL_D, SSL_K = 8, 6, 16  # batch rows, features, MoCo v2 queue length
+MOCO_TAU = 0.2
+BARLOW_LAMBDA = 0.0051
+
+
+def f64_leaf(*shape):
+    """A float32 randn draw upcast to float64, so the saved float32 values are exactly the inputs used."""
+    return torch.randn(*shape).double().requires_grad_(True)
+
+
+def byol_loss(p1, p2, z1, z2):
+    def half(p, z):
+        return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1, eps=1e-8)).mean()
+    return half(p1, z2) + half(p2, z1)
+
+
+def simsiam_loss(p1, p2, z1, z2):
+    def d(p, z):
+        return F.cosine_similarity(p, z.detach(), dim=1, eps=1e-8).mean()
+    return -0.5 * (d(p1, z2) + d(p2, z1))
+
+
+def moco_v2_loss(q, k, queue, tau):
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1).detach()
+    l_pos = (qn * kn).sum(1, keepdim=True)
+    l_neg = qn @ queue.t()
+    logits = torch.cat([l_pos, l_neg], 1) / tau
+    return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
+
+
+def moco_v3_loss(q1, q2, k1, k2, tau):
+    def ctr(q, k):
+        logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).detach().t() / tau
+        return F.cross_entropy(logits, torch.arange(q.shape[0])) * 2 * tau
+    return ctr(q1, k2) + ctr(q2, k1)
+
+
+def barlow_loss(z1, z2, lam):
+    def standardise(z):  # BatchNorm1d(affine=False) in training mode
+        return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + 1e-5)
+    c = standardise(z1).t() @ standardise(z2) / z1.shape[0]
+    on = ((torch.diagonal(c) - 1) ** 2).sum()
+    off = (c ** 2).sum() - (torch.diagonal(c) ** 2).sum()
+    return on + lam * off
+
+
+def add_case(t, prefix, inputs, loss, grads):
+    """Records inputs, the loss (shape [1]) and the gradients of the named inputs under prefix."""
+    loss.backward()
+    print(f"{prefix}.loss = {loss.item():.10f}")
+    t[f"{prefix}.loss"] = loss.detach().reshape(1)
+    for name, x in inputs.items():
+        t[f"{prefix}.{name}"] = x.detach()
+    for name in grads:
+        t[f"{prefix}.grad.{name}"] = inputs[name].grad
+
+
+def ssl_losses_fixture():
+    torch.manual_seed(0)
+    N, D, K = SSL_N, SSL_D, SSL_K
+    t = {}
+    x = {n: f64_leaf(N, D) for n in ("p1", "p2", "z1", "z2")}
+    add_case(t, "byol", x, byol_loss(**x), ["p1", "p2"])
+    x = {n: f64_leaf(N, D) for n in ("p1", "p2", "z1", "z2")}
+    add_case(t, "simsiam", x, simsiam_loss(**x), ["p1", "p2"])
+    x = {n: f64_leaf(N, D) for n in ("q", "k")}
+    x["queue"] = F.normalize(torch.randn(K, D).double(), dim=1).float().double()
+    add_case(t, "moco_v2", x, moco_v2_loss(x["q"], x["k"], x["queue"], MOCO_TAU), ["q"])
+    x = {n: f64_leaf(N, D) for n in ("q1", "q2", "k1", "k2")}
+    add_case(t, "moco_v3", x, moco_v3_loss(**x, tau=MOCO_TAU), ["q1", "q2"])
+    x = {n: f64_leaf(N, D) for n in ("z1", "z2")}
+    add_case(t, "barlow", x, barlow_loss(**x, lam=BARLOW_LAMBDA), ["z1", "z2"])
+    meta = {"lambda": str(BARLOW_LAMBDA), "tau_moco_v2": str(MOCO_TAU), "tau_moco_v3": str(MOCO_TAU),
+            "torch": torch.__version__}
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "ssl_losses.safetensors"), meta)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
     vit_fixture()
     nt_xent_fixture()
+    ssl_losses_fixture()
     print("wrote", sorted(os.listdir(OUT)))

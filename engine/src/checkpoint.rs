@@ -15,6 +15,39 @@ use std::path::Path;
 pub struct Checkpoint {
     pub tensors: HashMap<String, Tensor>,
     pub metadata: HashMap<String, String>,
+    /// Whether the file carried a checksum (and it matched); files written before checksums
+    /// existed load with `false`, for the caller to warn about.
+    pub checksummed: bool,
+}
+
+/// Metadata key of the CRC-32 over every tensor (name, dtype, shape, bytes) and every other
+/// metadata entry, in sorted order: a flipped byte anywhere is refused.
+const CHECKSUM: &str = "crc32";
+
+fn checksum<'a>(
+    tensors: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>,
+    metadata: &HashMap<String, String>,
+) -> String {
+    let mut h = crc32fast::Hasher::new();
+    let mut tensors: Vec<_> = tensors.collect();
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, dtype, shape, bytes) in tensors {
+        h.update(name.as_bytes());
+        h.update(dtype.as_bytes());
+        for d in shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(bytes);
+    }
+    let mut meta: Vec<_> = metadata.iter().filter(|(k, _)| *k != CHECKSUM).collect();
+    meta.sort();
+    for (k, v) in meta {
+        h.update(k.as_bytes());
+        h.update(&[0]);
+        h.update(v.as_bytes());
+        h.update(&[0]);
+    }
+    format!("{:08x}", h.finalize())
 }
 
 impl Checkpoint {
@@ -60,12 +93,22 @@ pub fn save(
                 .map_err(|e| Error::format(path, format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata.clone()))
+    let mut metadata = metadata.clone();
+    let sum = checksum(
+        host.iter()
+            .map(|(n, d, s, b)| (n.as_str(), format!("{d:?}"), s.as_slice(), b.as_slice())),
+        &metadata,
+    );
+    metadata.insert(CHECKSUM.into(), sum);
+    let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::format(path, format!("cannot serialise: {e}")))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
+    // Unique per process and call, so two runs writing into one folder never share a file.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("safetensors.{}-{n}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
@@ -77,6 +120,28 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| Error::format(path, format!("not a valid safetensors file: {e}")))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let checksummed = match metadata.get(CHECKSUM) {
+        None => false,
+        Some(stored) => {
+            let views = st.tensors();
+            let sum = checksum(
+                views
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
+                &metadata,
+            );
+            if *stored != sum {
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "checksum mismatch (stored {stored}, computed {sum}): the file is corrupt"
+                    ),
+                ));
+            }
+            true
+        }
+    };
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -98,7 +163,8 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     }
     Ok(Checkpoint {
         tensors,
-        metadata: meta.metadata().clone().unwrap_or_default(),
+        metadata,
+        checksummed,
     })
 }
 
@@ -129,6 +195,35 @@ mod tests {
         assert_eq!(ck.meta("step", &path).unwrap(), "42");
         assert_eq!(ck.with_prefix("enc").keys().collect::<Vec<_>>(), ["a"]);
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_flipped_byte_is_refused_and_files_without_a_checksum_load_unverified() {
+        let path = temp("flip.safetensors");
+        let a = Tensor::randn(&[64], 1, &Device::Cpu);
+        let meta = HashMap::from([("step".to_string(), "7".to_string())]);
+        save(&path, &[("a".into(), a.clone())], &meta).unwrap();
+        assert!(load(&path).unwrap().checksummed);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load(&path)
+            .err()
+            .expect("a flipped byte must be refused")
+            .to_string();
+        assert!(
+            err.contains("flip.safetensors") && err.contains("checksum"),
+            "{err}"
+        );
+        // A file written without a checksum (by an older selfsup, or by PyTorch) still loads.
+        let data: Vec<u8> = bytemuck::cast_slice(&a.to_vec()).to_vec();
+        let view = TensorView::new(Dtype::F32, vec![64], &data).unwrap();
+        std::fs::write(&path, safetensors::serialize([("a", view)], None).unwrap()).unwrap();
+        let ck = load(&path).unwrap();
+        assert!(!ck.checksummed);
+        assert_eq!(ck.tensors["a"].to_vec(), a.to_vec());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

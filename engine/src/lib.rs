@@ -21,3 +21,8 @@ pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::nn::embedding;
 pub use tensor::{DType, Tensor};
+
+/// The generator behind every seeded stream (init, dropout, shuffles, augmentations). ChaCha12 from
+/// `rand_chacha`, whose output is fixed across versions: `rand`'s `StdRng` may change algorithm,
+/// and bit-exact resume rests on these streams.
+pub type SeededRng = rand_chacha::ChaCha12Rng;

@@ -134,14 +134,14 @@ impl Tensor {
     /// Uniform samples in [0, 1) from a seeded generator: the same seed gives the same values on
     /// every device.
     pub fn rand(shape: &[usize], seed: u64, device: &Device) -> Tensor {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::SeededRng::seed_from_u64(seed);
         let data = (0..numel(shape)).map(|_| rng.random::<f32>()).collect();
         Tensor::from_vec(data, shape, device)
     }
 
     /// Standard normal samples (Box–Muller) from a seeded generator.
     pub fn randn(shape: &[usize], seed: u64, device: &Device) -> Tensor {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::SeededRng::seed_from_u64(seed);
         let data = (0..numel(shape))
             .map(|_| {
                 let u1: f64 = 1.0 - rng.random::<f64>();

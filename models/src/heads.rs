@@ -1,61 +1,70 @@
-//! Projection heads: the small MLPs SSL objectives are computed on. Downstream tasks use the
-//! representation *before* the head, which keeps information the objective discards.
+//! Projection and prediction heads: the small MLPs SSL objectives are computed on. Downstream
+//! tasks use the representation *before* the head, which keeps information the objective discards.
 
-use selfsup_engine::nn::{prefixed, BatchNorm1d, Init, Linear, Module};
+use selfsup_engine::nn::{BatchNorm1d, Init, Linear, Module};
 use selfsup_engine::Tensor;
 
-/// Linear → (BatchNorm) → ReLU → Linear, as in SimCLR's projector g(·).
-pub struct ProjectionHead {
-    pub fc1: Linear,
-    pub bn1: Option<BatchNorm1d>,
-    pub fc2: Linear,
+/// Whether and where a head normalises with batch statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadNorm {
+    /// BatchNorm after every hidden Linear (SimCLR, BYOL, Barlow Twins).
+    Hidden,
+    /// As `Hidden`, plus a non-affine BatchNorm on the output (SimSiam and MoCo v3 projectors).
+    HiddenAndOutput,
 }
 
-impl ProjectionHead {
-    pub fn new(
-        init: &mut Init,
-        input: usize,
-        hidden: usize,
-        output: usize,
-        batch_norm: bool,
-    ) -> ProjectionHead {
-        ProjectionHead {
-            fc1: Linear::new(init, input, hidden, !batch_norm),
-            bn1: batch_norm.then(|| BatchNorm1d::new(init, hidden, true)),
-            fc2: Linear::new(init, hidden, output, true),
+/// An MLP `dims[0] → dims[1] → … → dims[last]`: each hidden layer is Linear (→ BatchNorm) → ReLU.
+/// Layers are named `fc1`, `bn1`, `fc2`, … as in the reference implementations.
+pub struct MlpHead {
+    pub fcs: Vec<Linear>,
+    /// The norm after each Linear, if any (the last one only with `HiddenAndOutput`).
+    pub bns: Vec<Option<BatchNorm1d>>,
+}
+
+impl MlpHead {
+    #[track_caller]
+    pub fn new(init: &mut Init, dims: &[usize], norm: HeadNorm) -> MlpHead {
+        assert!(dims.len() >= 2, "MlpHead: needs input and output sizes");
+        let layers = dims.len() - 1;
+        let (mut fcs, mut bns) = (Vec::new(), Vec::new());
+        for (i, pair) in dims.windows(2).enumerate() {
+            let last = i + 1 == layers;
+            let bn = match norm {
+                HeadNorm::Hidden => !last,
+                HeadNorm::HiddenAndOutput => true,
+            };
+            // A bias before BatchNorm is cancelled by its mean subtraction.
+            fcs.push(Linear::new(init, pair[0], pair[1], !bn));
+            bns.push(bn.then(|| BatchNorm1d::new(init, pair[1], !last)));
         }
+        MlpHead { fcs, bns }
     }
 
+    /// `(N, dims[0])` → `(N, dims[last])`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let h = self.fc1.forward(x);
-        let h = match &self.bn1 {
-            Some(bn) => bn.forward(&h),
-            None => h,
-        };
-        self.fc2.forward(&h.relu())
+        let mut h = x.clone();
+        for (i, (fc, bn)) in self.fcs.iter().zip(&self.bns).enumerate() {
+            h = fc.forward(&h);
+            if let Some(bn) = bn {
+                h = bn.forward(&h);
+            }
+            if i + 1 < self.fcs.len() {
+                h = h.relu();
+            }
+        }
+        h
     }
 }
 
-impl Module for ProjectionHead {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("fc1", self.fc1.named_parameters());
-        if let Some(bn) = &self.bn1 {
-            v.extend(prefixed("bn1", bn.named_parameters()));
+impl Module for MlpHead {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        let mut v: Vec<(String, &dyn Module)> = Vec::new();
+        for (i, (fc, bn)) in self.fcs.iter().zip(&self.bns).enumerate() {
+            v.push((format!("fc{}", i + 1), fc));
+            if let Some(bn) = bn {
+                v.push((format!("bn{}", i + 1), bn));
+            }
         }
-        v.extend(prefixed("fc2", self.fc2.named_parameters()));
         v
-    }
-
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        self.bn1
-            .as_ref()
-            .map(|bn| prefixed("bn1", bn.named_buffers()))
-            .unwrap_or_default()
-    }
-
-    fn set_training(&mut self, training: bool) {
-        if let Some(bn) = &mut self.bn1 {
-            bn.set_training(training);
-        }
     }
 }

@@ -3,7 +3,14 @@
 //! One file per objective; each reads like its paper's equations. The encoder's representation
 //! (before any projection head) is what the evaluation protocols in `eval` measure.
 
+pub mod barlow;
+pub mod byol;
 pub mod eval;
 pub mod heads;
+pub mod method;
+pub mod moco_v2;
+pub mod moco_v3;
 pub mod simclr;
+pub mod simsiam;
+pub mod views;
 pub mod vit;

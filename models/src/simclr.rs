@@ -1,11 +1,41 @@
-//! SimCLR (Chen et al., 2020): two augmented views of each image, an encoder f and projector g,
-//! and the NT-Xent loss that pulls the two views of an image together against the other 2(N−1)
-//! views of the batch.
+//! SimCLR (Chen et al., 2020): two augmented views of each image, an encoder f and a projector
+//! g, and the NT-Xent loss that pulls the two views of an image together against the other
+//! 2(N−1) views of the batch.
 
-use crate::heads::ProjectionHead;
+use crate::heads::{HeadNorm, MlpHead};
+use crate::method::{positive, width, Method, Progress};
+use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
-use selfsup_engine::nn::{prefixed, Init, Module};
+use selfsup_engine::data::Augment;
+use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::Tensor;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SimClrConfig {
+    /// NT-Xent τ: 0.05 measured best at this scale (the paper's 0.1–0.5 suit bigger batches).
+    pub temperature: f64,
+    pub proj_hidden: usize,
+    pub proj_out: usize,
+}
+
+impl Default for SimClrConfig {
+    fn default() -> Self {
+        SimClrConfig {
+            temperature: 0.05,
+            proj_hidden: 128,
+            proj_out: 64,
+        }
+    }
+}
+
+impl SimClrConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        positive("temperature", self.temperature)?;
+        width("proj_hidden", self.proj_hidden)?;
+        width("proj_out", self.proj_out)
+    }
+}
 
 /// NT-Xent over 2N views: for anchor i, the positive is its other view and the negatives are the
 /// remaining 2(N−1) views; similarities are cosine / τ, and the anchor itself is excluded.
@@ -25,7 +55,7 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, temperature: f64) -> Tensor {
     );
     let n = z1.shape()[0];
     let z = Tensor::cat(&[z1, z2], 0).normalize(1, 1e-12);
-    let sim = z.matmul_nt(&z).mul_scalar(1.0 / temperature);
+    let sim = z.matmul_nt(&z).mul_scalar(1.0 / temperature); // (2N, 2N)
     let eye: Vec<f64> = (0..4 * n * n)
         .map(|i| if i / (2 * n) == i % (2 * n) { 1.0 } else { 0.0 })
         .collect();
@@ -37,50 +67,64 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, temperature: f64) -> Tensor {
 /// Encoder plus projection head.
 pub struct SimClr {
     pub encoder: VisionTransformer,
-    pub projector: ProjectionHead,
-    pub temperature: f64,
+    pub projector: MlpHead,
+    pub config: SimClrConfig,
+    views: ViewsConfig,
 }
 
 impl SimClr {
     pub fn new(
         init: &mut Init,
         vit: VitConfig,
-        hidden: usize,
-        out: usize,
-        temperature: f64,
+        views: ViewsConfig,
+        config: SimClrConfig,
     ) -> SimClr {
         let dim = vit.dim;
         SimClr {
             encoder: VisionTransformer::new(init, vit),
-            projector: ProjectionHead::new(init, dim, hidden, out, true),
-            temperature,
+            projector: MlpHead::new(
+                init,
+                &[dim, config.proj_hidden, config.proj_out],
+                HeadNorm::Hidden,
+            ),
+            config,
+            views,
         }
     }
+}
 
-    /// The loss on a batch of view pairs `(N, C, H, W)`. Both views go through the encoder in
-    /// one batch, so batch-norm statistics cover all 2N views as in the paper.
-    pub fn loss(&self, view1: &Tensor, view2: &Tensor) -> Tensor {
-        let n = view1.shape()[0];
-        let z = self
-            .projector
-            .forward(&self.encoder.features(&Tensor::cat(&[view1, view2], 0)));
-        nt_xent(&z.narrow(0, 0, n), &z.narrow(0, n, n), self.temperature)
+impl Method for SimClr {
+    fn views(&self) -> Vec<Augment> {
+        let aug = self.views.base(self.encoder.config.image);
+        vec![aug.clone(), aug]
+    }
+
+    /// Both views go through the encoder in one batch, so batch-norm statistics cover all 2N
+    /// views as in the paper.
+    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+        let n = views[0].shape()[0];
+        let z = self.projector.forward(
+            &self
+                .encoder
+                .features(&Tensor::cat(&[&views[0], &views[1]], 0)),
+        ); // (2N, D)
+        nt_xent(
+            &z.narrow(0, 0, n),
+            &z.narrow(0, n, n),
+            self.config.temperature,
+        )
+    }
+
+    fn encoder(&self) -> &VisionTransformer {
+        &self.encoder
     }
 }
 
 impl Module for SimClr {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("encoder", self.encoder.named_parameters());
-        v.extend(prefixed("projector", self.projector.named_parameters()));
-        v
-    }
-
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
-        prefixed("projector", self.projector.named_buffers())
-    }
-
-    fn set_training(&mut self, training: bool) {
-        self.encoder.set_training(training);
-        self.projector.set_training(training);
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![
+            ("encoder".into(), &self.encoder),
+            ("projector".into(), &self.projector),
+        ]
     }
 }

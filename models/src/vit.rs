@@ -1,11 +1,13 @@
 //! The Vision Transformer (Dosovitskiy et al., 2021): image → patches → linear embedding
 //! + learned positions, a class token, pre-LN Transformer blocks, a final LayerNorm.
 
-use selfsup_engine::nn::{prefixed, Block, Init, LayerNorm, Linear, Module};
+use selfsup_engine::nn::{Block, Init, LayerNorm, Linear, Module};
 use selfsup_engine::Tensor;
+use serde::{Deserialize, Serialize};
 
 /// Which token summary is the image representation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Pool {
     /// The class token after the final norm.
     Cls,
@@ -34,7 +36,8 @@ impl std::str::FromStr for Pool {
 }
 
 /// Shape of a ViT.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VitConfig {
     pub image: usize,
     pub channels: usize,
@@ -164,14 +167,20 @@ impl VisionTransformer {
 }
 
 impl Module for VisionTransformer {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("patch_embed.proj", self.patch_embed.proj.named_parameters());
-        v.push(("cls_token".into(), self.cls_token.clone()));
-        v.push(("pos_embed".into(), self.pos_embed.clone()));
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("cls_token".into(), self.cls_token.clone()),
+            ("pos_embed".into(), self.pos_embed.clone()),
+        ]
+    }
+
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        let mut v: Vec<(String, &dyn Module)> =
+            vec![("patch_embed.proj".into(), &self.patch_embed.proj)];
         for (i, b) in self.blocks.iter().enumerate() {
-            v.extend(prefixed(&format!("blocks.{i}"), b.named_parameters()));
+            v.push((format!("blocks.{i}"), b));
         }
-        v.extend(prefixed("norm", self.norm.named_parameters()));
+        v.push(("norm".into(), &self.norm));
         v
     }
 }

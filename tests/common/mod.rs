@@ -10,9 +10,9 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use selfsup_engine::SeededRng;
 use selfsup_engine::{no_grad, DType, Device, Tensor};
 
 // ---------------------------------------------------------------------------------------------
@@ -60,11 +60,11 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
-pub fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
+pub fn rng(seed: u64) -> SeededRng {
+    SeededRng::seed_from_u64(seed)
 }
 
-fn std_normal(r: &mut StdRng) -> f64 {
+fn std_normal(r: &mut SeededRng) -> f64 {
     let u1: f64 = 1.0 - r.random::<f64>();
     let u2: f64 = r.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

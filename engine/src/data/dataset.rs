@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rand::rngs::StdRng;
+use crate::SeededRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -56,6 +56,12 @@ impl Dataset {
                 ),
             ));
         };
+        if n == 0 || h == 0 || w == 0 {
+            return Err(Error::format(
+                images_path,
+                format!("holds {n} images of {h}×{w} pixels: nothing to learn from"),
+            ));
+        }
         let labels_path = labels_path_for(images_path)?;
         let labels = read_idx(&labels_path)?;
         if labels.dims.len() != 1 {
@@ -75,6 +81,20 @@ impl Dataset {
             ));
         }
         let classes = labels.data.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut seen = vec![false; classes];
+        labels.data.iter().for_each(|&l| seen[l as usize] = true);
+        let present = seen.iter().filter(|&&s| s).count();
+        // Labels must be 0…K−1: one stray 200 among ten digit classes would make 201 classes.
+        if present * 2 < classes {
+            return Err(Error::format(
+                &labels_path,
+                format!(
+                    "labels run up to {} but only {present} distinct values occur; labels must \
+                     be the classes 0…K−1",
+                    classes - 1
+                ),
+            ));
+        }
         Ok(Dataset {
             images: images.data.iter().map(|&b| f32::from(b) / 255.0).collect(),
             labels: labels.data.iter().map(|&l| u32::from(l)).collect(),
@@ -112,7 +132,7 @@ impl Dataset {
             self.n
         );
         let mut order: Vec<usize> = (0..self.n).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        order.shuffle(&mut SeededRng::seed_from_u64(seed));
         let (val, train) = order.split_at(n_val);
         (self.subset(train), self.subset(val))
     }

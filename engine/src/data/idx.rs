@@ -28,6 +28,11 @@ pub struct IdxArray {
 /// Anything that does not match its header exactly (bad magic, short or overlong data) is refused
 /// with an error naming the file, so a damaged download never turns into silently wrong data.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    // A FIFO or a device such as /dev/zero would be read until memory runs out.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::format(path, "not a regular file"));
+    }
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = if raw.starts_with(&GZIP_MAGIC) {
         let mut out = Vec::new();

@@ -9,7 +9,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use rand::rngs::StdRng;
+use crate::SeededRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -17,7 +17,7 @@ use super::augment::{Augment, Image};
 use super::dataset::Dataset;
 
 /// Builds one batch from the dataset images at the given indices, drawing randomness from the RNG.
-pub type BatchFn<B> = Arc<dyn Fn(&Dataset, &[usize], &mut StdRng) -> B + Send + Sync>;
+pub type BatchFn<B> = Arc<dyn Fn(&Dataset, &[usize], &mut SeededRng) -> B + Send + Sync>;
 
 /// Batches prepared ahead of the consumer; two keep the model fed without hoarding memory.
 const PREFETCH: usize = 2;
@@ -112,7 +112,7 @@ impl<B: Send + 'static> Loader<B> {
                 while index < per_epoch {
                     let start = index * batch_size;
                     let idx = &order[start..(start + batch_size).min(data.n)];
-                    let mut rng = StdRng::seed_from_u64(derive(seed, epoch, index as u64 + 1));
+                    let mut rng = SeededRng::seed_from_u64(derive(seed, epoch, index as u64 + 1));
                     let batch = Batch {
                         epoch,
                         index,
@@ -185,7 +185,7 @@ fn derive(seed: u64, epoch: usize, stream: u64) -> u64 {
 /// The order in which `epoch` visits `n` images.
 fn permutation(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut StdRng::seed_from_u64(derive(seed, epoch, 0)));
+    order.shuffle(&mut SeededRng::seed_from_u64(derive(seed, epoch, 0)));
     order
 }
 
@@ -206,29 +206,32 @@ pub struct LabelledBatch {
     pub w: usize,
 }
 
-/// Two augmented views of the same images, as contrastive and distillation methods train on.
+/// One view of every image in a batch, `n × c × h × w` values.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ViewPair {
-    /// First view of each image, `n × c × h × w`.
-    pub view1: Vec<f32>,
-    /// Second view of each image, same shape.
-    pub view2: Vec<f32>,
+pub struct View {
+    pub data: Vec<f32>,
+    /// Channels, height and width of this view (views of one batch may differ in size).
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Several augmented views of the same images: two for SimCLR or BYOL, 2 global + N local crops
+/// for DINO.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Views {
+    /// View `v` of every image, in the order of the recipes.
+    pub views: Vec<View>,
     /// Label of each image (for evaluation; self-supervised losses ignore it).
     pub labels: Vec<u32>,
     /// Images in the batch.
     pub n: usize,
-    /// Channels per view.
-    pub c: usize,
-    /// View height.
-    pub h: usize,
-    /// View width.
-    pub w: usize,
 }
 
 /// A batch function that applies `aug` to each image (an empty [`Augment`] gives the images as
 /// they are, for evaluation). Panics if the augmented images differ in shape.
 pub fn one_view(aug: Augment) -> BatchFn<LabelledBatch> {
-    Arc::new(move |ds: &Dataset, idx: &[usize], rng: &mut StdRng| {
+    Arc::new(move |ds: &Dataset, idx: &[usize], rng: &mut SeededRng| {
         let (images, labels, (c, h, w)) = views(ds, idx, |img| into_parts(aug.apply(img, rng)));
         LabelledBatch {
             images: images.concat(),
@@ -241,25 +244,40 @@ pub fn one_view(aug: Augment) -> BatchFn<LabelledBatch> {
     })
 }
 
-/// A batch function producing two views of each image, `aug1` then `aug2` applied to the same
-/// source. Panics if the views differ in shape.
-pub fn two_views(aug1: Augment, aug2: Augment) -> BatchFn<ViewPair> {
-    Arc::new(move |ds: &Dataset, idx: &[usize], rng: &mut StdRng| {
-        let (pairs, labels, (c, h, w)) = views(ds, idx, |img| {
-            let (a, shape_a) = into_parts(aug1.apply(img, rng));
-            let (b, shape_b) = into_parts(aug2.apply(img, rng));
-            assert_eq!(shape_a, shape_b, "the two views differ in shape");
-            ((a, b), shape_a)
-        });
-        let (view1, view2): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
-        ViewPair {
-            view1: view1.concat(),
-            view2: view2.concat(),
+/// A batch function producing one view of each image per recipe in `augs`, all drawn from the
+/// same source image. Panics if one recipe gives images of different sizes.
+pub fn n_views(augs: Vec<Augment>) -> BatchFn<Views> {
+    Arc::new(move |ds: &Dataset, idx: &[usize], rng: &mut SeededRng| {
+        let mut views: Vec<View> = augs
+            .iter()
+            .map(|_| View {
+                data: Vec::new(),
+                c: 0,
+                h: 0,
+                w: 0,
+            })
+            .collect();
+        let mut labels = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let img = Image::new(ds.c, ds.h, ds.w, ds.image(i).to_vec());
+            for (aug, view) in augs.iter().zip(&mut views) {
+                let out = aug.apply(&img, rng);
+                if view.data.is_empty() {
+                    (view.c, view.h, view.w) = (out.c, out.h, out.w);
+                }
+                assert_eq!(
+                    (out.c, out.h, out.w),
+                    (view.c, view.h, view.w),
+                    "one recipe gave views of different sizes"
+                );
+                view.data.extend_from_slice(&out.data);
+            }
+            labels.push(ds.labels[i]);
+        }
+        Views {
+            views,
             labels,
             n: idx.len(),
-            c,
-            h,
-            w,
         }
     })
 }
@@ -295,6 +313,7 @@ fn views<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Transform;
     use rand::Rng;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -313,7 +332,7 @@ mod tests {
 
     /// Batch function returning the indices and one draw from the batch RNG.
     fn probe() -> BatchFn<(Vec<usize>, u64)> {
-        Arc::new(|_: &Dataset, idx: &[usize], rng: &mut StdRng| (idx.to_vec(), rng.random()))
+        Arc::new(|_: &Dataset, idx: &[usize], rng: &mut SeededRng| (idx.to_vec(), rng.random()))
     }
 
     fn take(loader: Loader<(Vec<usize>, u64)>, k: usize) -> Vec<Batch<(Vec<usize>, u64)>> {
@@ -388,11 +407,12 @@ mod tests {
     fn dropping_mid_epoch_stops_the_thread() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&calls);
-        let build: BatchFn<usize> = Arc::new(move |_: &Dataset, idx: &[usize], _: &mut StdRng| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            idx.len()
-        });
+        let build: BatchFn<usize> =
+            Arc::new(move |_: &Dataset, idx: &[usize], _: &mut SeededRng| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                idx.len()
+            });
         let mut loader = Loader::new(numbered(1000), 2, 0, false, build);
         assert_eq!(loader.next().unwrap().data, 2);
         drop(loader);
@@ -406,7 +426,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "bad batch")]
     fn a_panicking_batch_function_surfaces_in_next() {
-        let build: BatchFn<()> = Arc::new(|_: &Dataset, _: &[usize], _: &mut StdRng| {
+        let build: BatchFn<()> = Arc::new(|_: &Dataset, _: &[usize], _: &mut SeededRng| {
             panic!("bad batch");
         });
         Loader::new(numbered(4), 2, 0, false, build).next();
@@ -433,16 +453,31 @@ mod tests {
             let i = 5 - label as usize;
             assert_eq!(&plain.images[k * 48..(k + 1) * 48], data.image(i));
         }
-        let pairs = || {
-            let (a, b) = Augment::byol_pair(2);
-            Loader::new(data.clone(), 4, 3, false, two_views(a, b))
+        let crop = |size| {
+            Augment::new().then(Transform::RandomResizedCrop {
+                size: (size, size),
+                scale: (0.3, 1.0),
+                ratio: (1.0, 1.0),
+            })
         };
-        let batch = pairs().next().unwrap().data;
-        assert_eq!((batch.n, batch.c, batch.h, batch.w), (4, 3, 2, 2));
-        assert_eq!(batch.view1.len(), 4 * 12);
-        assert_eq!(batch.view2.len(), 4 * 12);
+        let multi = || {
+            Loader::new(
+                data.clone(),
+                4,
+                3,
+                false,
+                n_views(vec![crop(2), crop(2), crop(3)]),
+            )
+        };
+        let batch = multi().next().unwrap().data;
+        assert_eq!(batch.n, 4);
+        let sizes: Vec<_> = batch.views.iter().map(|v| (v.c, v.h, v.w)).collect();
+        assert_eq!(sizes, [(3, 2, 2), (3, 2, 2), (3, 3, 3)]);
+        assert_eq!(batch.views[0].data.len(), 4 * 12);
+        assert_eq!(batch.views[2].data.len(), 4 * 27);
         assert_eq!(batch.labels, plain.labels);
-        assert_ne!(batch.view1, batch.view2);
-        assert_eq!(pairs().next().unwrap().data, batch);
+        assert_ne!(batch.views[0], batch.views[1]);
+        // Seeded by (seed, epoch, batch): a second loader gives the same views.
+        assert_eq!(multi().next().unwrap().data, batch);
     }
 }

@@ -16,4 +16,4 @@ pub use augment::{Augment, Image, Transform};
 pub use cifar::{load_cifar10, load_cifar10_dir};
 pub use dataset::Dataset;
 pub use idx::{labels_path_for, read_idx, IdxArray};
-pub use loader::{one_view, two_views, Batch, BatchFn, LabelledBatch, Loader, ViewPair};
+pub use loader::{n_views, one_view, Batch, BatchFn, LabelledBatch, Loader, View, Views};

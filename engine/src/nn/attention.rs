@@ -1,6 +1,6 @@
 //! Multi-head self-attention on the fused attention op, read straight from the packed qkv projection.
 
-use super::{prefixed, Init, Linear, Module};
+use super::{Init, Linear, Module};
 use crate::tensor::Tensor;
 
 /// Self-attention with `heads` heads: one `qkv` projection, fused attention, output `proj`
@@ -47,9 +47,7 @@ impl MultiHeadAttention {
 }
 
 impl Module for MultiHeadAttention {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("qkv", self.qkv.named_parameters());
-        v.extend(prefixed("proj", self.proj.named_parameters()));
-        v
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![("qkv".into(), &self.qkv), ("proj".into(), &self.proj)]
     }
 }

@@ -6,14 +6,14 @@ use rand::{Rng, SeedableRng};
 
 /// A deterministic source of initial weights: each call draws from its own derived seed.
 pub struct Init {
-    rng: rand::rngs::StdRng,
+    rng: crate::SeededRng,
     pub device: Device,
 }
 
 impl Init {
     pub fn new(seed: u64, device: &Device) -> Init {
         Init {
-            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            rng: crate::SeededRng::seed_from_u64(seed),
             device: device.clone(),
         }
     }
@@ -50,7 +50,7 @@ impl Init {
 
 /// Samples N(0, std²) truncated to [-2·std, 2·std] by rejection.
 pub fn trunc_normal(shape: &[usize], std: f64, seed: u64, device: &Device) -> Tensor {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = crate::SeededRng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
     let mut v = Vec::with_capacity(n);
     while v.len() < n {

@@ -1,8 +1,8 @@
 //! Basic layers: Linear, LayerNorm, BatchNorm1d, Embedding, Dropout, Mlp.
 
-use super::{prefixed, Init, Module};
+use super::{Init, Module};
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// y = x Wᵀ + b over the last axis, with W stored (out, in) as in PyTorch.
 pub struct Linear {
@@ -51,7 +51,7 @@ impl Linear {
 }
 
 impl Module for Linear {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
         let mut v = vec![("weight".to_string(), self.weight.clone())];
         if let Some(b) = &self.bias {
             v.push(("bias".to_string(), b.clone()));
@@ -83,7 +83,7 @@ impl LayerNorm {
 }
 
 impl Module for LayerNorm {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
         vec![
             ("weight".into(), self.weight.clone()),
             ("bias".into(), self.bias.clone()),
@@ -99,7 +99,8 @@ pub struct BatchNorm1d {
     pub running_var: Tensor,
     pub momentum: f64,
     pub eps: f64,
-    pub training: bool,
+    /// Batch statistics (and running-statistic updates) while set; running statistics otherwise.
+    pub training: AtomicBool,
 }
 
 impl BatchNorm1d {
@@ -115,7 +116,7 @@ impl BatchNorm1d {
             running_var: init.ones(&[dim]),
             momentum: 0.1,
             eps: 1e-5,
-            training: true,
+            training: AtomicBool::new(true),
         }
     }
 
@@ -130,7 +131,7 @@ impl BatchNorm1d {
             Some(&self.running_var),
             w,
             b,
-            self.training,
+            self.training.load(Ordering::Relaxed),
             self.momentum,
             self.eps,
         )
@@ -138,22 +139,22 @@ impl BatchNorm1d {
 }
 
 impl Module for BatchNorm1d {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
         match &self.affine {
             Some((w, b)) => vec![("weight".into(), w.clone()), ("bias".into(), b.clone())],
             None => Vec::new(),
         }
     }
 
-    fn named_buffers(&self) -> Vec<(String, Tensor)> {
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
         vec![
             ("running_mean".into(), self.running_mean.clone()),
             ("running_var".into(), self.running_var.clone()),
         ]
     }
 
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
+    fn set_own_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
     }
 }
 
@@ -177,7 +178,7 @@ impl Embedding {
 }
 
 impl Module for Embedding {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
         vec![("weight".into(), self.weight.clone())]
     }
 }
@@ -186,7 +187,7 @@ impl Module for Embedding {
 /// same mask.
 pub struct Dropout {
     pub p: f64,
-    pub training: bool,
+    pub training: AtomicBool,
     seed: u64,
     calls: AtomicU64,
 }
@@ -195,14 +196,14 @@ impl Dropout {
     pub fn new(init: &mut Init, p: f64) -> Dropout {
         Dropout {
             p,
-            training: true,
+            training: AtomicBool::new(true),
             seed: init.seed(),
             calls: AtomicU64::new(0),
         }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        if !self.training || self.p == 0.0 {
+        if !self.training.load(Ordering::Relaxed) || self.p == 0.0 {
             return x.clone();
         }
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
@@ -216,12 +217,8 @@ impl Dropout {
 }
 
 impl Module for Dropout {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        Vec::new()
-    }
-
-    fn set_training(&mut self, training: bool) {
-        self.training = training;
+    fn set_own_training(&self, training: bool) {
+        self.training.store(training, Ordering::Relaxed);
     }
 }
 
@@ -245,9 +242,7 @@ impl Mlp {
 }
 
 impl Module for Mlp {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("fc1", self.fc1.named_parameters());
-        v.extend(prefixed("fc2", self.fc2.named_parameters()));
-        v
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![("fc1".into(), &self.fc1), ("fc2".into(), &self.fc2)]
     }
 }

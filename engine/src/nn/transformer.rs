@@ -1,6 +1,6 @@
 //! The pre-LN Transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
 
-use super::{prefixed, Init, LayerNorm, Mlp, Module, MultiHeadAttention};
+use super::{Init, LayerNorm, Mlp, Module, MultiHeadAttention};
 use crate::tensor::Tensor;
 
 pub struct Block {
@@ -27,11 +27,12 @@ impl Block {
 }
 
 impl Module for Block {
-    fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("norm1", self.norm1.named_parameters());
-        v.extend(prefixed("attn", self.attn.named_parameters()));
-        v.extend(prefixed("norm2", self.norm2.named_parameters()));
-        v.extend(prefixed("mlp", self.mlp.named_parameters()));
-        v
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![
+            ("norm1".into(), &self.norm1),
+            ("attn".into(), &self.attn),
+            ("norm2".into(), &self.norm2),
+            ("mlp".into(), &self.mlp),
+        ]
     }
 }

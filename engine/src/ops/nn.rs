@@ -239,7 +239,7 @@ impl Tensor {
         if !training || p == 0.0 {
             return self.clone();
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::SeededRng::seed_from_u64(seed);
         let keep = 1.0 / (1.0 - p);
         let mask: Vec<f64> = (0..self.numel())
             .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
@@ -248,10 +248,16 @@ impl Tensor {
     }
 
     /// Divides by the L2 norm along `axis` (clamped below by `eps`, as PyTorch's F.normalize).
+    /// The clamp comes before the square root: a zero row then gets a zero gradient, where
+    /// √0's infinite slope times the clamp's zero would give NaN.
     #[track_caller]
     pub fn normalize(&self, axis: isize, eps: f64) -> Tensor {
-        let norm = self.square().sum(axis, true).sqrt();
-        self / &norm.clamp(eps, f64::INFINITY)
+        let norm = self
+            .square()
+            .sum(axis, true)
+            .clamp(eps * eps, f64::INFINITY)
+            .sqrt();
+        self / &norm
     }
 
     /// Cosine similarity along `axis` (each norm clamped below by `eps`).

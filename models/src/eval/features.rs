@@ -1,6 +1,6 @@
 //! Frozen features of a dataset, on the host.
 
-use crate::vit::VisionTransformer;
+use super::Encoder;
 use selfsup_engine::data::Dataset;
 use selfsup_engine::{no_grad, Device, Tensor};
 
@@ -98,13 +98,13 @@ fn symmetric_eigenvalues(a: &mut [f64], d: usize) -> Vec<f64> {
 
 /// The encoder's representation of every image, computed in batches without a graph.
 pub fn extract_features(
-    encoder: &VisionTransformer,
+    encoder: &dyn Encoder,
     data: &Dataset,
     batch: usize,
     device: &Device,
 ) -> Features {
     let len = data.image_len();
-    let mut x = Vec::with_capacity(data.n * encoder.config.dim);
+    let mut x = Vec::with_capacity(data.n * encoder.dim());
     no_grad(|| {
         for start in (0..data.n).step_by(batch.max(1)) {
             let b = batch.min(data.n - start);
@@ -120,7 +120,7 @@ pub fn extract_features(
         x,
         y: data.labels.clone(),
         n: data.n,
-        dim: encoder.config.dim,
+        dim: encoder.dim(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Full fine-tuning: the encoder and a new linear head trained together on labels, the encoder
 //! with a smaller learning rate so that pre-trained features are adjusted, not overwritten.
 
-use crate::vit::VisionTransformer;
+use super::Encoder;
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::{Init, Linear, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
@@ -41,7 +41,7 @@ fn batch_tensor(data: &Dataset, idx: &[usize], device: &Device) -> Tensor {
 
 /// Fine-tunes `encoder` (in place) with a fresh head on `train`; returns test accuracy (0–1).
 pub fn finetune(
-    encoder: &VisionTransformer,
+    encoder: &dyn Encoder,
     train: &Dataset,
     test: &Dataset,
     cfg: &FinetuneConfig,
@@ -49,7 +49,7 @@ pub fn finetune(
 ) -> f64 {
     let classes = train.classes.max(test.classes);
     let mut init = Init::new(cfg.seed, device);
-    let head = Linear::new(&mut init, encoder.config.dim, classes, true);
+    let head = Linear::new(&mut init, encoder.dim(), classes, true);
     encoder.set_frozen(false);
     let mut groups = param_groups(encoder.named_parameters(), cfg.weight_decay);
     for g in &mut groups {

@@ -10,3 +10,24 @@ pub use features::{extract_features, raw_pixels, Features};
 pub use finetune::{finetune, FinetuneConfig};
 pub use knn::knn_accuracy;
 pub use probe::{linear_probe, ProbeReport};
+
+use crate::vit::VisionTransformer;
+use selfsup_engine::nn::Module;
+use selfsup_engine::Tensor;
+
+/// What the protocols need of a representation: images `(B, C, H, W)` in, `(B, dim)` out, and
+/// parameters to fine-tune. Any encoder a method trains can be measured by the same code.
+pub trait Encoder: Module {
+    fn features(&self, images: &Tensor) -> Tensor;
+    fn dim(&self) -> usize;
+}
+
+impl Encoder for VisionTransformer {
+    fn features(&self, images: &Tensor) -> Tensor {
+        VisionTransformer::features(self, images)
+    }
+
+    fn dim(&self) -> usize {
+        self.config.dim
+    }
+}

@@ -75,7 +75,14 @@ pub fn apply_unary<T: Elem>(op: Unary, x: T) -> T {
         Unary::Sqrt => x.sqrt(),
         Unary::Rsqrt => one / x.sqrt(),
         Unary::Abs => x.abs(),
-        Unary::Relu => x.max(T::zero()),
+        // NaN in, NaN out (as PyTorch): `max` would turn a diverged activation into 0.
+        Unary::Relu => {
+            if x < T::zero() {
+                T::zero()
+            } else {
+                x
+            }
+        }
         Unary::GeluTanh => {
             half * x * (one + (c(SQRT_2_OVER_PI) * (x + c(GELU_C) * x * x * x)).tanh())
         }

@@ -1,0 +1,167 @@
+//! What a self-supervised method is to the shared training loop: its views, its loss, and what it
+//! updates after each optimizer step. The loop (`selfsup::run`) knows nothing else about it.
+//!
+//! A method is a [`Module`]: its `named_parameters` are exactly what the optimizer trains (a
+//! momentum teacher's weights, a queue or a centre are *buffers*), and its `state_dict` is
+//! everything a checkpoint must hold to resume it bit for bit.
+
+use crate::views::ViewsConfig;
+use crate::vit::{VisionTransformer, VitConfig};
+use crate::{barlow, byol, moco_v2, moco_v3, simclr, simsiam};
+use selfsup_engine::data::Augment;
+use selfsup_engine::nn::{Init, Module};
+use selfsup_engine::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Where the run is: `step` optimizer steps done out of `total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub step: u64,
+    pub total: u64,
+}
+
+pub trait Method: Module + Send {
+    /// The augmentation recipe of each view, in the order [`Method::loss`] receives them.
+    fn views(&self) -> Vec<Augment>;
+
+    /// The objective on one batch: view `v` of every image is `views[v]`, `(N, C, H, W)`.
+    fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor;
+
+    /// After the optimizer step: the momentum teacher, the queue, the centre.
+    fn after_step(&mut self, _at: Progress) {}
+
+    /// The representation downstream tasks measure (before any head).
+    fn encoder(&self) -> &VisionTransformer;
+}
+
+/// Every method's configuration, tagged by its `--method` name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum MethodConfig {
+    Simclr(simclr::SimClrConfig),
+    Byol(byol::ByolConfig),
+    Simsiam(simsiam::SimSiamConfig),
+    MocoV2(moco_v2::MocoV2Config),
+    MocoV3(moco_v3::MocoV3Config),
+    Barlow(barlow::BarlowConfig),
+}
+
+impl MethodConfig {
+    /// The `--method` names, in the order the README lists them.
+    pub const NAMES: [&'static str; 6] =
+        ["simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow"];
+
+    /// The method's defaults (the paper's, scaled to small images), by `--method` name.
+    pub fn named(name: &str) -> Result<MethodConfig, String> {
+        Ok(match name {
+            "simclr" => MethodConfig::Simclr(Default::default()),
+            "byol" => MethodConfig::Byol(Default::default()),
+            "simsiam" => MethodConfig::Simsiam(Default::default()),
+            "moco-v2" => MethodConfig::MocoV2(Default::default()),
+            "moco-v3" => MethodConfig::MocoV3(Default::default()),
+            "barlow" => MethodConfig::Barlow(Default::default()),
+            _ => {
+                return Err(format!(
+                    "--method {name:?} is not one of {}",
+                    MethodConfig::NAMES.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// The `--method` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            MethodConfig::Simclr(_) => "simclr",
+            MethodConfig::Byol(_) => "byol",
+            MethodConfig::Simsiam(_) => "simsiam",
+            MethodConfig::MocoV2(_) => "moco-v2",
+            MethodConfig::MocoV3(_) => "moco-v3",
+            MethodConfig::Barlow(_) => "barlow",
+        }
+    }
+
+    /// The name a results table shows.
+    pub fn title(&self) -> &'static str {
+        match self {
+            MethodConfig::Simclr(_) => "SimCLR",
+            MethodConfig::Byol(_) => "BYOL",
+            MethodConfig::Simsiam(_) => "SimSiam",
+            MethodConfig::MocoV2(_) => "MoCo v2",
+            MethodConfig::MocoV3(_) => "MoCo v3",
+            MethodConfig::Barlow(_) => "Barlow Twins",
+        }
+    }
+
+    /// Checks every setting, naming the flag of the first bad one.
+    pub fn validate(&self, train_images: usize) -> Result<(), String> {
+        match self {
+            MethodConfig::Simclr(c) => c.validate(),
+            MethodConfig::Byol(c) => c.validate(),
+            MethodConfig::Simsiam(c) => c.validate(),
+            MethodConfig::MocoV2(c) => c.validate(train_images),
+            MethodConfig::MocoV3(c) => c.validate(),
+            MethodConfig::Barlow(c) => c.validate(),
+        }
+    }
+
+    /// The method with freshly initialised weights.
+    pub fn build(&self, init: &mut Init, vit: VitConfig, views: ViewsConfig) -> Box<dyn Method> {
+        match self {
+            MethodConfig::Simclr(c) => Box::new(simclr::SimClr::new(init, vit, views, c.clone())),
+            MethodConfig::Byol(c) => Box::new(byol::Byol::new(init, vit, views, c.clone())),
+            MethodConfig::Simsiam(c) => {
+                Box::new(simsiam::SimSiam::new(init, vit, views, c.clone()))
+            }
+            MethodConfig::MocoV2(c) => Box::new(moco_v2::MocoV2::new(init, vit, views, c.clone())),
+            MethodConfig::MocoV3(c) => Box::new(moco_v3::MocoV3::new(init, vit, views, c.clone())),
+            MethodConfig::Barlow(c) => Box::new(barlow::Barlow::new(init, vit, views, c.clone())),
+        }
+    }
+}
+
+/// `Err("--flag must be what, got value")` unless `ok`: the one-line message every setting gets.
+pub fn require(
+    ok: bool,
+    flag: &str,
+    value: impl std::fmt::Display,
+    what: &str,
+) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--{} must be {what}, got {value}",
+            flag.replace('_', "-")
+        ))
+    }
+}
+
+/// A positive, finite number (temperatures, widths given as floats).
+pub fn positive(flag: &str, v: f64) -> Result<(), String> {
+    require(v > 0.0 && v.is_finite(), flag, v, "a positive number")
+}
+
+/// A momentum in [0, 1).
+pub fn momentum(flag: &str, v: f64) -> Result<(), String> {
+    require((0.0..1.0).contains(&v), flag, v, "in [0, 1)")
+}
+
+/// A layer width: at least 1 and small enough to allocate.
+pub fn width(flag: &str, v: usize) -> Result<(), String> {
+    require((1..=16_384).contains(&v), flag, v, "between 1 and 16384")
+}
+
+/// A momentum teacher of the same shape as `student`, holding a copy of its weights and never
+/// trained (no gradient, not in the optimizer).
+pub fn momentum_copy<M: Module>(student: &M, build: impl FnOnce() -> M) -> M {
+    let teacher = build();
+    teacher.copy_from(student);
+    teacher.set_frozen(true);
+    teacher
+}
+
+/// Cosine similarity of matching rows, `(N, D), (N, D) → (N)`.
+pub fn row_cosine(a: &Tensor, b: &Tensor) -> Tensor {
+    a.cosine_similarity(b, 1, 1e-8)
+}

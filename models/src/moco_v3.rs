@@ -1,0 +1,163 @@
+//! MoCo v3 (Chen, Xie & He, 2021): a query network (encoder → projector → predictor) and a
+//! momentum key network (encoder → projector), trained with a symmetric in-batch InfoNCE — no
+//! queue: the other keys of a large batch are the negatives.
+//!
+//! ctr(q, k) = −(2τ/N) Σᵢ log( exp(qᵢ·kᵢ/τ) / Σⱼ exp(qᵢ·kⱼ/τ) ),  ℒ = ctr(q₁, k₂) + ctr(q₂, k₁)
+//!
+//! (q, k normalised; the 2τ factor is the paper's, making the gradient scale independent of τ.)
+//! For ViTs the paper stabilises training by freezing the randomly initialised patch projection
+//! (`freeze_patch_embed`).
+
+use crate::heads::{HeadNorm, MlpHead};
+use crate::method::{momentum, momentum_copy, positive, width, Method, Progress};
+use crate::views::ViewsConfig;
+use crate::vit::{VisionTransformer, VitConfig};
+use selfsup_engine::data::Augment;
+use selfsup_engine::nn::{prefixed, Init, Module};
+use selfsup_engine::optim::cosine_ramp;
+use selfsup_engine::{no_grad, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MocoV3Config {
+    /// InfoNCE τ (paper: 0.2 for ViTs; 0.05–0.1 suited SimCLR at this batch size).
+    pub temperature: f64,
+    /// Starting momentum of the key network, ramped to 1 by a cosine (paper: 0.99).
+    pub tau_base: f64,
+    pub proj_hidden: usize,
+    pub proj_out: usize,
+    pub pred_hidden: usize,
+    /// Keep the patch projection at its random initialisation (the paper's ViT stability trick).
+    pub freeze_patch_embed: bool,
+}
+
+impl Default for MocoV3Config {
+    fn default() -> Self {
+        MocoV3Config {
+            temperature: 0.1,
+            tau_base: 0.99,
+            proj_hidden: 256,
+            proj_out: 64,
+            pred_hidden: 256,
+            freeze_patch_embed: false,
+        }
+    }
+}
+
+impl MocoV3Config {
+    pub fn validate(&self) -> Result<(), String> {
+        positive("temperature", self.temperature)?;
+        momentum("tau_base", self.tau_base)?;
+        width("proj_hidden", self.proj_hidden)?;
+        width("proj_out", self.proj_out)?;
+        width("pred_hidden", self.pred_hidden)
+    }
+}
+
+/// ctr(q, k): in-batch InfoNCE, positives on the diagonal, scaled by 2τ. `(N, D), (N, D) → ()`.
+pub fn ctr(q: &Tensor, k: &Tensor, temperature: f64) -> Tensor {
+    let q = q.normalize(1, 1e-12);
+    let k = k.normalize(1, 1e-12).detach();
+    let logits = q.matmul_nt(&k).mul_scalar(1.0 / temperature); // (N, N)
+    let targets: Vec<i64> = (0..q.shape()[0] as i64).collect();
+    logits
+        .cross_entropy(&targets, -100, 0.0)
+        .mul_scalar(2.0 * temperature)
+}
+
+pub struct MocoV3 {
+    pub encoder: VisionTransformer,
+    /// Three layers, BatchNorm on each (the last without affine).
+    pub projector: MlpHead,
+    /// Two layers, BatchNorm on each (the last without affine).
+    pub predictor: MlpHead,
+    pub key_encoder: VisionTransformer,
+    pub key_projector: MlpHead,
+    pub config: MocoV3Config,
+    views: ViewsConfig,
+}
+
+impl MocoV3 {
+    pub fn new(
+        init: &mut Init,
+        vit: VitConfig,
+        views: ViewsConfig,
+        config: MocoV3Config,
+    ) -> MocoV3 {
+        let (dim, c) = (vit.dim, &config);
+        let proj = [dim, c.proj_hidden, c.proj_hidden, c.proj_out];
+        let encoder = VisionTransformer::new(init, vit.clone());
+        let projector = MlpHead::new(init, &proj, HeadNorm::HiddenAndOutput);
+        let predictor = MlpHead::new(
+            init,
+            &[c.proj_out, c.pred_hidden, c.proj_out],
+            HeadNorm::HiddenAndOutput,
+        );
+        if c.freeze_patch_embed {
+            encoder.patch_embed.proj.set_frozen(true);
+        }
+        let mut scratch = Init::new(0, &init.device);
+        let key_encoder = momentum_copy(&encoder, || VisionTransformer::new(&mut scratch, vit));
+        let key_projector = momentum_copy(&projector, || {
+            MlpHead::new(&mut scratch, &proj, HeadNorm::HiddenAndOutput)
+        });
+        MocoV3 {
+            encoder,
+            projector,
+            predictor,
+            key_encoder,
+            key_projector,
+            config,
+            views,
+        }
+    }
+}
+
+impl Method for MocoV3 {
+    /// The BYOL pair of asymmetric views, as the paper uses.
+    fn views(&self) -> Vec<Augment> {
+        let size = self.encoder.config.image;
+        vec![
+            self.views.blurred(size, 1.0, 0.0),
+            self.views.blurred(size, 0.1, 0.2),
+        ]
+    }
+
+    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+        let n = views[0].shape()[0];
+        let x = Tensor::cat(&[&views[0], &views[1]], 0); // (2N, C, H, W)
+        let q = self
+            .predictor
+            .forward(&self.projector.forward(&self.encoder.features(&x))); // (2N, D)
+        let k = no_grad(|| self.key_projector.forward(&self.key_encoder.features(&x))); // (2N, D)
+        let t = self.config.temperature;
+        &ctr(&q.narrow(0, 0, n), &k.narrow(0, n, n), t)
+            + &ctr(&q.narrow(0, n, n), &k.narrow(0, 0, n), t)
+    }
+
+    fn after_step(&mut self, at: Progress) {
+        let tau = cosine_ramp(self.config.tau_base, 1.0, at.step, at.total);
+        self.key_encoder.ema_from(&self.encoder, tau);
+        self.key_projector.ema_from(&self.projector, tau);
+    }
+
+    fn encoder(&self) -> &VisionTransformer {
+        &self.encoder
+    }
+}
+
+impl Module for MocoV3 {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![
+            ("encoder".into(), &self.encoder),
+            ("projector".into(), &self.projector),
+            ("predictor".into(), &self.predictor),
+        ]
+    }
+
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut v = prefixed("key_encoder", self.key_encoder.state_dict());
+        v.extend(prefixed("key_projector", self.key_projector.state_dict()));
+        v
+    }
+}

@@ -1,0 +1,387 @@
+//! A pre-training run of any [`Method`] as one resumable unit: model (with its teacher, queue or
+//! centre), optimizer, data order, schedule and histories. A checkpoint holds all of it, so a
+//! resumed run continues the same run: on the CPU backend it ends bit-identical to an
+//! uninterrupted one. This is the shared loop; a method file only says what one step computes.
+//!
+//! The run also refuses to go on when training diverges: a non-finite loss or gradient stops the
+//! step before the optimizer touches the weights, parameters are checked every few steps and
+//! before every save, so a checkpoint on disk only ever holds finite weights.
+
+use selfsup_engine::checkpoint::{self, Checkpoint};
+use selfsup_engine::data::{n_views, Dataset, Loader, Views};
+use selfsup_engine::nn::Init;
+use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Lars, Optimizer, WarmupCosine};
+use selfsup_engine::{no_grad, Device, Tensor};
+use selfsup_models::method::{positive, require, Method, MethodConfig, Progress};
+use selfsup_models::views::ViewsConfig;
+use selfsup_models::vit::VitConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Which optimizer trains the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW (β 0.9/0.999): what small-scale SSL trains well with.
+    Adamw,
+    /// LARS (momentum 0.9, trust 0.001), as SimCLR, BYOL and Barlow Twins use at large batch.
+    Lars,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate: linear warm-up over the first tenth of the run, then cosine decay.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub clip: f64,
+}
+
+/// Everything that defines a run; stored as JSON in its checkpoint and in `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub method: MethodConfig,
+    pub vit: VitConfig,
+    pub views: ViewsConfig,
+    pub optim: OptimConfig,
+    pub steps: u64,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+impl RunConfig {
+    /// Checks every setting against the training data, naming the flag of the first bad one.
+    pub fn validate(&self, train: &Dataset) -> Result<(), String> {
+        let (v, o) = (&self.vit, &self.optim);
+        self.method.validate(train.n)?;
+        require(v.heads >= 1, "heads", v.heads, "at least 1")?;
+        require(
+            (1..=4096).contains(&v.dim),
+            "dim",
+            v.dim,
+            "between 1 and 4096",
+        )?;
+        require(
+            v.dim.is_multiple_of(v.heads),
+            "dim",
+            v.dim,
+            &format!("a multiple of --heads {}", v.heads),
+        )?;
+        require(
+            (1..=64).contains(&v.depth),
+            "depth",
+            v.depth,
+            "between 1 and 64",
+        )?;
+        require(
+            v.patch >= 1 && v.image.is_multiple_of(v.patch),
+            "patch",
+            v.patch,
+            &format!("a divisor of the image size {}", v.image),
+        )?;
+        require(v.mlp_ratio >= 1, "mlp_ratio", v.mlp_ratio, "at least 1")?;
+        require(
+            self.views.crop_min > 0.0 && self.views.crop_min <= 1.0,
+            "crop_min",
+            self.views.crop_min,
+            "in (0, 1]",
+        )?;
+        positive("lr", o.lr)?;
+        require(
+            o.weight_decay >= 0.0 && o.weight_decay.is_finite(),
+            "weight_decay",
+            o.weight_decay,
+            "a number ≥ 0",
+        )?;
+        require(
+            o.clip >= 0.0 && o.clip.is_finite(),
+            "clip",
+            o.clip,
+            "a number ≥ 0",
+        )?;
+        require(self.steps >= 1, "steps", self.steps, "at least 1")?;
+        require(
+            (1..=train.n).contains(&self.batch),
+            "batch",
+            self.batch,
+            &format!("between 1 and the {} training images", train.n),
+        )
+    }
+
+    pub fn schedule(&self) -> WarmupCosine {
+        WarmupCosine {
+            base_lr: self.optim.lr,
+            warmup_steps: (self.steps / 10).max(1),
+            total_steps: self.steps,
+            final_lr: self.optim.lr * 0.01,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a run config serialises")
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStats {
+    pub loss: f32,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// Training stopped because something became non-finite; the weights are those of the last
+/// finite step.
+#[derive(Clone, Debug)]
+pub struct Diverged {
+    pub step: u64,
+    pub what: String,
+    pub lr: f64,
+}
+
+impl std::fmt::Display for Diverged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "training diverged at step {}: {} (learning rate {:.3e})",
+            self.step, self.what, self.lr
+        )
+    }
+}
+
+pub struct Run {
+    pub config: RunConfig,
+    pub model: Box<dyn Method>,
+    pub optimizer: Box<dyn Optimizer>,
+    /// Optimizer steps taken so far.
+    pub step: u64,
+    /// The loss of every step so far.
+    pub history: Vec<f32>,
+    /// (step, accuracy %) of the online kNN monitor, filled by whoever evaluates.
+    pub knn_history: Vec<(u64, f32)>,
+    loader: Loader<Views>,
+    device: Device,
+}
+
+/// How often parameters are scanned for non-finite values between saves.
+const PARAM_CHECK_EVERY: u64 = 50;
+
+impl Run {
+    /// A fresh run on `train` (its labels are never used).
+    pub fn new(config: RunConfig, train: Arc<Dataset>, device: &Device) -> Run {
+        Run::at_step(config, train, device, 0)
+    }
+
+    /// A freshly initialised run whose data order is positioned at `step`.
+    fn at_step(config: RunConfig, train: Arc<Dataset>, device: &Device, step: u64) -> Run {
+        let mut init = Init::new(config.seed, device);
+        let model = config
+            .method
+            .build(&mut init, config.vit.clone(), config.views.clone());
+        // Frozen parameters (MoCo v3's random patch projection) are not the optimizer's.
+        let trainable: Vec<(String, Tensor)> = model
+            .named_parameters()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        let groups = param_groups(trainable, config.optim.weight_decay);
+        let optimizer: Box<dyn Optimizer> = match config.optim.optimizer {
+            OptimizerKind::Adamw => Box::new(AdamW::new(groups, 0.9, 0.999, 1e-8)),
+            OptimizerKind::Lars => Box::new(Lars::new(groups, 0.9, 0.001, 1e-8)),
+        };
+        let loader = Loader::new(
+            train,
+            config.batch,
+            config.seed,
+            true,
+            n_views(model.views()),
+        );
+        let per_epoch = loader.batches_per_epoch() as u64;
+        let loader = loader.starting_at((step / per_epoch) as usize, (step % per_epoch) as usize);
+        Run {
+            config,
+            model,
+            optimizer,
+            step,
+            history: Vec::new(),
+            knn_history: Vec::new(),
+            loader,
+            device: device.clone(),
+        }
+    }
+
+    /// The configuration stored in a checkpoint.
+    pub fn config_of(ck: &Checkpoint, path: &Path) -> Result<RunConfig, String> {
+        let text = ck.meta("config", path).map_err(|e| e.to_string())?;
+        serde_json::from_str(text)
+            .map_err(|e| format!("{}: checkpoint config: {e}", path.display()))
+    }
+
+    /// Continues the run saved in `ck` (read from `path`) under `config`, which may differ from
+    /// the stored one only in what may change on resume (steps, learning rate).
+    pub fn resume(
+        ck: &Checkpoint,
+        path: &Path,
+        config: RunConfig,
+        train: Arc<Dataset>,
+        device: &Device,
+    ) -> Result<Run, String> {
+        let err = |e: selfsup_engine::Error| e.to_string();
+        let step: u64 = ck
+            .meta("step", path)
+            .map_err(err)?
+            .parse()
+            .map_err(|e| format!("{}: metadata step: {e}", path.display()))?;
+        let mut run = Run::at_step(config, train, device, step);
+        let source = path.display().to_string();
+        run.model
+            .load_state_dict(&ck.with_prefix("model"), &source)
+            .map_err(err)?;
+        run.optimizer
+            .load_state_dict(&ck.with_prefix("optim"), &source)
+            .map_err(err)?;
+        let history = |name: &str| ck.tensors.get(name).map(|t| t.to_vec()).unwrap_or_default();
+        run.history = history("history.loss");
+        if run.history.len() as u64 != step {
+            return Err(format!(
+                "{source}: holds {} losses for {step} steps",
+                run.history.len()
+            ));
+        }
+        run.knn_history = history("history.knn")
+            .chunks_exact(2)
+            .map(|p| (p[0] as u64, p[1]))
+            .collect();
+        let known = ["config", "step", "crc32"];
+        let expected = run.model.state_dict().len() + run.optimizer.state_dict().len();
+        let extra = ck.tensors.len()
+            - ck.tensors
+                .keys()
+                .filter(|k| k.starts_with("history."))
+                .count();
+        if extra != expected || ck.metadata.keys().any(|k| !known.contains(&k.as_str())) {
+            return Err(format!(
+                "{source}: holds {extra} model and optimizer tensors, the run expects {expected}"
+            ));
+        }
+        run.check_parameters()?;
+        Ok(run)
+    }
+
+    /// One optimizer step on the next batch of views. Nothing is updated when the loss or the
+    /// gradient is not finite.
+    pub fn train_step(&mut self) -> Result<StepStats, Diverged> {
+        let batch = self.loader.next().expect("the loader is endless").data;
+        let views: Vec<Tensor> = batch
+            .views
+            .iter()
+            .map(|v| Tensor::from_vec(v.data.clone(), &[batch.n, v.c, v.h, v.w], &self.device))
+            .collect();
+        let at = Progress {
+            step: self.step,
+            total: self.config.steps,
+        };
+        let lr = self.config.schedule().lr(self.step);
+        self.optimizer.zero_grad();
+        let loss = self.model.loss(&views, at);
+        let l = loss.item();
+        let diverged = |what: String| Diverged {
+            step: self.step,
+            what,
+            lr,
+        };
+        if !l.is_finite() {
+            return Err(diverged(format!("the loss is {l}")));
+        }
+        loss.backward();
+        let params = self.model.parameters();
+        let norm = grad_norm(&params);
+        if !norm.is_finite() {
+            return Err(diverged(format!("loss {l:.4}, gradient norm {norm}")));
+        }
+        if self.config.optim.clip > 0.0 {
+            selfsup_engine::optim::clip_grad_norm(&params, self.config.optim.clip);
+        }
+        self.optimizer.step(lr);
+        self.model.after_step(at);
+        self.step += 1;
+        self.history.push(l);
+        if self.step.is_multiple_of(PARAM_CHECK_EVERY) {
+            self.check_parameters().map_err(|what| Diverged {
+                step: self.step,
+                what,
+                lr,
+            })?;
+        }
+        Ok(StepStats {
+            loss: l,
+            lr,
+            grad_norm: norm,
+        })
+    }
+
+    /// An error naming the first parameter or buffer (teacher, queue) holding a NaN or ∞.
+    pub fn check_parameters(&self) -> Result<(), String> {
+        let state = self.model.state_dict();
+        let sums: Vec<Tensor> = no_grad(|| state.iter().map(|(_, t)| t.sum_all()).collect());
+        // One read-back: a sum is finite only if every element is (barring overflow, which is
+        // just as fatal).
+        let refs: Vec<&Tensor> = sums.iter().collect();
+        let values = Tensor::stack(&refs, 0).to_vec();
+        match state.iter().zip(values).find(|(_, s)| !s.is_finite()) {
+            None => Ok(()),
+            Some(((name, t), _)) => {
+                let bad = t.to_vec().iter().filter(|v| !v.is_finite()).count();
+                Err(format!(
+                    "{bad} of {} values of {name} are not finite",
+                    t.numel()
+                ))
+            }
+        }
+    }
+
+    /// Writes model (with teacher, queue, centre), optimizer state, step, histories and config
+    /// to `path`. Refused if any weight is not finite, so a good checkpoint is never replaced by
+    /// a diverged one.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        self.check_parameters()
+            .map_err(|e| format!("not saving {}: {e}", path.display()))?;
+        let mut tensors: Vec<(String, Tensor)> = self
+            .model
+            .state_dict()
+            .into_iter()
+            .map(|(k, v)| (format!("model.{k}"), v))
+            .collect();
+        tensors.extend(
+            self.optimizer
+                .state_dict()
+                .into_iter()
+                .map(|(k, v)| (format!("optim.{k}"), v)),
+        );
+        let cpu = Device::Cpu;
+        tensors.push((
+            "history.loss".into(),
+            Tensor::from_vec(self.history.clone(), &[self.history.len()], &cpu),
+        ));
+        let knn: Vec<f32> = self
+            .knn_history
+            .iter()
+            .flat_map(|&(s, a)| [s as f32, a])
+            .collect();
+        tensors.push((
+            "history.knn".into(),
+            Tensor::from_vec(knn, &[self.knn_history.len() * 2], &cpu),
+        ));
+        let meta = HashMap::from([
+            ("config".to_string(), self.config.to_json()),
+            ("step".to_string(), self.step.to_string()),
+        ]);
+        checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
+    }
+}

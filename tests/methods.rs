@@ -1,0 +1,359 @@
+//! Every method on the shared loop: it trains (the loss falls) on the CPU and the GPU, a resumed
+//! run is bit-identical to an uninterrupted one (teacher, queue and optimizer state included),
+//! and the pieces the methods rest on — momentum copies, EMA, the queue, train/eval mode — do
+//! what they say.
+
+mod common;
+
+use selfsup::run::{OptimConfig, OptimizerKind, Run, RunConfig};
+use selfsup_engine::checkpoint;
+use selfsup_engine::data::Dataset;
+use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Linear, Module};
+use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
+use selfsup_engine::{Device, Tensor};
+use selfsup_models::heads::{HeadNorm, MlpHead};
+use selfsup_models::method::{momentum_copy, Method, MethodConfig, Progress};
+use selfsup_models::moco_v2::{MocoV2, MocoV2Config};
+use selfsup_models::views::{Recipe, ViewsConfig};
+use selfsup_models::vit::{Pool, VitConfig};
+use std::path::Path;
+use std::sync::Arc;
+
+fn digits(n: usize) -> Arc<Dataset> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist9k-images-idx3-ubyte.gz");
+    Arc::new(
+        Dataset::load_idx(&path)
+            .unwrap()
+            .subset(&(0..n).collect::<Vec<_>>()),
+    )
+}
+
+fn tiny_vit() -> VitConfig {
+    VitConfig {
+        image: 28,
+        channels: 1,
+        patch: 7,
+        dim: 16,
+        depth: 1,
+        heads: 2,
+        mlp_ratio: 2,
+        pool: Pool::Mean,
+    }
+}
+
+fn views() -> ViewsConfig {
+    ViewsConfig {
+        recipe: Recipe::Digits,
+        crop_min: 0.4,
+    }
+}
+
+/// A small run of `method` whose heads are narrow enough to train in debug builds.
+fn tiny(method: &str, steps: u64) -> RunConfig {
+    let mut v = serde_json::to_value(MethodConfig::named(method).unwrap()).unwrap();
+    for (k, x) in v.as_object_mut().unwrap() {
+        match k.as_str() {
+            "proj_hidden" | "proj_out" | "pred_hidden" => *x = 16.into(),
+            "queue" => *x = 40.into(),
+            _ => {}
+        }
+    }
+    RunConfig {
+        method: serde_json::from_value(v).unwrap(),
+        vit: tiny_vit(),
+        views: views(),
+        optim: OptimConfig {
+            optimizer: OptimizerKind::Adamw,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            clip: 0.0,
+        },
+        steps,
+        batch: 16,
+        seed: 7,
+    }
+}
+
+/// Fixed views of one batch, so that a falling loss means learning, not easier batches.
+fn fixed_views(device: &Device) -> Vec<Tensor> {
+    let data = digits(16);
+    let img = Tensor::from_vec(data.images.clone(), &[16, 1, 28, 28], device);
+    let shifted = Tensor::cat(&[&img.narrow(3, 1, 27), &img.narrow(3, 0, 1)], 3);
+    vec![img, shifted]
+}
+
+fn loss_falls(method: &str, device: &Device) {
+    let config = tiny(method, 30);
+    let mut model = config.method.build(
+        &mut Init::new(3, device),
+        config.vit.clone(),
+        config.views.clone(),
+    );
+    let mut opt = AdamW::new(
+        param_groups(model.named_parameters(), 0.0),
+        0.9,
+        0.999,
+        1e-8,
+    );
+    let views = fixed_views(device);
+    let mut losses = Vec::new();
+    for step in 0..30 {
+        let at = Progress { step, total: 30 };
+        opt.zero_grad();
+        let loss = model.loss(&views, at);
+        losses.push(loss.item());
+        loss.backward();
+        opt.step(3e-3);
+        model.after_step(at);
+    }
+    let (first, last) = (losses[0], losses[losses.len() - 1]);
+    assert!(losses.iter().all(|l| l.is_finite()), "{method}: {losses:?}");
+    assert!(
+        last < first,
+        "{method} on {}: loss {first} → {last}",
+        device.name()
+    );
+}
+
+/// MoCo v2 on one fixed batch would fill its queue with that batch's own keys, which makes the
+/// loss rise by design. So it trains on two batches in turn with a queue of one batch: each
+/// step's negatives are the other batch's keys, as in a real run, and the loss of batch A against
+/// batch B's current keys must fall.
+fn moco_v2_learns(device: &Device) {
+    let config = MocoV2Config {
+        queue: 16,
+        proj_hidden: 16,
+        proj_out: 16,
+        ..MocoV2Config::default()
+    };
+    let mut moco = MocoV2::new(&mut Init::new(3, device), tiny_vit(), views(), config);
+    let data = digits(32);
+    let others = Tensor::from_vec(data.images[16 * 784..].to_vec(), &[16, 1, 28, 28], device);
+    let shifted = Tensor::cat(&[&others.narrow(3, 1, 27), &others.narrow(3, 0, 1)], 3);
+    let batches = [fixed_views(device), vec![others.clone(), shifted]];
+    let negatives = |m: &MocoV2| {
+        let keys = selfsup_engine::no_grad(|| {
+            m.key_projector
+                .forward(&m.key_encoder.features(&others))
+                .normalize(1, 1e-12)
+        });
+        m.queue.set_data(&keys);
+    };
+    let mut opt = AdamW::new(param_groups(moco.named_parameters(), 0.0), 0.9, 0.999, 1e-8);
+    let at = Progress { step: 0, total: 30 };
+    negatives(&moco);
+    let first = moco.loss(&batches[0], at).item();
+    for step in 0..30 {
+        let at = Progress { step, total: 30 };
+        opt.zero_grad();
+        moco.loss(&batches[step as usize % 2], at).backward();
+        opt.step(3e-3);
+        moco.after_step(at);
+    }
+    negatives(&moco);
+    let last = moco.loss(&batches[0], at).item();
+    assert!(
+        last < first,
+        "moco-v2 on {}: loss {first} → {last}",
+        device.name()
+    );
+}
+
+fn every_method_trains(device: &Device) {
+    for m in MethodConfig::NAMES.into_iter().filter(|&m| m != "moco-v2") {
+        loss_falls(m, device);
+    }
+    moco_v2_learns(device);
+}
+
+#[test]
+fn every_method_trains_on_the_cpu() {
+    every_method_trains(&Device::cpu());
+}
+
+#[test]
+fn every_method_trains_on_the_gpu() {
+    let Some(gpu) = common::gpu_or_skip("every_method_trains_on_the_gpu") else {
+        return;
+    };
+    every_method_trains(&gpu);
+}
+
+/// Weights, buffers (teacher, queue) and optimizer state, sorted by name.
+fn state(run: &Run) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<(String, Vec<f32>)> = run
+        .model
+        .state_dict()
+        .into_iter()
+        .chain(run.optimizer.state_dict())
+        .map(|(k, t)| (k, t.to_vec()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn resume_is_bit_identical(method: &str) {
+    let cpu = Device::cpu();
+    let data = digits(48);
+    // 48 images make 3 batches of 16: six steps cross an epoch boundary.
+    let config = tiny(method, 6);
+    let mut straight = Run::new(config.clone(), data.clone(), &cpu);
+    for _ in 0..6 {
+        straight.train_step().unwrap();
+    }
+    let path = std::env::temp_dir().join(format!(
+        "selfsup-resume-{method}-{}.safetensors",
+        std::process::id()
+    ));
+    let mut first = Run::new(config.clone(), data.clone(), &cpu);
+    for _ in 0..3 {
+        first.train_step().unwrap();
+    }
+    first.save(&path).unwrap();
+    drop(first);
+    let ck = checkpoint::load(&path).unwrap();
+    assert_eq!(Run::config_of(&ck, &path).unwrap(), config);
+    let mut resumed = Run::resume(&ck, &path, config, data, &cpu).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(resumed.step, 3);
+    for _ in 0..3 {
+        resumed.train_step().unwrap();
+    }
+    assert_eq!(
+        resumed.history, straight.history,
+        "{method}: loss curves differ"
+    );
+    let (a, b) = (state(&straight), state(&resumed));
+    assert_eq!(a.len(), b.len());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(
+            x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{method}: {name} differs after resuming"
+        );
+    }
+}
+
+#[test]
+fn resumed_simclr_byol_and_moco_v2_runs_are_bit_identical() {
+    for m in ["simclr", "byol", "moco-v2"] {
+        resume_is_bit_identical(m);
+    }
+}
+
+#[test]
+fn a_momentum_copy_is_independent_and_the_ema_moves_it_toward_the_student() {
+    let cpu = Device::cpu();
+    let student = Linear::new(&mut Init::new(1, &cpu), 3, 2, true);
+    let teacher = momentum_copy(&student, || {
+        Linear::new(&mut Init::new(2, &cpu), 3, 2, true)
+    });
+    assert_eq!(teacher.weight.to_vec(), student.weight.to_vec());
+    assert!(
+        !teacher.weight.requires_grad(),
+        "a teacher is never trained"
+    );
+    // Changing the copy leaves the original alone, and the other way round.
+    let before = student.weight.to_vec();
+    teacher.weight.set_data(&Tensor::zeros(&[2, 3], &cpu));
+    assert_eq!(student.weight.to_vec(), before);
+    student
+        .bias
+        .as_ref()
+        .unwrap()
+        .set_data(&Tensor::ones(&[2], &cpu));
+    assert_eq!(teacher.bias.as_ref().unwrap().to_vec(), [0.0, 0.0]);
+    // teacher = τ·teacher + (1 − τ)·student.
+    teacher.ema_from(&student, 0.75);
+    let want: Vec<f32> = before.iter().map(|w| 0.25 * w).collect();
+    for (g, w) in teacher.weight.to_vec().iter().zip(&want) {
+        assert!((g - w).abs() < 1e-7, "{g} vs {w}");
+    }
+    assert_eq!(teacher.bias.as_ref().unwrap().to_vec(), [0.25, 0.25]);
+}
+
+/// A composite two levels deep, to see that mode switches reach every leaf.
+struct Nest {
+    head: MlpHead,
+    drop: Dropout,
+    inner: Vec<BatchNorm1d>,
+}
+
+impl Module for Nest {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        let mut v: Vec<(String, &dyn Module)> =
+            vec![("head".into(), &self.head), ("drop".into(), &self.drop)];
+        v.extend(
+            self.inner
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (format!("inner.{i}"), b as &dyn Module)),
+        );
+        v
+    }
+}
+
+#[test]
+fn set_training_reaches_every_submodule() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut init = Init::new(0, &Device::cpu());
+    let nest = Nest {
+        head: MlpHead::new(&mut init, &[4, 8, 8, 4], HeadNorm::HiddenAndOutput),
+        drop: Dropout::new(&mut init, 0.5),
+        inner: vec![
+            BatchNorm1d::new(&init, 4, true),
+            BatchNorm1d::new(&init, 4, false),
+        ],
+    };
+    let flags = |n: &Nest| {
+        let mut f: Vec<bool> = n
+            .head
+            .bns
+            .iter()
+            .flatten()
+            .map(|b| b.training.load(Relaxed))
+            .collect();
+        f.push(n.drop.training.load(Relaxed));
+        f.extend(n.inner.iter().map(|b| b.training.load(Relaxed)));
+        f
+    };
+    assert_eq!(flags(&nest).len(), 6);
+    nest.set_training(false);
+    assert!(flags(&nest).iter().all(|t| !t));
+    nest.set_training(true);
+    assert!(flags(&nest).iter().all(|&t| t));
+    // Names come through the same traversal: every BatchNorm's statistics are buffers.
+    assert_eq!(nest.named_buffers().len(), 2 * 5);
+}
+
+#[test]
+fn the_moco_queue_replaces_its_oldest_keys_and_wraps_around() {
+    let cpu = Device::cpu();
+    let config = MocoV2Config {
+        queue: 5,
+        proj_hidden: 4,
+        proj_out: 2,
+        ..MocoV2Config::default()
+    };
+    let moco = MocoV2::new(&mut Init::new(0, &cpu), tiny_vit(), views(), config);
+    let start = moco.queue.to_vec();
+    let keys = |v: f32| Tensor::from_vec(vec![v; 6], &[3, 2], &cpu);
+    moco.enqueue(&keys(1.0));
+    let q = moco.queue.to_vec();
+    assert_eq!(&q[..6], &[1.0; 6], "rows 0–2 hold the first keys");
+    assert_eq!(&q[6..], &start[6..], "rows 3–4 are untouched");
+    assert_eq!(moco.ptr.item(), 3.0);
+    // Three more: rows 3 and 4, then round to row 0.
+    moco.enqueue(&keys(2.0));
+    assert_eq!(
+        moco.queue.to_vec(),
+        [2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+    );
+    assert_eq!(moco.ptr.item(), 1.0);
+    // Checkpointed: queue and pointer are buffers of the method.
+    let names: Vec<String> = moco.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"queue".to_string()) && names.contains(&"queue_ptr".to_string()));
+    assert!(moco
+        .named_parameters()
+        .iter()
+        .all(|(n, _)| !n.starts_with("key_")));
+}
