@@ -360,8 +360,7 @@ fn a_nan_weight_stops_a_gpu_run() {
     w.set_data(&ck.tensors["model.encoder.blocks.0.mlp.fc1.weight"].to_device(&gpu));
     let err = run
         .train_step()
-        .err()
-        .expect("a NaN weight must stop the step");
+        .expect_err("a NaN weight must stop the step");
     assert!(err.to_string().contains("diverged at step 0"), "{err}");
     assert_eq!(run.step, 0);
     assert!(
