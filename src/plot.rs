@@ -1,4 +1,4 @@
-//! Tiny PNG line and scatter charts: training curves, accuracy during training, embeddings.
+//! Tiny PNG charts: lines (training curves), scatters (embeddings) and grouped bars (results).
 //!
 //! Deliberately self-contained: text comes from an embedded 5×7 bitmap font rather than a font
 //! stack (plotters/fontconfig), so charts render identically on headless CI machines without fonts.
@@ -20,8 +20,19 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Plot `y` on a log10 axis (ticks at whole decades), e.g. for losses spanning magnitudes.
     pub log_y: bool,
-    /// Draw each point as a dot instead of joining them (a scatter plot, one colour a series).
-    pub scatter: bool,
+    /// How points are drawn.
+    pub kind: Kind,
+}
+
+/// How a chart draws its series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Points joined in order.
+    Line,
+    /// A dot per point, one colour a series.
+    Scatter,
+    /// A bar from 0 per point, the series side by side around each x (grouped bars).
+    Bars,
 }
 
 type Rgb = [u8; 3];
@@ -280,10 +291,26 @@ impl Chart {
             c.rect(x0 - 3 * s, y, 3 * s, s, BLACK);
             c.text(x0 - 5 * s - c.tw(&lab), y - 7 * s / 2, &lab, false);
         }
+        let groups = l.pts.len().max(1) as f64;
         for (i, pts) in l.pts.iter().enumerate() {
             let col = PALETTE[i % PALETTE.len()];
+            if self.kind == Kind::Bars {
+                let width = 0.8 / groups;
+                for &(x, y) in pts {
+                    let left = x - 0.4 + i as f64 * width;
+                    let (a, b) = (l.px((left, y)), l.px((left + width, 0.0)));
+                    c.rect(
+                        a.0,
+                        a.1.min(b.1),
+                        (b.0 - a.0).max(1),
+                        (b.1 - a.1).abs().max(1),
+                        col,
+                    );
+                }
+                continue;
+            }
             let px: Vec<(i64, i64)> = pts.iter().map(|&p| l.px(p)).collect();
-            if self.scatter || px.len() == 1 {
+            if self.kind == Kind::Scatter || px.len() == 1 {
                 // A dot: a lone point would otherwise be a 2-px speck.
                 for &(x, y) in &px {
                     c.rect(x - s, y - s, 2 * s + 1, 2 * s + 1, col);
@@ -318,8 +345,15 @@ impl Chart {
                     .collect()
             })
             .collect();
-        let xa = Axis::new(pts.iter().flatten().map(|p| p.0), false);
-        let ya = Axis::new(pts.iter().flatten().map(|p| p.1), self.log_y);
+        // Bars stand on 0 and are 1 wide around their x.
+        let bars = self.kind == Kind::Bars;
+        let xs = pts.iter().flatten().flat_map(|p| {
+            let pad = if bars { 0.5 } else { 0.0 };
+            [p.0 - pad, p.0 + pad]
+        });
+        let ys = pts.iter().flatten().map(|p| p.1).chain(bars.then_some(0.0));
+        let xa = Axis::new(xs, false);
+        let ya = Axis::new(ys, self.log_y);
         let widest = |a: &Axis| a.ticks.iter().map(|&t| a.label(t).len() as i64).max();
         let xlw = widest(&xa).unwrap_or(0) * 6 * s;
         let ylw = widest(&ya).unwrap_or(0) * 6 * s;
@@ -388,7 +422,7 @@ mod tests {
             y_label,
             series,
             log_y,
-            scatter: false,
+            kind: Kind::Line,
         }
     }
 

@@ -4,7 +4,7 @@
 //! same function with bad input.
 
 use crate::flags;
-use crate::plot::{Chart, Series};
+use crate::plot::{Chart, Kind, Series};
 use crate::report::{self, Row};
 use crate::run::{OptimConfig, OptimizerKind, Run, RunConfig};
 use clap::{CommandFactory, FromArgMatches, Parser};
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Flags that set a field of the run configuration (the rest say where and how to run).
-const CONFIG_FLAGS: [&str; 26] = [
+const CONFIG_FLAGS: [&str; 27] = [
     "method",
     "steps",
     "batch",
@@ -50,6 +50,7 @@ const CONFIG_FLAGS: [&str; 26] = [
     "freeze-patch-embed",
     "mlp-ratio",
     "image",
+    "pred-lr",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -126,6 +127,9 @@ pub struct Args {
     /// Predictor hidden width (byol, simsiam, moco-v3)
     #[arg(long)]
     pub pred_hidden: Option<String>,
+    /// The predictor's learning rate as a multiple of --lr (byol, simsiam)
+    #[arg(long)]
+    pub pred_lr: Option<String>,
     /// Starting momentum of the EMA teacher, ramped to 1 (byol, moco-v3)
     #[arg(long)]
     pub tau_base: Option<String>,
@@ -171,6 +175,9 @@ pub struct Args {
     /// Seconds between progress lines when output is not a terminal
     #[arg(long, default_value_t = 10.0)]
     pub log_every: f64,
+    /// Only pre-train: skip the evaluation after training (use --eval-only later)
+    #[arg(long)]
+    pub skip_eval: bool,
     /// Add a supervised ceiling: the same ViT trained on every training label
     #[arg(long)]
     pub supervised_baseline: bool,
@@ -316,8 +323,15 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     train_loop(&args, &mut run, &train, &test, &device, &ckpt)?;
     plot_curves(&out, &run)?;
 
-    run.model.set_training(false);
     let title = format!("{} ({} steps)", config.method.title(), config.steps);
+    if args.skip_eval {
+        return Ok(Outcome {
+            title,
+            rows: Vec::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    run.model.set_training(false);
     let rows = report::evaluate(
         &title,
         run.model.encoder(),
@@ -720,7 +734,7 @@ fn plot_curves(out: &Path, run: &Run) -> Result<(), String> {
             },
         ],
         log_y: false,
-        scatter: false,
+        kind: Kind::Line,
     };
     let save = |chart: &Chart, name: &str| {
         let path = out.join(name);
@@ -754,7 +768,7 @@ fn plot_curves(out: &Path, run: &Run) -> Result<(), String> {
                     .collect(),
             }],
             log_y: false,
-            scatter: false,
+            kind: Kind::Line,
         };
         save(&knn, "knn.png")?;
         plots += ", knn.png";

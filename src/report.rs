@@ -2,7 +2,7 @@
 //! kNN, effective rank) beside raw pixels, a random-init encoder and optionally a supervised
 //! ceiling, the collapse monitor, a PCA scatter of the held-out embeddings, and fine-tuning.
 
-use crate::plot::{Chart, Series};
+use crate::plot::{Chart, Kind, Series};
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::Init;
 use selfsup_engine::Device;
@@ -231,7 +231,7 @@ pub fn pca_scatter(
         y_label: "PC 2".into(),
         series,
         log_y: false,
-        scatter: true,
+        kind: Kind::Scatter,
     };
     chart
         .save_png(path, 900, 700)

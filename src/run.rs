@@ -190,7 +190,28 @@ impl Run {
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
             .collect();
-        let groups = param_groups(trainable, config.optim.weight_decay);
+        // One set of groups per learning-rate scale the method asks for.
+        let mut scales: Vec<f64> = Vec::new();
+        let mut by_scale: Vec<Vec<(String, Tensor)>> = Vec::new();
+        for (name, t) in trainable {
+            let s = model.lr_scale(&name);
+            match scales.iter().position(|&x| x == s) {
+                Some(i) => by_scale[i].push((name, t)),
+                None => {
+                    scales.push(s);
+                    by_scale.push(vec![(name, t)]);
+                }
+            }
+        }
+        let groups: Vec<_> = scales
+            .iter()
+            .zip(by_scale)
+            .flat_map(|(&s, named)| {
+                let mut g = param_groups(named, config.optim.weight_decay);
+                g.iter_mut().for_each(|g| g.lr_scale = s);
+                g
+            })
+            .collect();
         let optimizer: Box<dyn Optimizer> = match config.optim.optimizer {
             OptimizerKind::Adamw => Box::new(AdamW::new(groups, 0.9, 0.999, 1e-8)),
             OptimizerKind::Lars => Box::new(Lars::new(groups, 0.9, 0.001, 1e-8)),

@@ -137,8 +137,8 @@ fn bad_flags_and_files_are_refused_in_one_line_and_leave_the_earlier_run_alone()
 
     let small = write_idx(&dir, "small", 14, 14, &[0; 4 * 196], &[0, 1, 2, 3]);
     let empty = write_idx(&dir, "empty", 0, 0, &[], &[0, 1, 2]);
-    let stray = write_idx(&dir, "stray", 28, 28, &vec![0; 60 * 784], &{
-        let mut l: Vec<u8> = (0..60).map(|i| (i % 10) as u8).collect();
+    let stray = write_idx(&dir, "stray", 28, 28, &vec![0; 300 * 784], &{
+        let mut l: Vec<u8> = (0..300).map(|i| (i % 10) as u8).collect();
         l[7] = 200;
         l
     });

@@ -8,14 +8,14 @@ mod common;
 use selfsup::run::{OptimConfig, OptimizerKind, Run, RunConfig};
 use selfsup_engine::checkpoint;
 use selfsup_engine::data::Dataset;
-use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Linear, Module};
+use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{Device, Tensor};
-use selfsup_models::heads::{HeadNorm, MlpHead};
-use selfsup_models::method::{momentum_copy, Method, MethodConfig, Progress};
+use selfsup_models::heads::{HeadNorm, MlpHead, Tower};
+use selfsup_models::method::{Method, MethodConfig, Progress};
 use selfsup_models::moco_v2::{MocoV2, MocoV2Config};
 use selfsup_models::views::{Recipe, ViewsConfig};
-use selfsup_models::vit::{Pool, VitConfig};
+use selfsup_models::vit::{Pool, VisionTransformer, VitConfig};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -132,11 +132,7 @@ fn moco_v2_learns(device: &Device) {
     let shifted = Tensor::cat(&[&others.narrow(3, 1, 27), &others.narrow(3, 0, 1)], 3);
     let batches = [fixed_views(device), vec![others.clone(), shifted]];
     let negatives = |m: &MocoV2| {
-        let keys = selfsup_engine::no_grad(|| {
-            m.key_projector
-                .forward(&m.key_encoder.features(&others))
-                .normalize(1, 1e-12)
-        });
+        let keys = selfsup_engine::no_grad(|| m.key.forward(&others).normalize(1, 1e-12));
         m.queue.set_data(&keys);
     };
     let mut opt = AdamW::new(param_groups(moco.named_parameters(), 0.0), 0.9, 0.999, 1e-8);
@@ -243,32 +239,41 @@ fn resumed_simclr_byol_and_moco_v2_runs_are_bit_identical() {
 #[test]
 fn a_momentum_copy_is_independent_and_the_ema_moves_it_toward_the_student() {
     let cpu = Device::cpu();
-    let student = Linear::new(&mut Init::new(1, &cpu), 3, 2, true);
-    let teacher = momentum_copy(&student, || {
-        Linear::new(&mut Init::new(2, &cpu), 3, 2, true)
-    });
-    assert_eq!(teacher.weight.to_vec(), student.weight.to_vec());
+    let mut init = Init::new(1, &cpu);
+    let student = Tower {
+        encoder: VisionTransformer::new(&mut init, tiny_vit()),
+        projector: MlpHead::new(&mut init, &[16, 8, 4], HeadNorm::Hidden),
+    };
+    let teacher = student.momentum_copy();
+    let (s, t) = (student.state_dict(), teacher.state_dict());
+    assert_eq!(s.len(), t.len());
+    for ((name, a), (_, b)) in s.iter().zip(&t) {
+        assert_eq!(a.to_vec(), b.to_vec(), "{name} not copied");
+    }
     assert!(
-        !teacher.weight.requires_grad(),
+        teacher.parameters().iter().all(|p| !p.requires_grad()),
         "a teacher is never trained"
     );
     // Changing the copy leaves the original alone, and the other way round.
-    let before = student.weight.to_vec();
-    teacher.weight.set_data(&Tensor::zeros(&[2, 3], &cpu));
-    assert_eq!(student.weight.to_vec(), before);
-    student
-        .bias
-        .as_ref()
-        .unwrap()
-        .set_data(&Tensor::ones(&[2], &cpu));
-    assert_eq!(teacher.bias.as_ref().unwrap().to_vec(), [0.0, 0.0]);
-    // teacher = τ·teacher + (1 − τ)·student.
+    let (sw, tw) = (
+        &student.projector.fcs[1].weight,
+        &teacher.projector.fcs[1].weight,
+    );
+    let before = sw.to_vec();
+    tw.set_data(&Tensor::zeros(&[4, 8], &cpu));
+    assert_eq!(sw.to_vec(), before);
+    let (sb, tb) = (
+        student.encoder.norm.bias.clone(),
+        teacher.encoder.norm.bias.clone(),
+    );
+    sb.set_data(&Tensor::ones(&[16], &cpu));
+    assert_eq!(tb.to_vec(), vec![0.0; 16]);
+    // teacher = τ·teacher + (1 − τ)·student, for every parameter.
     teacher.ema_from(&student, 0.75);
-    let want: Vec<f32> = before.iter().map(|w| 0.25 * w).collect();
-    for (g, w) in teacher.weight.to_vec().iter().zip(&want) {
-        assert!((g - w).abs() < 1e-7, "{g} vs {w}");
+    for (g, w) in tw.to_vec().iter().zip(&before) {
+        assert!((g - 0.25 * w).abs() < 1e-7, "{g} vs {}", 0.25 * w);
     }
-    assert_eq!(teacher.bias.as_ref().unwrap().to_vec(), [0.25, 0.25]);
+    assert_eq!(tb.to_vec(), vec![0.25; 16]);
 }
 
 /// A composite two levels deep, to see that mode switches reach every leaf.

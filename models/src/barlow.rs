@@ -90,11 +90,7 @@ impl Barlow {
 impl Method for Barlow {
     /// The BYOL pair of asymmetric views, as the paper uses.
     fn views(&self) -> Vec<Augment> {
-        let size = self.encoder.config.image;
-        vec![
-            self.views.blurred(size, 1.0, 0.0),
-            self.views.blurred(size, 0.1, 0.2),
-        ]
+        self.views.byol_pair(self.encoder.config.image)
     }
 
     fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {

@@ -6,8 +6,8 @@
 //! ℒ = ‖q̄_θ(z_θ) − z̄′_ξ‖² = 2 − 2·⟨q_θ(z_θ), z′_ξ⟩ / (‖q_θ(z_θ)‖·‖z′_ξ‖), symmetrised over the
 //! two views; after each step ξ ← τξ + (1 − τ)θ with τ = 1 − (1 − τ_base)(cos(πk/K) + 1)/2.
 
-use crate::heads::{HeadNorm, MlpHead};
-use crate::method::{momentum, momentum_copy, row_cosine, width, Method, Progress};
+use crate::heads::{HeadNorm, MlpHead, Tower};
+use crate::method::{momentum, positive, predictor_lr, row_cosine, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use selfsup_engine::data::Augment;
@@ -24,6 +24,8 @@ pub struct ByolConfig {
     pub proj_hidden: usize,
     pub proj_out: usize,
     pub pred_hidden: usize,
+    /// The predictor's learning rate as a multiple of the run's.
+    pub pred_lr: f64,
 }
 
 impl Default for ByolConfig {
@@ -33,6 +35,7 @@ impl Default for ByolConfig {
             proj_hidden: 256,
             proj_out: 64,
             pred_hidden: 256,
+            pred_lr: 1.0,
         }
     }
 }
@@ -42,7 +45,8 @@ impl ByolConfig {
         momentum("tau_base", self.tau_base)?;
         width("proj_hidden", self.proj_hidden)?;
         width("proj_out", self.proj_out)?;
-        width("pred_hidden", self.pred_hidden)
+        width("pred_hidden", self.pred_hidden)?;
+        positive("pred_lr", self.pred_lr)
     }
 }
 
@@ -55,11 +59,11 @@ pub fn regression_loss(p: &Tensor, z: &Tensor) -> Tensor {
 }
 
 pub struct Byol {
-    pub encoder: VisionTransformer,
-    pub projector: MlpHead,
+    /// The online encoder and projector, trained.
+    pub online: Tower,
     pub predictor: MlpHead,
-    pub target_encoder: VisionTransformer,
-    pub target_projector: MlpHead,
+    /// Their EMA, never trained.
+    pub target: Tower,
     pub config: ByolConfig,
     views: ViewsConfig,
 }
@@ -67,28 +71,19 @@ pub struct Byol {
 impl Byol {
     pub fn new(init: &mut Init, vit: VitConfig, views: ViewsConfig, config: ByolConfig) -> Byol {
         let (dim, c) = (vit.dim, &config);
-        let encoder = VisionTransformer::new(init, vit.clone());
-        let projector = MlpHead::new(init, &[dim, c.proj_hidden, c.proj_out], HeadNorm::Hidden);
+        let online = Tower {
+            encoder: VisionTransformer::new(init, vit),
+            projector: MlpHead::new(init, &[dim, c.proj_hidden, c.proj_out], HeadNorm::Hidden),
+        };
         let predictor = MlpHead::new(
             init,
             &[c.proj_out, c.pred_hidden, c.proj_out],
             HeadNorm::Hidden,
         );
-        let mut scratch = Init::new(0, &init.device);
-        let target_encoder = momentum_copy(&encoder, || VisionTransformer::new(&mut scratch, vit));
-        let target_projector = momentum_copy(&projector, || {
-            MlpHead::new(
-                &mut scratch,
-                &[dim, c.proj_hidden, c.proj_out],
-                HeadNorm::Hidden,
-            )
-        });
         Byol {
-            encoder,
-            projector,
+            target: online.momentum_copy(),
+            online,
             predictor,
-            target_encoder,
-            target_projector,
             config,
             views,
         }
@@ -96,26 +91,15 @@ impl Byol {
 }
 
 impl Method for Byol {
-    /// The paper's asymmetric pair: view 1 always blurred, view 2 rarely blurred, sometimes
-    /// solarised.
     fn views(&self) -> Vec<Augment> {
-        let size = self.encoder.config.image;
-        vec![
-            self.views.blurred(size, 1.0, 0.0),
-            self.views.blurred(size, 0.1, 0.2),
-        ]
+        self.views.byol_pair(self.online.encoder.config.image)
     }
 
     fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
         let n = views[0].shape()[0];
         let x = Tensor::cat(&[&views[0], &views[1]], 0); // (2N, C, H, W)
-        let p = self
-            .predictor
-            .forward(&self.projector.forward(&self.encoder.features(&x))); // (2N, D)
-        let z = no_grad(|| {
-            self.target_projector
-                .forward(&self.target_encoder.features(&x))
-        }); // (2N, D)
+        let p = self.predictor.forward(&self.online.forward(&x)); // (2N, D)
+        let z = no_grad(|| self.target.forward(&x)); // (2N, D)
         let (p1, p2) = (p.narrow(0, 0, n), p.narrow(0, n, n));
         let (z1, z2) = (z.narrow(0, 0, n), z.narrow(0, n, n));
         &regression_loss(&p1, &z2) + &regression_loss(&p2, &z1)
@@ -123,31 +107,29 @@ impl Method for Byol {
 
     fn after_step(&mut self, at: Progress) {
         let tau = cosine_ramp(self.config.tau_base, 1.0, at.step, at.total);
-        self.target_encoder.ema_from(&self.encoder, tau);
-        self.target_projector.ema_from(&self.projector, tau);
+        self.target.ema_from(&self.online, tau);
+    }
+
+    fn lr_scale(&self, name: &str) -> f64 {
+        predictor_lr(name, self.config.pred_lr)
     }
 
     fn encoder(&self) -> &VisionTransformer {
-        &self.encoder
+        &self.online.encoder
     }
 }
 
 impl Module for Byol {
     fn children(&self) -> Vec<(String, &dyn Module)> {
         vec![
-            ("encoder".into(), &self.encoder),
-            ("projector".into(), &self.projector),
+            ("encoder".into(), &self.online.encoder),
+            ("projector".into(), &self.online.projector),
             ("predictor".into(), &self.predictor),
         ]
     }
 
     /// The target network is state, not a parameter: checkpointed, never optimised.
     fn own_buffers(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("target_encoder", self.target_encoder.state_dict());
-        v.extend(prefixed(
-            "target_projector",
-            self.target_projector.state_dict(),
-        ));
-        v
+        prefixed("target", self.target.state_dict())
     }
 }

@@ -1,8 +1,44 @@
 //! Projection and prediction heads: the small MLPs SSL objectives are computed on. Downstream
 //! tasks use the representation *before* the head, which keeps information the objective discards.
 
+use crate::vit::VisionTransformer;
 use selfsup_engine::nn::{BatchNorm1d, Init, Linear, Module};
 use selfsup_engine::Tensor;
+
+/// An encoder f with its projector g: what a momentum teacher copies (BYOL's target network,
+/// MoCo's key encoder).
+pub struct Tower {
+    pub encoder: VisionTransformer,
+    pub projector: MlpHead,
+}
+
+impl Tower {
+    /// z = g(f(x)): images `(B, C, H, W)` → `(B, D)`.
+    pub fn forward(&self, images: &Tensor) -> Tensor {
+        self.projector.forward(&self.encoder.features(images))
+    }
+
+    /// A frozen copy of this tower, for a teacher that then follows it by EMA.
+    pub fn momentum_copy(&self) -> Tower {
+        let mut scratch = Init::new(0, &self.encoder.pos_embed.device());
+        let copy = Tower {
+            encoder: VisionTransformer::new(&mut scratch, self.encoder.config.clone()),
+            projector: MlpHead::new(&mut scratch, &self.projector.dims, self.projector.norm),
+        };
+        copy.copy_from(self);
+        copy.set_frozen(true);
+        copy
+    }
+}
+
+impl Module for Tower {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![
+            ("encoder".into(), &self.encoder),
+            ("projector".into(), &self.projector),
+        ]
+    }
+}
 
 /// Whether and where a head normalises with batch statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,6 +52,9 @@ pub enum HeadNorm {
 /// An MLP `dims[0] → dims[1] → … → dims[last]`: each hidden layer is Linear (→ BatchNorm) → ReLU.
 /// Layers are named `fc1`, `bn1`, `fc2`, … as in the reference implementations.
 pub struct MlpHead {
+    /// Layer widths, input first (a copy of the same shape is built from them).
+    pub dims: Vec<usize>,
+    pub norm: HeadNorm,
     pub fcs: Vec<Linear>,
     /// The norm after each Linear, if any (the last one only with `HiddenAndOutput`).
     pub bns: Vec<Option<BatchNorm1d>>,
@@ -37,7 +76,12 @@ impl MlpHead {
             fcs.push(Linear::new(init, pair[0], pair[1], !bn));
             bns.push(bn.then(|| BatchNorm1d::new(init, pair[1], !last)));
         }
-        MlpHead { fcs, bns }
+        MlpHead {
+            dims: dims.to_vec(),
+            norm,
+            fcs,
+            bns,
+        }
     }
 
     /// `(N, dims[0])` → `(N, dims[last])`.

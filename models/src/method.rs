@@ -30,6 +30,12 @@ pub trait Method: Module + Send {
     /// After the optimizer step: the momentum teacher, the queue, the centre.
     fn after_step(&mut self, _at: Progress) {}
 
+    /// The learning rate of parameter `name` as a multiple of the run's (a predictor that must
+    /// track a moving target learns faster than the encoder).
+    fn lr_scale(&self, _name: &str) -> f64 {
+        1.0
+    }
+
     /// The representation downstream tasks measure (before any head).
     fn encoder(&self) -> &VisionTransformer;
 }
@@ -152,13 +158,13 @@ pub fn width(flag: &str, v: usize) -> Result<(), String> {
     require((1..=16_384).contains(&v), flag, v, "between 1 and 16384")
 }
 
-/// A momentum teacher of the same shape as `student`, holding a copy of its weights and never
-/// trained (no gradient, not in the optimizer).
-pub fn momentum_copy<M: Module>(student: &M, build: impl FnOnce() -> M) -> M {
-    let teacher = build();
-    teacher.copy_from(student);
-    teacher.set_frozen(true);
-    teacher
+/// The learning-rate scale of parameter `name` when a predictor learns `scale`× faster.
+pub fn predictor_lr(name: &str, scale: f64) -> f64 {
+    if name.starts_with("predictor.") {
+        scale
+    } else {
+        1.0
+    }
 }
 
 /// Cosine similarity of matching rows, `(N, D), (N, D) → (N)`.

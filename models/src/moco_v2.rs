@@ -15,8 +15,8 @@
 //! done with virtual devices: the key batch is shuffled (seeded by the step), normalised in
 //! [`SHUFFLE_GROUPS`] separate groups, and unshuffled.
 
-use crate::heads::{HeadNorm, MlpHead};
-use crate::method::{momentum, momentum_copy, positive, require, width, Method, Progress};
+use crate::heads::{HeadNorm, MlpHead, Tower};
+use crate::method::{momentum, positive, require, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use rand::seq::SliceRandom;
@@ -82,10 +82,10 @@ pub fn info_nce(q: &Tensor, k: &Tensor, queue: &Tensor, temperature: f64) -> Ten
 }
 
 pub struct MocoV2 {
-    pub encoder: VisionTransformer,
-    pub projector: MlpHead,
-    pub key_encoder: VisionTransformer,
-    pub key_projector: MlpHead,
+    /// The query encoder and projector, trained.
+    pub query: Tower,
+    /// Their momentum copy, never trained.
+    pub key: Tower,
     /// (K, D) normalised keys; row `ptr` is the oldest.
     pub queue: Tensor,
     /// Where the next keys go, as a (1,) tensor so it is checkpointed with the queue.
@@ -104,23 +104,17 @@ impl MocoV2 {
         config: MocoV2Config,
     ) -> MocoV2 {
         let (dim, c) = (vit.dim, &config);
-        let dims = [dim, c.proj_hidden, c.proj_out];
-        let encoder = VisionTransformer::new(init, vit.clone());
-        let projector = MlpHead::new(init, &dims, HeadNorm::Hidden);
-        let mut scratch = Init::new(0, &init.device);
-        let key_encoder = momentum_copy(&encoder, || VisionTransformer::new(&mut scratch, vit));
-        let key_projector = momentum_copy(&projector, || {
-            MlpHead::new(&mut scratch, &dims, HeadNorm::Hidden)
-        });
+        let query = Tower {
+            encoder: VisionTransformer::new(init, vit),
+            projector: MlpHead::new(init, &[dim, c.proj_hidden, c.proj_out], HeadNorm::Hidden),
+        };
         // The paper starts from random normalised keys.
         let queue = init
             .trunc_normal(&[c.queue, c.proj_out], 1.0)
             .normalize(1, 1e-12);
         MocoV2 {
-            encoder,
-            projector,
-            key_encoder,
-            key_projector,
+            key: query.momentum_copy(),
+            query,
             queue,
             ptr: init.zeros(&[1]),
             config,
@@ -138,12 +132,12 @@ impl MocoV2 {
         for (pos, &i) in order.iter().enumerate() {
             back[i as usize] = pos as u32;
         }
-        let h = self.key_encoder.features(&images.index_select(0, &order)); // (N, dim), shuffled
+        let h = self.key.encoder.features(&images.index_select(0, &order)); // (N, dim), shuffled
         let groups = SHUFFLE_GROUPS.min(n);
         let parts: Vec<Tensor> = (0..groups)
             .map(|g| {
                 let (start, end) = (g * n / groups, (g + 1) * n / groups);
-                self.key_projector.forward(&h.narrow(0, start, end - start))
+                self.key.projector.forward(&h.narrow(0, start, end - start))
             })
             .collect();
         let refs: Vec<&Tensor> = parts.iter().collect();
@@ -182,12 +176,11 @@ impl MocoV2 {
 
 impl Method for MocoV2 {
     fn views(&self) -> Vec<Augment> {
-        let aug = self.views.base(self.encoder.config.image);
-        vec![aug.clone(), aug]
+        self.views.pair(self.query.encoder.config.image)
     }
 
     fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor {
-        let q = self.projector.forward(&self.encoder.features(&views[0])); // (N, D)
+        let q = self.query.forward(&views[0]); // (N, D)
         let k = no_grad(|| self.shuffled_keys(&views[1], at.step)); // (N, D)
         let loss = info_nce(&q, &k, &self.queue, self.config.temperature);
         self.pending = Some(k);
@@ -198,28 +191,25 @@ impl Method for MocoV2 {
         if let Some(k) = self.pending.take() {
             no_grad(|| self.enqueue(&k));
         }
-        self.key_encoder.ema_from(&self.encoder, self.config.tau);
-        self.key_projector
-            .ema_from(&self.projector, self.config.tau);
+        self.key.ema_from(&self.query, self.config.tau);
     }
 
     fn encoder(&self) -> &VisionTransformer {
-        &self.encoder
+        &self.query.encoder
     }
 }
 
 impl Module for MocoV2 {
     fn children(&self) -> Vec<(String, &dyn Module)> {
         vec![
-            ("encoder".into(), &self.encoder),
-            ("projector".into(), &self.projector),
+            ("encoder".into(), &self.query.encoder),
+            ("projector".into(), &self.query.projector),
         ]
     }
 
     /// Key encoder, queue and its pointer are state, not parameters.
     fn own_buffers(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("key_encoder", self.key_encoder.state_dict());
-        v.extend(prefixed("key_projector", self.key_projector.state_dict()));
+        let mut v = prefixed("key", self.key.state_dict());
         v.push(("queue".into(), self.queue.clone()));
         v.push(("queue_ptr".into(), self.ptr.clone()));
         v

@@ -8,8 +8,8 @@
 //! For ViTs the paper stabilises training by freezing the randomly initialised patch projection
 //! (`freeze_patch_embed`).
 
-use crate::heads::{HeadNorm, MlpHead};
-use crate::method::{momentum, momentum_copy, positive, width, Method, Progress};
+use crate::heads::{HeadNorm, MlpHead, Tower};
+use crate::method::{momentum, positive, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use selfsup_engine::data::Augment;
@@ -66,13 +66,12 @@ pub fn ctr(q: &Tensor, k: &Tensor, temperature: f64) -> Tensor {
 }
 
 pub struct MocoV3 {
-    pub encoder: VisionTransformer,
-    /// Three layers, BatchNorm on each (the last without affine).
-    pub projector: MlpHead,
+    /// Encoder and projector (three layers, BatchNorm on each, the last without affine).
+    pub query: Tower,
     /// Two layers, BatchNorm on each (the last without affine).
     pub predictor: MlpHead,
-    pub key_encoder: VisionTransformer,
-    pub key_projector: MlpHead,
+    /// The momentum copy of `query`.
+    pub key: Tower,
     pub config: MocoV3Config,
     views: ViewsConfig,
 }
@@ -85,28 +84,26 @@ impl MocoV3 {
         config: MocoV3Config,
     ) -> MocoV3 {
         let (dim, c) = (vit.dim, &config);
-        let proj = [dim, c.proj_hidden, c.proj_hidden, c.proj_out];
-        let encoder = VisionTransformer::new(init, vit.clone());
-        let projector = MlpHead::new(init, &proj, HeadNorm::HiddenAndOutput);
+        let query = Tower {
+            encoder: VisionTransformer::new(init, vit),
+            projector: MlpHead::new(
+                init,
+                &[dim, c.proj_hidden, c.proj_hidden, c.proj_out],
+                HeadNorm::HiddenAndOutput,
+            ),
+        };
         let predictor = MlpHead::new(
             init,
             &[c.proj_out, c.pred_hidden, c.proj_out],
             HeadNorm::HiddenAndOutput,
         );
         if c.freeze_patch_embed {
-            encoder.patch_embed.proj.set_frozen(true);
+            query.encoder.patch_embed.proj.set_frozen(true);
         }
-        let mut scratch = Init::new(0, &init.device);
-        let key_encoder = momentum_copy(&encoder, || VisionTransformer::new(&mut scratch, vit));
-        let key_projector = momentum_copy(&projector, || {
-            MlpHead::new(&mut scratch, &proj, HeadNorm::HiddenAndOutput)
-        });
         MocoV3 {
-            encoder,
-            projector,
+            key: query.momentum_copy(),
+            query,
             predictor,
-            key_encoder,
-            key_projector,
             config,
             views,
         }
@@ -114,50 +111,41 @@ impl MocoV3 {
 }
 
 impl Method for MocoV3 {
-    /// The BYOL pair of asymmetric views, as the paper uses.
     fn views(&self) -> Vec<Augment> {
-        let size = self.encoder.config.image;
-        vec![
-            self.views.blurred(size, 1.0, 0.0),
-            self.views.blurred(size, 0.1, 0.2),
-        ]
+        self.views.byol_pair(self.query.encoder.config.image)
     }
 
     fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
         let n = views[0].shape()[0];
         let x = Tensor::cat(&[&views[0], &views[1]], 0); // (2N, C, H, W)
-        let q = self
-            .predictor
-            .forward(&self.projector.forward(&self.encoder.features(&x))); // (2N, D)
-        let k = no_grad(|| self.key_projector.forward(&self.key_encoder.features(&x))); // (2N, D)
+        let q = self.predictor.forward(&self.query.forward(&x)); // (2N, D)
+        let k = no_grad(|| self.key.forward(&x)); // (2N, D)
         let t = self.config.temperature;
-        &ctr(&q.narrow(0, 0, n), &k.narrow(0, n, n), t)
-            + &ctr(&q.narrow(0, n, n), &k.narrow(0, 0, n), t)
+        let (q1, q2) = (q.narrow(0, 0, n), q.narrow(0, n, n));
+        let (k1, k2) = (k.narrow(0, 0, n), k.narrow(0, n, n));
+        &ctr(&q1, &k2, t) + &ctr(&q2, &k1, t)
     }
 
     fn after_step(&mut self, at: Progress) {
         let tau = cosine_ramp(self.config.tau_base, 1.0, at.step, at.total);
-        self.key_encoder.ema_from(&self.encoder, tau);
-        self.key_projector.ema_from(&self.projector, tau);
+        self.key.ema_from(&self.query, tau);
     }
 
     fn encoder(&self) -> &VisionTransformer {
-        &self.encoder
+        &self.query.encoder
     }
 }
 
 impl Module for MocoV3 {
     fn children(&self) -> Vec<(String, &dyn Module)> {
         vec![
-            ("encoder".into(), &self.encoder),
-            ("projector".into(), &self.projector),
+            ("encoder".into(), &self.query.encoder),
+            ("projector".into(), &self.query.projector),
             ("predictor".into(), &self.predictor),
         ]
     }
 
     fn own_buffers(&self) -> Vec<(String, Tensor)> {
-        let mut v = prefixed("key_encoder", self.key_encoder.state_dict());
-        v.extend(prefixed("key_projector", self.key_projector.state_dict()));
-        v
+        prefixed("key", self.key.state_dict())
     }
 }

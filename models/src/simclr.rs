@@ -95,8 +95,7 @@ impl SimClr {
 
 impl Method for SimClr {
     fn views(&self) -> Vec<Augment> {
-        let aug = self.views.base(self.encoder.config.image);
-        vec![aug.clone(), aug]
+        self.views.pair(self.encoder.config.image)
     }
 
     /// Both views go through the encoder in one batch, so batch-norm statistics cover all 2N

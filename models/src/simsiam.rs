@@ -5,7 +5,7 @@
 //! ℒ = ½·D(p₁, sg(z₂)) + ½·D(p₂, sg(z₁)),  D(p, z) = −⟨p, z⟩ / (‖p‖·‖z‖),  pᵢ = h(zᵢ), zᵢ = f(xᵢ)
 
 use crate::heads::{HeadNorm, MlpHead};
-use crate::method::{row_cosine, width, Method, Progress};
+use crate::method::{positive, predictor_lr, row_cosine, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use selfsup_engine::data::Augment;
@@ -19,6 +19,9 @@ pub struct SimSiamConfig {
     pub proj_out: usize,
     /// The predictor's bottleneck (paper: a quarter of z's width).
     pub pred_hidden: usize,
+    /// The predictor's learning rate as a multiple of the run's (the paper keeps it fixed while
+    /// the rest decays).
+    pub pred_lr: f64,
 }
 
 impl Default for SimSiamConfig {
@@ -26,6 +29,7 @@ impl Default for SimSiamConfig {
         SimSiamConfig {
             proj_out: 128,
             pred_hidden: 32,
+            pred_lr: 1.0,
         }
     }
 }
@@ -33,7 +37,8 @@ impl Default for SimSiamConfig {
 impl SimSiamConfig {
     pub fn validate(&self) -> Result<(), String> {
         width("proj_out", self.proj_out)?;
-        width("pred_hidden", self.pred_hidden)
+        width("pred_hidden", self.pred_hidden)?;
+        positive("pred_lr", self.pred_lr)
     }
 }
 
@@ -73,8 +78,7 @@ impl SimSiam {
 
 impl Method for SimSiam {
     fn views(&self) -> Vec<Augment> {
-        let aug = self.views.base(self.encoder.config.image);
-        vec![aug.clone(), aug]
+        self.views.pair(self.encoder.config.image)
     }
 
     fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
@@ -91,6 +95,10 @@ impl Method for SimSiam {
             &z.narrow(0, 0, n),
             &z.narrow(0, n, n),
         )
+    }
+
+    fn lr_scale(&self, name: &str) -> f64 {
+        predictor_lr(name, self.config.pred_lr)
     }
 
     fn encoder(&self) -> &VisionTransformer {

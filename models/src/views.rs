@@ -68,6 +68,17 @@ impl ViewsConfig {
         }
     }
 
+    /// Two views of one recipe (SimCLR, SimSiam, MoCo v2).
+    pub fn pair(&self, size: usize) -> Vec<Augment> {
+        vec![self.base(size), self.base(size)]
+    }
+
+    /// BYOL's asymmetric pair (also MoCo v3's and Barlow Twins'): view 1 always blurred, view 2
+    /// rarely blurred and sometimes solarised.
+    pub fn byol_pair(&self, size: usize) -> Vec<Augment> {
+        vec![self.blurred(size, 1.0, 0.0), self.blurred(size, 0.1, 0.2)]
+    }
+
     /// The base recipe plus blur and solarisation with the given probabilities: BYOL's view 1
     /// (blur 1.0, solarize 0) and view 2 (blur 0.1, solarize 0.2), Grill et al. 2020, table 6.
     /// Digits are never solarised: their strokes are the only bright pixels, and inverting them

@@ -85,7 +85,8 @@ impl Dataset {
         labels.data.iter().for_each(|&l| seen[l as usize] = true);
         let present = seen.iter().filter(|&&s| s).count();
         // Labels must be 0…K−1: one stray 200 among ten digit classes would make 201 classes.
-        if present * 2 < classes {
+        // (Only judged where there are enough images for every class to occur.)
+        if n >= classes && present * 2 < classes {
             return Err(Error::format(
                 &labels_path,
                 format!(
