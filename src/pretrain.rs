@@ -82,7 +82,7 @@ pub struct Args {
     pub lr: Option<String>,
     #[arg(long)]
     pub weight_decay: Option<String>,
-    /// adamw or lars
+    /// adamw, lars or sgd
     #[arg(long)]
     pub optimizer: Option<String>,
     /// Clip the global gradient norm (0: off)
@@ -169,7 +169,7 @@ pub struct Args {
     /// Save a checkpoint every this many steps (and at the end)
     #[arg(long, default_value_t = 250)]
     pub checkpoint_every: u64,
-    /// Online kNN accuracy on the held-out set every this many steps (0: never)
+    /// Online kNN accuracy on 1,000 validation images of --data every this many steps (0: never)
     #[arg(long, default_value_t = 250)]
     pub eval_every: u64,
     /// Seconds between progress lines when output is not a terminal
@@ -320,7 +320,7 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     std::fs::write(out.join("config.json"), config.to_json() + "\n")
         .map_err(|e| format!("{}: {e}", out.display()))?;
     let ckpt = out.join("checkpoint.safetensors");
-    train_loop(&args, &mut run, &train, &test, &device, &ckpt)?;
+    train_loop(&args, &mut run, &train, &device, &ckpt)?;
     plot_curves(&out, &run)?;
 
     let title = format!("{} ({} steps)", config.method.title(), config.steps);
@@ -596,7 +596,6 @@ fn train_loop(
     args: &Args,
     run: &mut Run,
     train: &Dataset,
-    test: &Dataset,
     device: &Device,
     ckpt: &Path,
 ) -> Result<(), String> {
@@ -609,7 +608,7 @@ fn train_loop(
         );
         bar
     });
-    let bank = knn_bank(train);
+    let (bank, val) = monitor_split(train);
     let (t0, start) = (Instant::now(), run.step);
     let mut last_log = Instant::now();
     // A resumed run's own checkpoint is its last good one until it saves again.
@@ -650,9 +649,9 @@ fn train_loop(
             None => {}
         }
         if args.eval_every > 0 && (run.step.is_multiple_of(args.eval_every) || run.step == total) {
-            let acc = online_knn(run.model.encoder(), &bank, test, device);
+            let acc = online_knn(run.model.encoder(), &bank, &val, device);
             run.knn_history.push((run.step, acc));
-            let line = format!("step {}: online kNN {acc:.1} %", run.step);
+            let line = format!("step {}: online kNN {acc:.1} % (validation)", run.step);
             match &bar {
                 Some(bar) => bar.println(line),
                 None => println!("{line}"),
@@ -678,20 +677,25 @@ fn train_loop(
     Ok(())
 }
 
-/// The labelled images the online kNN monitor compares against: the first 2,000 training ones.
-fn knn_bank(train: &Dataset) -> Dataset {
-    train.subset(&(0..train.n.min(2000)).collect::<Vec<_>>())
+/// The online kNN monitor's labelled bank and validation queries, both from the training images
+/// (never the test set, so that settings chosen by watching it are not chosen on the test set):
+/// up to 2,000 and 1,000 of them.
+fn monitor_split(train: &Dataset) -> (Dataset, Dataset) {
+    let val = (train.n / 4).min(1000);
+    let bank = (train.n - val).min(2000);
+    let pick = |r: std::ops::Range<usize>| train.subset(&r.collect::<Vec<_>>());
+    (pick(0..bank), pick(train.n - val..train.n))
 }
 
-/// kNN accuracy (%) of the held-out set against `bank`, with the encoder in evaluation mode.
-fn online_knn(encoder: &VisionTransformer, bank: &Dataset, test: &Dataset, device: &Device) -> f32 {
+/// kNN accuracy (%) of `val` against `bank`, with the encoder in evaluation mode.
+fn online_knn(encoder: &VisionTransformer, bank: &Dataset, val: &Dataset, device: &Device) -> f32 {
     encoder.set_training(false);
-    let (b, t) = (
+    let (b, v) = (
         extract_features(encoder, bank, 256, device),
-        extract_features(encoder, test, 256, device),
+        extract_features(encoder, val, 256, device),
     );
     encoder.set_training(true);
-    (knn_accuracy(&b, &t, 20, 0.07, bank.classes.max(test.classes)) * 100.0) as f32
+    (knn_accuracy(&b, &v, 20, 0.07, bank.classes.max(val.classes)) * 100.0) as f32
 }
 
 /// `loss.png` and `loss.csv`, and `knn.png` when the monitor ran.
@@ -754,7 +758,7 @@ fn plot_curves(out: &Path, run: &Run) -> Result<(), String> {
     if !run.knn_history.is_empty() {
         let knn = Chart {
             title: format!(
-                "{}: online kNN accuracy on held-out images",
+                "{}: online kNN accuracy on validation images",
                 c.method.title()
             ),
             x_label: "step".into(),

@@ -10,7 +10,7 @@
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{n_views, Dataset, Loader, Views};
 use selfsup_engine::nn::Init;
-use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Lars, Optimizer, WarmupCosine};
+use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine};
 use selfsup_engine::{no_grad, Device, Tensor};
 use selfsup_models::method::{positive, require, Method, MethodConfig, Progress};
 use selfsup_models::views::ViewsConfig;
@@ -28,6 +28,8 @@ pub enum OptimizerKind {
     Adamw,
     /// LARS (momentum 0.9, trust 0.001), as SimCLR, BYOL and Barlow Twins use at large batch.
     Lars,
+    /// SGD with momentum 0.9, as SimSiam and MoCo use.
+    Sgd,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,6 +217,7 @@ impl Run {
         let optimizer: Box<dyn Optimizer> = match config.optim.optimizer {
             OptimizerKind::Adamw => Box::new(AdamW::new(groups, 0.9, 0.999, 1e-8)),
             OptimizerKind::Lars => Box::new(Lars::new(groups, 0.9, 0.001, 1e-8)),
+            OptimizerKind::Sgd => Box::new(Sgd::new(groups, 0.9, false)),
         };
         let loader = Loader::new(
             train,
