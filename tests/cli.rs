@@ -335,7 +335,8 @@ fn a_nan_weight_is_refused_on_resume() {
     );
 }
 
-/// The same NaN on the GPU backend: the step is refused before the optimizer runs.
+/// The same NaN on the GPU backend: the step is refused before the optimizer runs; and an
+/// absurd learning rate stops a GPU run too.
 #[test]
 fn a_nan_weight_stops_a_gpu_run() {
     let Some(gpu) = common::gpu_or_skip("a_nan_weight_stops_a_gpu_run") else {
@@ -367,6 +368,14 @@ fn a_nan_weight_stops_a_gpu_run() {
         run.save(&dir.path("never.safetensors")).is_err(),
         "NaN weights were saved"
     );
+    // An absurd learning rate on the GPU: stopped within a few steps, never saved.
+    let mut config = Run::config_of(&ck, &path).unwrap();
+    config.optim.lr = 1e30;
+    let train = Arc::new(Dataset::load_idx(&data).unwrap().subset(&(0..80).collect::<Vec<_>>()));
+    let mut run = Run::new(config, train, &gpu);
+    let stopped = (0..10).find_map(|_| run.train_step().err());
+    let err = stopped.expect("lr 1e30 must stop a GPU run within 10 steps");
+    assert!(err.to_string().contains("diverged"), "{err}");
 }
 
 #[test]
