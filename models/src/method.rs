@@ -148,6 +148,12 @@ pub fn positive(flag: &str, v: f64) -> Result<(), String> {
     require(v > 0.0 && v.is_finite(), flag, v, "a positive number")
 }
 
+/// A softmax temperature: below 0.001 the logits overflow f32 (1e-30 would fill the optimizer
+/// state with ∞).
+pub fn temperature(v: f64) -> Result<(), String> {
+    require((1e-3..=100.0).contains(&v), "temperature", v, "between 0.001 and 100")
+}
+
 /// A momentum in [0, 1).
 pub fn momentum(flag: &str, v: f64) -> Result<(), String> {
     require((0.0..1.0).contains(&v), flag, v, "in [0, 1)")

@@ -16,7 +16,7 @@
 //! [`SHUFFLE_GROUPS`] separate groups, and unshuffled.
 
 use crate::heads::{HeadNorm, MlpHead, Tower};
-use crate::method::{momentum, positive, require, width, Method, Progress};
+use crate::method::{momentum, require, temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use rand::seq::SliceRandom;
@@ -56,7 +56,7 @@ impl Default for MocoV2Config {
 
 impl MocoV2Config {
     pub fn validate(&self, train_images: usize) -> Result<(), String> {
-        positive("temperature", self.temperature)?;
+        temperature(self.temperature)?;
         require(
             self.queue >= 1 && self.queue <= train_images,
             "queue",

@@ -9,7 +9,7 @@
 //! (`freeze_patch_embed`).
 
 use crate::heads::{HeadNorm, MlpHead, Tower};
-use crate::method::{momentum, positive, width, Method, Progress};
+use crate::method::{momentum, temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use selfsup_engine::data::Augment;
@@ -46,7 +46,7 @@ impl Default for MocoV3Config {
 
 impl MocoV3Config {
     pub fn validate(&self) -> Result<(), String> {
-        positive("temperature", self.temperature)?;
+        temperature(self.temperature)?;
         momentum("tau_base", self.tau_base)?;
         width("proj_hidden", self.proj_hidden)?;
         width("proj_out", self.proj_out)?;

@@ -3,7 +3,7 @@
 //! 2(N−1) views of the batch.
 
 use crate::heads::{HeadNorm, MlpHead};
-use crate::method::{positive, width, Method, Progress};
+use crate::method::{temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use selfsup_engine::data::Augment;
@@ -31,7 +31,7 @@ impl Default for SimClrConfig {
 
 impl SimClrConfig {
     pub fn validate(&self) -> Result<(), String> {
-        positive("temperature", self.temperature)?;
+        temperature(self.temperature)?;
         width("proj_hidden", self.proj_hidden)?;
         width("proj_out", self.proj_out)
     }
