@@ -8,3 +8,5 @@ pub mod plot;
 pub mod pretrain;
 pub mod report;
 pub mod run;
+mod setup;
+mod training;

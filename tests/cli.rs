@@ -371,7 +371,11 @@ fn a_nan_weight_stops_a_gpu_run() {
     // An absurd learning rate on the GPU: stopped within a few steps, never saved.
     let mut config = Run::config_of(&ck, &path).unwrap();
     config.optim.lr = 1e30;
-    let train = Arc::new(Dataset::load_idx(&data).unwrap().subset(&(0..80).collect::<Vec<_>>()));
+    let train = Arc::new(
+        Dataset::load_idx(&data)
+            .unwrap()
+            .subset(&(0..80).collect::<Vec<_>>()),
+    );
     let mut run = Run::new(config, train, &gpu);
     let stopped = (0..10).find_map(|_| run.train_step().err());
     let err = stopped.expect("lr 1e30 must stop a GPU run within 10 steps");

@@ -151,7 +151,12 @@ pub fn positive(flag: &str, v: f64) -> Result<(), String> {
 /// A softmax temperature: below 0.001 the logits overflow f32 (1e-30 would fill the optimizer
 /// state with ∞).
 pub fn temperature(v: f64) -> Result<(), String> {
-    require((1e-3..=100.0).contains(&v), "temperature", v, "between 0.001 and 100")
+    require(
+        (1e-3..=100.0).contains(&v),
+        "temperature",
+        v,
+        "between 0.001 and 100",
+    )
 }
 
 /// A momentum in [0, 1).

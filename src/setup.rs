@@ -1,0 +1,251 @@
+//! Everything checked before any work: flags, data files against each other, the configuration
+//! (over a method's defaults or a checkpoint's own), memory, and the output folder. Each failure
+//! is one line naming the flag or file.
+
+use crate::flags;
+use crate::pretrain::{defaults, Args};
+use crate::run::{Run, RunConfig};
+use selfsup_engine::checkpoint;
+use selfsup_engine::data::Dataset;
+use selfsup_models::method::{require, MethodConfig};
+use selfsup_models::views::Recipe;
+use std::path::{Path, PathBuf};
+
+/// Flags that need no data to check.
+pub(crate) fn validate_options(args: &Args) -> Result<(), String> {
+    require(
+        args.checkpoint_every >= 1,
+        "checkpoint_every",
+        args.checkpoint_every,
+        "at least 1",
+    )?;
+    require(
+        args.log_every > 0.0 && args.log_every.is_finite(),
+        "log_every",
+        args.log_every,
+        "a positive number of seconds",
+    )?;
+    require(
+        args.supervised_epochs >= 1,
+        "supervised_epochs",
+        args.supervised_epochs,
+        "at least 1",
+    )?;
+    require(
+        args.finetune_epochs >= 1,
+        "finetune_epochs",
+        args.finetune_epochs,
+        "at least 1",
+    )
+}
+
+/// Training and test sets, checked against each other before any work.
+pub(crate) fn load_data(args: &Args) -> Result<(Dataset, Dataset), String> {
+    let data = Dataset::load_idx(&args.data).map_err(|e| e.to_string())?;
+    let (train, test) = match &args.test_data {
+        Some(p) => {
+            let test = Dataset::load_idx(p).map_err(|e| e.to_string())?;
+            if (test.c, test.h, test.w) != (data.c, data.h, data.w) {
+                return Err(format!(
+                    "{}: images are {}×{}×{}, but --data's are {}×{}×{}",
+                    p.display(),
+                    test.c,
+                    test.h,
+                    test.w,
+                    data.c,
+                    data.h,
+                    data.w
+                ));
+            }
+            if test.classes > data.classes {
+                return Err(format!(
+                    "{}: has label {}, but --data has only {} classes",
+                    p.display(),
+                    test.classes - 1,
+                    data.classes
+                ));
+            }
+            (data, test)
+        }
+        None => {
+            if args.holdout == 0 || args.holdout >= data.n {
+                return Err(format!(
+                    "--holdout must be between 1 and {} (the images of --data less one), got {}",
+                    data.n.saturating_sub(1),
+                    args.holdout
+                ));
+            }
+            data.split(args.holdout, 12345)
+        }
+    };
+    if train.h != train.w {
+        return Err(format!(
+            "{}: images are {}×{}; the ViT needs square images",
+            args.data.display(),
+            train.h,
+            train.w
+        ));
+    }
+    if args.finetune_labels > train.n {
+        return Err(format!(
+            "--finetune-labels {} exceeds the {} training images",
+            args.finetune_labels, train.n
+        ));
+    }
+    println!(
+        "data: {} training images, {} test images, {}×{}×{}, {} classes",
+        train.n, test.n, train.c, train.h, train.w, train.classes
+    );
+    Ok((train, test))
+}
+
+/// The recipe a data file suggests: clothes for Fashion-MNIST, digits otherwise.
+pub(crate) fn recipe_for(path: &Path) -> Recipe {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    if name.is_some_and(|n| n.contains("fashion")) {
+        Recipe::Clothes
+    } else {
+        Recipe::Digits
+    }
+}
+
+pub(crate) type Resumed = Option<(PathBuf, checkpoint::Checkpoint)>;
+
+/// Every config field of every method.
+pub(crate) fn all_fields(train: &Dataset) -> Vec<String> {
+    MethodConfig::NAMES
+        .iter()
+        .flat_map(|m| flags::field_names(&defaults(m, train, Recipe::Digits).expect("known")))
+        .collect()
+}
+
+/// The run's configuration from the flags: over the method's defaults for a new run, over the
+/// checkpoint's own configuration on `--resume`.
+pub(crate) fn configure(
+    args: &Args,
+    given: &[(String, String)],
+    train: &Dataset,
+) -> Result<(RunConfig, Resumed), String> {
+    let all_fields = all_fields(train);
+    let (config, resumed) = match &args.resume {
+        None => {
+            let base = defaults(&args.method, train, recipe_for(&args.data))?;
+            (flags::apply(&base, given, &all_fields, false)?, None)
+        }
+        Some(path) => {
+            let ck = load_checkpoint(path)?;
+            let stored = Run::config_of(&ck, path)?;
+            let step: u64 = ck
+                .meta("step", path)
+                .map_err(|e| e.to_string())?
+                .parse()
+                .map_err(|e| format!("{}: metadata step: {e}", path.display()))?;
+            let config = flags::apply(&stored, given, &all_fields, true)?;
+            if config.steps < step {
+                return Err(format!(
+                    "--steps {} is below the {step} steps {} has already taken",
+                    config.steps,
+                    path.display()
+                ));
+            }
+            (config, Some((path.clone(), ck)))
+        }
+    };
+    if (config.vit.image, config.vit.channels) != (train.h, train.c) {
+        return Err(format!(
+            "{}: images are {}×{}×{}, the run was made for {}×{}×{}",
+            args.data.display(),
+            train.c,
+            train.h,
+            train.w,
+            config.vit.channels,
+            config.vit.image,
+            config.vit.image
+        ));
+    }
+    config.validate(train)?;
+    Ok((config, resumed))
+}
+
+/// Refuses a model that would not fit in memory, before allocating it.
+pub(crate) fn check_memory(config: &RunConfig) -> Result<(), String> {
+    let v = &config.vit;
+    let (d, t) = (v.dim as f64, (v.patches() + 1) as f64);
+    // Encoder and heads, with gradients, two Adam moments and a possible teacher copy.
+    let params = v.depth as f64 * (4.0 + 2.0 * v.mlp_ratio as f64) * d * d;
+    // Saved activations: about (12 + 2·mlp_ratio)·D floats and the H·T attention weights per
+    // token per block, for two views, doubled for backward temporaries.
+    let acts = 2.0
+        * config.batch as f64
+        * t
+        * v.depth as f64
+        * ((12.0 + 2.0 * v.mlp_ratio as f64) * d + v.heads as f64 * t)
+        * 2.0;
+    let bytes = 4.0 * (5.0 * params + acts);
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib * 1024.0);
+    match available {
+        Some(avail) if bytes > avail => Err(format!(
+            "--dim {} --depth {} --batch {} would need about {:.1} GiB, more than the {:.1} GiB \
+             of memory available",
+            v.dim,
+            v.depth,
+            config.batch,
+            bytes / 1073741824.0,
+            avail / 1073741824.0
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The output folder, refusing to replace another run's files unless `--overwrite` says so.
+pub(crate) fn prepare_out(
+    args: &Args,
+    config: &RunConfig,
+    resumed: Option<&Path>,
+) -> Result<PathBuf, String> {
+    let out = match (&args.out, resumed) {
+        (Some(o), _) => o.clone(),
+        (None, Some(ck)) => ck.parent().map(Path::to_path_buf).unwrap_or_default(),
+        (None, None) => PathBuf::from("runs").join(config.method.name()),
+    };
+    let same_run = resumed.is_some_and(|ck| {
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        canon(&out).is_some() && canon(ck.parent().unwrap_or(Path::new("."))) == canon(&out)
+    });
+    if !same_run && !args.overwrite {
+        if let Ok(mut entries) = std::fs::read_dir(&out) {
+            if let Some(Ok(first)) = entries.next() {
+                return Err(format!(
+                    "--out {} already holds a run ({}); pass --overwrite to replace it, --resume \
+                     {} to continue it, or another --out",
+                    out.display(),
+                    first.file_name().to_string_lossy(),
+                    out.join("checkpoint.safetensors").display()
+                ));
+            }
+        }
+    }
+    std::fs::create_dir_all(&out).map_err(|e| format!("--out {}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// A checkpoint, verified by its checksum; one written before checksums existed loads with a
+/// warning.
+pub(crate) fn load_checkpoint(path: &Path) -> Result<checkpoint::Checkpoint, String> {
+    let ck = checkpoint::load(path).map_err(|e| e.to_string())?;
+    if !ck.checksummed {
+        eprintln!(
+            "warning: {} has no checksum (written by an older selfsup); its contents cannot be \
+             verified",
+            path.display()
+        );
+    }
+    Ok(ck)
+}

@@ -1,0 +1,207 @@
+//! The training loop of the main job: steps to the configured total with checkpoints, the online
+//! kNN monitor on validation images, a heartbeat (a bar on a terminal, plain lines in a log), and
+//! the curves at the end.
+
+use crate::plot::{Chart, Kind, Series};
+use crate::pretrain::Args;
+use crate::run::Run;
+use indicatif::{ProgressBar, ProgressStyle};
+use selfsup_engine::data::Dataset;
+use selfsup_engine::nn::Module;
+use selfsup_engine::Device;
+use selfsup_models::eval::{extract_features, knn_accuracy};
+use selfsup_models::vit::VisionTransformer;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::Instant;
+
+/// Steps until the configured total, with checkpoints, the online kNN monitor and a heartbeat:
+/// a bar on a terminal, a plain line every `--log-every` seconds otherwise (logs, CI).
+pub(crate) fn train_loop(
+    args: &Args,
+    run: &mut Run,
+    train: &Dataset,
+    device: &Device,
+    ckpt: &Path,
+) -> Result<(), String> {
+    let total = run.config.steps;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total).with_position(run.step);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let (bank, val) = monitor_split(train);
+    let (t0, start) = (Instant::now(), run.step);
+    let mut last_log = Instant::now();
+    // A resumed run's own checkpoint is its last good one until it saves again.
+    let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
+    while run.step < total {
+        let stats = run.train_step().map_err(|d| {
+            let resume = match saved {
+                Some(step) => format!(
+                    "{} still holds step {step}; resume it with a lower rate: --resume {} --lr {:.0e}",
+                    ckpt.display(),
+                    ckpt.display(),
+                    run.config.optim.lr / 10.0
+                ),
+                None => format!(
+                    "no checkpoint was written; start again with a lower rate, e.g. --lr {:.0e}",
+                    run.config.optim.lr / 10.0
+                ),
+            };
+            format!("{d}; {resume}")
+        })?;
+        let msg = format!("loss {:.4} lr {:.2e}", stats.loss, stats.lr);
+        match &bar {
+            Some(bar) => {
+                bar.set_message(msg.clone());
+                bar.inc(1);
+            }
+            None if last_log.elapsed().as_secs_f64() >= args.log_every || run.step == total => {
+                let rate = (run.step - start) as f64 / t0.elapsed().as_secs_f64();
+                let eta = (total - run.step) as f64 / rate.max(1e-9);
+                println!(
+                    "step {}/{total} {msg} {rate:.2} steps/s ETA {:.0}m{:02.0}s",
+                    run.step,
+                    (eta / 60.0).floor(),
+                    eta % 60.0
+                );
+                last_log = Instant::now();
+            }
+            None => {}
+        }
+        if args.eval_every > 0 && (run.step.is_multiple_of(args.eval_every) || run.step == total) {
+            let acc = online_knn(run.model.encoder(), &bank, &val, device);
+            run.knn_history.push((run.step, acc));
+            let line = format!("step {}: online kNN {acc:.1} % (validation)", run.step);
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => println!("{line}"),
+            }
+        }
+        if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
+            run.save(ckpt)?;
+            saved = Some(run.step);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    let trained = total.saturating_sub(start);
+    if trained > 0 {
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "pre-training: {trained} steps in {secs:.1} s ({:.3} s/step); checkpoint {}",
+            secs / trained as f64,
+            ckpt.display()
+        );
+    }
+    Ok(())
+}
+
+/// The online kNN monitor's labelled bank and validation queries, both from the training images
+/// (never the test set, so that settings chosen by watching it are not chosen on the test set):
+/// up to 2,000 and 1,000 of them.
+fn monitor_split(train: &Dataset) -> (Dataset, Dataset) {
+    let val = (train.n / 4).min(1000);
+    let bank = (train.n - val).min(2000);
+    let pick = |r: std::ops::Range<usize>| train.subset(&r.collect::<Vec<_>>());
+    (pick(0..bank), pick(train.n - val..train.n))
+}
+
+/// kNN accuracy (%) of `val` against `bank`, with the encoder in evaluation mode.
+fn online_knn(encoder: &VisionTransformer, bank: &Dataset, val: &Dataset, device: &Device) -> f32 {
+    encoder.set_training(false);
+    let (b, v) = (
+        extract_features(encoder, bank, 256, device),
+        extract_features(encoder, val, 256, device),
+    );
+    encoder.set_training(true);
+    (knn_accuracy(&b, &v, 20, 0.07, bank.classes.max(val.classes)) * 100.0) as f32
+}
+
+/// `loss.png` and `loss.csv`, and `knn.png` when the monitor ran.
+pub(crate) fn plot_curves(out: &Path, run: &Run) -> Result<(), String> {
+    let history = &run.history;
+    let raw: Vec<(f64, f64)> = history
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i as f64 + 1.0, l as f64))
+        .collect();
+    let w = (history.len() / 50).max(1);
+    let smooth: Vec<(f64, f64)> = history
+        .windows(w)
+        .enumerate()
+        .map(|(i, win)| {
+            (
+                (i + w) as f64,
+                win.iter().map(|&v| v as f64).sum::<f64>() / w as f64,
+            )
+        })
+        .collect();
+    let c = &run.config;
+    let loss = Chart {
+        title: format!(
+            "{} loss (batch {}, lr {:.0e})",
+            c.method.title(),
+            c.batch,
+            c.optim.lr
+        ),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        series: vec![
+            Series {
+                name: "loss".into(),
+                points: raw,
+            },
+            Series {
+                name: format!("mean of {w}"),
+                points: smooth,
+            },
+        ],
+        log_y: false,
+        kind: Kind::Line,
+    };
+    let save = |chart: &Chart, name: &str| {
+        let path = out.join(name);
+        chart
+            .save_png(&path, 900, 500)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    save(&loss, "loss.png")?;
+    let csv: String = history
+        .iter()
+        .enumerate()
+        .map(|(i, l)| format!("{},{l}\n", i + 1))
+        .collect();
+    std::fs::write(out.join("loss.csv"), format!("step,loss\n{csv}"))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let mut plots = "loss.png".to_string();
+    if !run.knn_history.is_empty() {
+        let knn = Chart {
+            title: format!(
+                "{}: online kNN accuracy on validation images",
+                c.method.title()
+            ),
+            x_label: "step".into(),
+            y_label: "kNN accuracy %".into(),
+            series: vec![Series {
+                name: "kNN (k=20)".into(),
+                points: run
+                    .knn_history
+                    .iter()
+                    .map(|&(s, a)| (s as f64, a as f64))
+                    .collect(),
+            }],
+            log_y: false,
+            kind: Kind::Line,
+        };
+        save(&knn, "knn.png")?;
+        plots += ", knn.png";
+    }
+    println!("curves: {} ({plots}, loss.csv)", out.display());
+    Ok(())
+}
