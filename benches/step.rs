@@ -28,6 +28,7 @@ fn method_step(c: &mut Criterion, name: &str, method: &str, device: &Device, bat
     let views = ViewsConfig {
         recipe: Recipe::Digits,
         crop_min: 0.4,
+        asymmetric: true,
     };
     let mut model = MethodConfig::named(method)
         .expect("a known method")

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Flags that set a field of the run configuration (the rest say where and how to run).
-const CONFIG_FLAGS: [&str; 27] = [
+const CONFIG_FLAGS: [&str; 28] = [
     "method",
     "steps",
     "batch",
@@ -50,6 +50,7 @@ const CONFIG_FLAGS: [&str; 27] = [
     "mlp-ratio",
     "image",
     "pred-lr",
+    "asymmetric",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -109,6 +110,9 @@ pub struct Args {
     /// *fashion*, else digits
     #[arg(long)]
     pub recipe: Option<String>,
+    /// Blur and solarise the views of byol, moco-v3 and barlow as BYOL's pair does: true or false
+    #[arg(long)]
+    pub asymmetric: Option<String>,
     /// Smallest area fraction a random crop keeps
     #[arg(long)]
     pub crop_min: Option<String>,
@@ -227,6 +231,7 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
         views: ViewsConfig {
             recipe,
             crop_min: 0.4,
+            asymmetric: true,
         },
         optim: OptimConfig {
             optimizer: OptimizerKind::Adamw,

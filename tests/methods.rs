@@ -45,6 +45,7 @@ fn views() -> ViewsConfig {
     ViewsConfig {
         recipe: Recipe::Digits,
         crop_min: 0.4,
+        asymmetric: true,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ViewsConfig {
     pub recipe: Recipe,
     /// Smallest area fraction a random crop keeps.
     pub crop_min: f64,
+    /// Whether methods with BYOL's asymmetric pair blur and solarise their views (false: both
+    /// views use the base recipe, an ablation).
+    pub asymmetric: bool,
 }
 
 impl ViewsConfig {
@@ -76,6 +79,9 @@ impl ViewsConfig {
     /// BYOL's asymmetric pair (also MoCo v3's and Barlow Twins'): view 1 always blurred, view 2
     /// rarely blurred and sometimes solarised.
     pub fn byol_pair(&self, size: usize) -> Vec<Augment> {
+        if !self.asymmetric {
+            return self.pair(size);
+        }
         vec![self.blurred(size, 1.0, 0.0), self.blurred(size, 0.1, 0.2)]
     }
 
@@ -139,6 +145,7 @@ mod tests {
         let digits = ViewsConfig {
             recipe: Recipe::Digits,
             crop_min: 0.4,
+            asymmetric: true,
         };
         let clothes = ViewsConfig {
             recipe: Recipe::Clothes,
@@ -157,6 +164,7 @@ mod tests {
         let cfg = ViewsConfig {
             recipe: Recipe::Digits,
             crop_min: 0.4,
+            asymmetric: true,
         };
         let img = Image::new(1, 28, 28, (0..784).map(|i| (i % 7) as f32 / 7.0).collect());
         for aug in [
