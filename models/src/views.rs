@@ -35,8 +35,13 @@ pub struct ViewsConfig {
     /// Smallest area fraction a random crop keeps.
     pub crop_min: f64,
     /// Whether methods with BYOL's asymmetric pair blur and solarise their views (false: both
-    /// views use the base recipe, an ablation).
+    /// views use the base recipe, an ablation). Runs saved before the flag existed had them.
+    #[serde(default = "asymmetric_default")]
     pub asymmetric: bool,
+}
+
+fn asymmetric_default() -> bool {
+    true
 }
 
 impl ViewsConfig {
