@@ -289,7 +289,10 @@ impl Run {
                 .keys()
                 .filter(|k| k.starts_with("history."))
                 .count();
-        if extra != expected || ck.metadata.keys().any(|k| !known.contains(&k.as_str())) {
+        if let Some(k) = ck.metadata.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(format!("{source}: unexpected metadata {k:?}"));
+        }
+        if extra != expected {
             return Err(format!(
                 "{source}: holds {extra} model and optimizer tensors, the run expects {expected}"
             ));
