@@ -1,0 +1,210 @@
+//! Text ↔ token ids: characters (the vocabulary is the corpus's own characters) or subwords
+//! (a BERT WordPiece `vocab.txt`, or a byte-level BPE trained on the corpus), the latter through
+//! Hugging Face's `tokenizers`. A tokenizer serialises to JSON so a checkpoint carries its own.
+
+use crate::error::{Error, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
+use tokenizers::models::bpe::{BpeTrainer, BPE};
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::models::TrainerWrapper;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+pub enum Tokenizer {
+    /// One id per character, in code-point order.
+    Chars(Vec<char>),
+    /// A Hugging Face tokenizer (WordPiece or byte-level BPE).
+    Subword(Box<tokenizers::Tokenizer>),
+}
+
+impl Tokenizer {
+    /// The distinct characters of `corpus`, sorted (nanoGPT's `shakespeare_char` vocabulary).
+    pub fn chars(corpus: &str) -> Tokenizer {
+        let mut chars: Vec<char> = corpus.chars().collect();
+        chars.sort_unstable();
+        chars.dedup();
+        Tokenizer::Chars(chars)
+    }
+
+    /// BERT's uncased WordPiece from a `vocab.txt` (one token per line; `[UNK]` for the rest).
+    pub fn wordpiece(vocab: &Path) -> Result<Tokenizer> {
+        let name = vocab.to_string_lossy();
+        let model = WordPiece::from_file(&name)
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| Error::format(vocab, format!("not a WordPiece vocabulary: {e}")))?;
+        let mut tk = tokenizers::Tokenizer::new(model);
+        tk.with_normalizer(Some(BertNormalizer::default()))
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_decoder(Some(WordPieceDecoder::default()));
+        Ok(Tokenizer::Subword(Box::new(tk)))
+    }
+
+    /// A byte-level BPE of `vocab_size` tokens learnt from `corpus` (GPT-2's scheme: any text
+    /// encodes, and decoding gives it back byte for byte).
+    pub fn train_bpe(corpus: &str, vocab_size: usize) -> std::result::Result<Tokenizer, String> {
+        let byte_level = ByteLevel::new(false, true, true);
+        let mut tk = tokenizers::Tokenizer::new(BPE::default());
+        tk.with_pre_tokenizer(Some(byte_level))
+            .with_decoder(Some(byte_level));
+        let mut trainer: TrainerWrapper = BpeTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build()
+            .into();
+        // Lines as training sequences; words never cross a newline anyway.
+        tk.train(&mut trainer, corpus.lines())
+            .map_err(|e| format!("training a BPE vocabulary: {e}"))?;
+        Ok(Tokenizer::Subword(Box::new(tk)))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Chars(c) => c.len(),
+            Tokenizer::Subword(tk) => tk.get_vocab_size(true),
+        }
+    }
+
+    /// The ids of `text`; an error names a character the vocabulary lacks.
+    pub fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, String> {
+        match self {
+            Tokenizer::Chars(chars) => text
+                .chars()
+                .map(|c| {
+                    chars
+                        .binary_search(&c)
+                        .map(|i| i as u32)
+                        .map_err(|_| format!("the character {c:?} is not in the vocabulary"))
+                })
+                .collect(),
+            Tokenizer::Subword(tk) => tk
+                .encode(text, false)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| format!("cannot tokenize: {e}")),
+        }
+    }
+
+    /// The text of `ids` (ids outside the vocabulary are skipped).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match self {
+            Tokenizer::Chars(chars) => ids.iter().filter_map(|&i| chars.get(i as usize)).collect(),
+            Tokenizer::Subword(tk) => tk.decode(ids, false).unwrap_or_default(),
+        }
+    }
+
+    /// `{"kind": "chars", "chars": …}` or `{"kind": "subword", "tokenizer": <HF JSON>}`.
+    pub fn to_json(&self) -> String {
+        match self {
+            Tokenizer::Chars(chars) => {
+                json!({"kind": "chars", "chars": chars.iter().collect::<String>()}).to_string()
+            }
+            Tokenizer::Subword(tk) => {
+                let inner: Value =
+                    serde_json::from_str(&tk.to_string(false).expect("a tokenizer serialises"))
+                        .expect("tokenizers writes JSON");
+                json!({"kind": "subword", "tokenizer": inner}).to_string()
+            }
+        }
+    }
+
+    pub fn from_json(text: &str) -> std::result::Result<Tokenizer, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("tokenizer: {e}"))?;
+        match v["kind"].as_str() {
+            Some("chars") => {
+                let chars: Vec<char> = v["chars"]
+                    .as_str()
+                    .ok_or("tokenizer: no \"chars\"")?
+                    .chars()
+                    .collect();
+                if chars.is_empty() || chars.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("tokenizer: \"chars\" must be distinct and sorted".into());
+                }
+                Ok(Tokenizer::Chars(chars))
+            }
+            Some("subword") => {
+                let tk: tokenizers::Tokenizer = v["tokenizer"]
+                    .to_string()
+                    .parse()
+                    .map_err(|e| format!("tokenizer: {e}"))?;
+                Ok(Tokenizer::Subword(Box::new(tk)))
+            }
+            other => Err(format!("tokenizer: unknown kind {other:?}")),
+        }
+    }
+
+    /// What kind of vocabulary this is, for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Tokenizer::Chars(c) => format!("{} characters", c.len()),
+            Tokenizer::Subword(tk) => format!("{} subwords", tk.get_vocab_size(true)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chars_round_trip_and_known_ids() {
+        let tk = Tokenizer::chars("hello world");
+        assert_eq!(tk.vocab_size(), 8); // ' ' d e h l o r w
+        assert_eq!(tk.encode("hello").unwrap(), vec![3, 2, 4, 4, 5]);
+        assert_eq!(tk.decode(&tk.encode("world hello").unwrap()), "world hello");
+        let e = tk.encode("hex").unwrap_err();
+        assert!(e.contains("'x'"), "{e}");
+        let back = Tokenizer::from_json(&tk.to_json()).unwrap();
+        assert_eq!(
+            back.encode("lowered").unwrap(),
+            tk.encode("lowered").unwrap()
+        );
+    }
+
+    #[test]
+    fn bpe_round_trips_any_text() {
+        let corpus = "the cat sat on the mat. the cat ate the rat.\n".repeat(50);
+        let tk = Tokenizer::train_bpe(&corpus, 300).unwrap();
+        assert!(
+            tk.vocab_size() > 256 && tk.vocab_size() <= 300,
+            "{}",
+            tk.vocab_size()
+        );
+        let text = "the cat — sat on ünïcode 🙂 mat";
+        let ids = tk.encode(text).unwrap();
+        assert_eq!(tk.decode(&ids), text);
+        // Merges learnt: a frequent word is fewer tokens than its bytes.
+        assert!(tk.encode(" the").unwrap().len() < 4);
+        let back = Tokenizer::from_json(&tk.to_json()).unwrap();
+        assert_eq!(back.encode(text).unwrap(), ids);
+    }
+
+    #[test]
+    fn wordpiece_splits_words_into_known_pieces() {
+        let dir = std::env::temp_dir().join(format!("selfsup-wp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vocab = dir.join("vocab.txt");
+        std::fs::write(&vocab, "[PAD]\n[UNK]\nthe\nplay\n##ing\n##ed\n,\n").unwrap();
+        let tk = Tokenizer::wordpiece(&vocab).unwrap();
+        // Lower-cased, split on punctuation, greedy longest-match pieces.
+        assert_eq!(
+            tk.encode("The playing, PLAYED xyz").unwrap(),
+            vec![2, 3, 4, 6, 3, 5, 1]
+        );
+        assert_eq!(tk.decode(&[2, 3, 4]), "the playing");
+        let back = Tokenizer::from_json(&tk.to_json()).unwrap();
+        assert_eq!(back.encode("played").unwrap(), vec![3, 5]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_json() {
+        assert!(Tokenizer::from_json("{}").is_err());
+        assert!(Tokenizer::from_json(r#"{"kind":"chars","chars":"ba"}"#).is_err());
+        assert!(Tokenizer::from_json("not json").is_err());
+    }
+}
