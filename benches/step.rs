@@ -3,16 +3,22 @@
 //! vit,byol`): the same ViT-tiny (patch 4, dim 64, depth 4, 4 heads, mean pooling), each method's
 //! default heads, random inputs.
 //!
+//! The char-GPT step is bench.py's `--only gpt`: vocabulary 96, ctx 128, d128, 4 layers, 4 heads,
+//! batch 32, AdamW (wd 0.1), random tokens.
+//!
 //!     cargo bench --bench step                      # every method on the CPU, SimCLR on the GPU
 //!     cargo bench --bench step -- cpu/byol/256      # a filter
+//!     cargo bench --bench step -- cpu/gpt           # the char-GPT step
 
 #[global_allocator]
 static GLOBAL: selfsup::allocator::Allocator = selfsup::allocator::Allocator;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use selfsup_engine::nn::Init;
+use rand::{Rng, SeedableRng};
+use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
-use selfsup_engine::Device;
+use selfsup_engine::{Device, SeededRng};
+use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::method::{MethodConfig, Progress};
 use selfsup_models::views::{Recipe, ViewsConfig};
 use selfsup_models::vit::{Pool, VitConfig};
@@ -67,6 +73,39 @@ fn method_step(c: &mut Criterion, name: &str, method: &str, device: &Device, bat
     g.finish();
 }
 
+/// One char-GPT step on `batch` random sequences of 128 tokens; "elem/s" is tokens per second.
+fn gpt_step(c: &mut Criterion, name: &str, device: &Device, batch: usize) {
+    let ctx = 128;
+    let mut init = Init::new(0, device);
+    let config = GptConfig {
+        vocab: 96,
+        ctx,
+        dim: 128,
+        depth: 4,
+        heads: 4,
+        dropout: 0.0,
+    };
+    let model = Gpt::new(&mut init, config);
+    let mut opt = AdamW::new(param_groups(model.named_parameters(), 0.1), 0.9, 0.99, 1e-8);
+    let mut rng = SeededRng::seed_from_u64(0);
+    let ids: Vec<u32> = (0..batch * ctx).map(|_| rng.random_range(0..96)).collect();
+    let targets: Vec<i64> = (0..batch * ctx).map(|_| rng.random_range(0..96)).collect();
+    let mut g = c.benchmark_group(format!("{name}/gpt"));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements((batch * ctx) as u64));
+    g.bench_function(batch.to_string(), |b| {
+        b.iter(|| {
+            opt.zero_grad();
+            let loss = model.loss(&ids, &targets, batch);
+            loss.backward();
+            opt.step(1e-3);
+            loss.item()
+        })
+    });
+    g.finish();
+}
+
 fn steps(c: &mut Criterion) {
     selfsup::allocator::keep_freed_pages();
     let cpu = Device::cpu();
@@ -75,6 +114,7 @@ fn steps(c: &mut Criterion) {
         method_step(c, "cpu", method, &cpu, 256);
     }
     method_step(c, "cpu", "simclr", &cpu, 128);
+    gpt_step(c, "cpu", &cpu, 32);
     match Device::gpu() {
         // A software adapter takes seconds per step; a small batch keeps the run short.
         Ok(gpu) => {

@@ -1,9 +1,11 @@
 //! Flags onto a run configuration, by name: a flag `--weight-decay` sets the config field
-//! `weight_decay` wherever it sits in the (nested) JSON form of [`RunConfig`]. One rule serves
+//! `weight_decay` wherever it sits in the (nested) JSON form of the configuration (a
+//! pre-training [`RunConfig`](crate::run::RunConfig), a GPT run's). One rule serves
 //! fresh runs (flags over the method's defaults) and resumed ones (flags over the checkpoint's
 //! config, where only [`RESUMABLE`] flags may differ), and no flag can be silently ignored.
 
-use crate::run::RunConfig;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 /// Config flags that may take a new value on `--resume`: a longer (or shorter) schedule, and a
@@ -51,23 +53,22 @@ fn parse_like(like: &Value, raw: &str, flag: &str) -> Result<Value, String> {
 }
 
 /// `base` with each `(flag, raw value)` applied. `all_fields` is every config field of any
-/// method, so a flag of another method (`--queue` for SimCLR) is an error, not a no-op. With
-/// `resuming`, a flag outside [`RESUMABLE`] that changes a value is an error.
-pub fn apply(
-    base: &RunConfig,
+/// method, so a flag of another method (`--queue` for SimCLR) is an error naming `owner` (e.g.
+/// `--method simclr`), not a no-op. With `resuming`, a flag outside [`RESUMABLE`] that changes a
+/// value is an error.
+pub fn apply<C: Serialize + DeserializeOwned>(
+    base: &C,
     given: &[(String, String)],
     all_fields: &[String],
     resuming: bool,
-) -> Result<RunConfig, String> {
+    owner: &str,
+) -> Result<C, String> {
     let mut v = serde_json::to_value(base).expect("a run config serialises");
     for (flag, raw) in given {
         let key = flag.replace('-', "_");
         let Some(slot) = leaf_mut(&mut v, &key) else {
             if all_fields.contains(&key) {
-                return Err(format!(
-                    "--{flag} does not apply to --method {}",
-                    base.method.name()
-                ));
+                return Err(format!("--{flag} does not apply to {owner}"));
             }
             continue;
         };
@@ -85,9 +86,23 @@ pub fn apply(
 }
 
 /// Every field name of a config, for [`apply`]'s `all_fields`.
-pub fn field_names(config: &RunConfig) -> Vec<String> {
+pub fn field_names(config: &impl Serialize) -> Vec<String> {
     let v = serde_json::to_value(config).expect("a run config serialises");
     let mut out = Vec::new();
     leaves(&v, &mut out);
     out.into_iter().map(|(k, _)| k.to_string()).collect()
+}
+
+/// The flags among `config_flags` that were typed on the command line, as (flag, raw value).
+pub fn given(matches: &clap::ArgMatches, config_flags: &[&str]) -> Vec<(String, String)> {
+    config_flags
+        .iter()
+        .filter_map(|f| {
+            let id = f.replace('-', "_");
+            (matches.value_source(&id) == Some(clap::parser::ValueSource::CommandLine))
+                .then(|| matches.get_one::<String>(&id))
+                .flatten()
+                .map(|v| (f.to_string(), v.clone()))
+        })
+        .collect()
 }

@@ -1,12 +1,14 @@
 //! selfsup: what the programs share — the generic pre-training run, its flags and main job, the
-//! results report and plots — over the engine and the models, re-exported here.
+//! GPT run and job, the results report and plots — over the engine and the models, re-exported here.
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod allocator;
 pub mod flags;
+pub mod gpt;
 pub mod plot;
 pub mod pretrain;
 pub mod report;
 pub mod run;
 mod setup;
+pub mod text_run;
 mod training;

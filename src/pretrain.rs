@@ -7,10 +7,11 @@ use crate::flags;
 use crate::report::{self, Row};
 use crate::run::{OptimConfig, OptimizerKind, Run, RunConfig};
 use crate::setup::{
-    all_fields, check_memory, configure, load_checkpoint, load_data, prepare_out, validate_options,
+    all_fields, check_memory, configure, load_checkpoint, load_data, owner, parse_args,
+    prepare_out, validate_options,
 };
 use crate::training::{plot_curves, train_loop};
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::Init;
 use selfsup_engine::Device;
@@ -247,36 +248,14 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
 
 /// The job, for `argv` (program name first). Every failure is one line naming a flag or file.
 pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
-    let matches = match Args::command().try_get_matches_from(&argv) {
-        Ok(m) => m,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version
-            print!("{e}");
-            return Ok(Outcome {
-                title: String::new(),
-                rows: Vec::new(),
-                seconds: 0.0,
-            });
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            return Err(first.trim_start_matches("error: ").to_string());
-        }
+    let Some((args, matches)) = parse_args::<Args>(&argv)? else {
+        return Ok(Outcome {
+            title: String::new(),
+            rows: Vec::new(),
+            seconds: 0.0,
+        });
     };
-    let args = Args::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    let given: Vec<(String, String)> = CONFIG_FLAGS
-        .iter()
-        .filter(|f| {
-            matches.value_source(&f.replace('-', "_"))
-                == Some(clap::parser::ValueSource::CommandLine)
-        })
-        .filter_map(|f| {
-            matches
-                .get_one::<String>(&f.replace('-', "_"))
-                .map(|v| (f.to_string(), v.clone()))
-        })
-        .collect();
+    let given = flags::given(&matches, &CONFIG_FLAGS);
     validate_options(&args)?;
     let device = match &args.device {
         Some(d) => Device::parse(d),
@@ -292,7 +271,12 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     let started = Instant::now();
     let (config, resumed) = configure(&args, &given, &train)?;
     check_memory(&config)?;
-    let out = prepare_out(&args, &config, resumed.as_ref().map(|(p, _)| p.as_path()))?;
+    let out = prepare_out(
+        args.out.as_deref(),
+        PathBuf::from("runs").join(config.method.name()),
+        args.overwrite,
+        resumed.as_ref().map(|(p, _)| p.as_path()),
+    )?;
 
     let train = Arc::new(train);
     let mut run = match resumed {
@@ -365,7 +349,7 @@ fn eval_only(
     let ck = load_checkpoint(path)?;
     let config = Run::config_of(&ck, path)?;
     // Settings come from the checkpoint; a flag that says otherwise is a mistake, not a wish.
-    flags::apply(&config, given, &all_fields(train), true)?;
+    flags::apply(&config, given, &all_fields(train), true, &owner(&config))?;
     let v = &config.vit;
     if (v.channels, v.image, v.image) != (train.c, train.h, train.w) {
         return Err(format!(

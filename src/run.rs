@@ -355,22 +355,7 @@ impl Run {
 
     /// An error naming the first parameter or buffer (teacher, queue) holding a NaN or ∞.
     pub fn check_parameters(&self) -> Result<(), String> {
-        let state = self.model.state_dict();
-        let sums: Vec<Tensor> = no_grad(|| state.iter().map(|(_, t)| t.sum_all()).collect());
-        // One read-back: a sum is finite only if every element is (barring overflow, which is
-        // just as fatal).
-        let refs: Vec<&Tensor> = sums.iter().collect();
-        let values = Tensor::stack(&refs, 0).to_vec();
-        match state.iter().zip(values).find(|(_, s)| !s.is_finite()) {
-            None => Ok(()),
-            Some(((name, t), _)) => {
-                let bad = t.to_vec().iter().filter(|v| !v.is_finite()).count();
-                Err(format!(
-                    "{bad} of {} values of {name} are not finite",
-                    t.numel()
-                ))
-            }
-        }
+        check_finite(&self.model.state_dict())
     }
 
     /// Writes model (with teacher, queue, centre), optimizer state, step, histories and config
@@ -410,5 +395,24 @@ impl Run {
             ("step".to_string(), self.step.to_string()),
         ]);
         checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
+    }
+}
+
+/// An error naming the first of `state`'s tensors that holds a NaN or ∞.
+pub fn check_finite(state: &[(String, Tensor)]) -> Result<(), String> {
+    let sums: Vec<Tensor> = no_grad(|| state.iter().map(|(_, t)| t.sum_all()).collect());
+    // One read-back: a sum is finite only if every element is (barring overflow, which is just as
+    // fatal).
+    let refs: Vec<&Tensor> = sums.iter().collect();
+    let values = Tensor::stack(&refs, 0).to_vec();
+    match state.iter().zip(values).find(|(_, s)| !s.is_finite()) {
+        None => Ok(()),
+        Some(((name, t), _)) => {
+            let bad = t.to_vec().iter().filter(|v| !v.is_finite()).count();
+            Err(format!(
+                "{bad} of {} values of {name} are not finite",
+                t.numel()
+            ))
+        }
     }
 }

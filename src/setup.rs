@@ -11,6 +11,27 @@ use selfsup_models::method::{require, MethodConfig};
 use selfsup_models::views::Recipe;
 use std::path::{Path, PathBuf};
 
+/// `argv` parsed into `A`, or `None` when it asked for `--help` or `--version` (printed here).
+/// A bad flag is clap's first line, without the usage block.
+pub(crate) fn parse_args<A: clap::CommandFactory + clap::FromArgMatches>(
+    argv: &[String],
+) -> Result<Option<(A, clap::ArgMatches)>, String> {
+    let matches = match A::command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => {
+            print!("{e}");
+            return Ok(None);
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            return Err(first.trim_start_matches("error: ").to_string());
+        }
+    };
+    let args = A::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    Ok(Some((args, matches)))
+}
+
 /// Flags that need no data to check.
 pub(crate) fn validate_options(args: &Args) -> Result<(), String> {
     require(
@@ -119,6 +140,11 @@ pub(crate) fn all_fields(train: &Dataset) -> Vec<String> {
         .collect()
 }
 
+/// Whose flags a run takes, for errors about flags it does not.
+pub(crate) fn owner(config: &RunConfig) -> String {
+    format!("--method {}", config.method.name())
+}
+
 /// The run's configuration from the flags: over the method's defaults for a new run, over the
 /// checkpoint's own configuration on `--resume`.
 pub(crate) fn configure(
@@ -130,7 +156,10 @@ pub(crate) fn configure(
     let (config, resumed) = match &args.resume {
         None => {
             let base = defaults(&args.method, train, recipe_for(&args.data))?;
-            (flags::apply(&base, given, &all_fields, false)?, None)
+            (
+                flags::apply(&base, given, &all_fields, false, &owner(&base))?,
+                None,
+            )
         }
         Some(path) => {
             let ck = load_checkpoint(path)?;
@@ -140,7 +169,7 @@ pub(crate) fn configure(
                 .map_err(|e| e.to_string())?
                 .parse()
                 .map_err(|e| format!("{}: metadata step: {e}", path.display()))?;
-            let config = flags::apply(&stored, given, &all_fields, true)?;
+            let config = flags::apply(&stored, given, &all_fields, true, &owner(&stored))?;
             if config.steps < step {
                 return Err(format!(
                     "--steps {} is below the {step} steps {} has already taken",
@@ -182,6 +211,18 @@ pub(crate) fn check_memory(config: &RunConfig) -> Result<(), String> {
         * ((12.0 + 2.0 * v.mlp_ratio as f64) * d + v.heads as f64 * t)
         * 2.0;
     let bytes = 4.0 * (5.0 * params + acts);
+    fits_in_memory(
+        bytes,
+        &format!(
+            "--dim {} --depth {} --batch {}",
+            v.dim, v.depth, config.batch
+        ),
+    )
+}
+
+/// An error naming `what` (the flags that set the size) when `bytes` exceed the memory
+/// available now.
+pub(crate) fn fits_in_memory(bytes: f64, what: &str) -> Result<(), String> {
     let available = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -192,11 +233,7 @@ pub(crate) fn check_memory(config: &RunConfig) -> Result<(), String> {
         .map(|kib| kib * 1024.0);
     match available {
         Some(avail) if bytes > avail => Err(format!(
-            "--dim {} --depth {} --batch {} would need about {:.1} GiB, more than the {:.1} GiB \
-             of memory available",
-            v.dim,
-            v.depth,
-            config.batch,
+            "{what} would need about {:.1} GiB, more than the {:.1} GiB of memory available",
             bytes / 1073741824.0,
             avail / 1073741824.0
         )),
@@ -204,22 +241,24 @@ pub(crate) fn check_memory(config: &RunConfig) -> Result<(), String> {
     }
 }
 
-/// The output folder, refusing to replace another run's files unless `--overwrite` says so.
+/// The output folder (`out`, else the resumed checkpoint's folder, else `default`), refusing to
+/// replace another run's files unless `--overwrite` says so.
 pub(crate) fn prepare_out(
-    args: &Args,
-    config: &RunConfig,
+    out: Option<&Path>,
+    default: PathBuf,
+    overwrite: bool,
     resumed: Option<&Path>,
 ) -> Result<PathBuf, String> {
-    let out = match (&args.out, resumed) {
-        (Some(o), _) => o.clone(),
+    let out = match (out, resumed) {
+        (Some(o), _) => o.to_path_buf(),
         (None, Some(ck)) => ck.parent().map(Path::to_path_buf).unwrap_or_default(),
-        (None, None) => PathBuf::from("runs").join(config.method.name()),
+        (None, None) => default,
     };
     let same_run = resumed.is_some_and(|ck| {
         let canon = |p: &Path| std::fs::canonicalize(p).ok();
         canon(&out).is_some() && canon(ck.parent().unwrap_or(Path::new("."))) == canon(&out)
     });
-    if !same_run && !args.overwrite {
+    if !same_run && !overwrite {
         if let Ok(mut entries) = std::fs::read_dir(&out) {
             if let Some(Ok(first)) = entries.next() {
                 return Err(format!(

@@ -7,6 +7,7 @@ use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{Device, Tensor};
 use selfsup_models::barlow::barlow_loss;
 use selfsup_models::byol::regression_loss;
+use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::moco_v2::info_nce;
 use selfsup_models::moco_v3::ctr;
 use selfsup_models::simclr::nt_xent;
@@ -176,6 +177,82 @@ fn vit_on_the_gpu_matches_pytorch() {
             1e-4,
             2e-3,
         );
+    }
+}
+
+/// The tiny GPT fixture's logits, loss and every parameter gradient, on `device`.
+fn check_gpt(device: &Device) {
+    let (ck, path) = fixture("gpt_tiny.safetensors");
+    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
+    let config = GptConfig {
+        vocab: meta("vocab"),
+        ctx: meta("ctx"),
+        dim: meta("dim"),
+        depth: meta("depth"),
+        heads: meta("heads"),
+        dropout: 0.0,
+    };
+    let gpt = Gpt::new(&mut Init::new(0, device), config);
+    gpt.load_state_dict(&ck.with_prefix("param"), "fixture")
+        .unwrap();
+    let ids: Vec<u32> = ck.tensors["ids"]
+        .to_vec()
+        .iter()
+        .map(|&v| v as u32)
+        .collect();
+    let targets: Vec<i64> = ck.tensors["targets"]
+        .to_vec()
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+    let logits = gpt.forward(&ids, 3);
+    assert_close(
+        "logits",
+        &logits.to_vec(),
+        &ck.tensors["logits"].to_vec(),
+        1e-4,
+        1e-3,
+    );
+    let loss = logits.cross_entropy(&targets, -1, 0.0);
+    assert_close(
+        "loss",
+        &loss.to_vec(),
+        &ck.tensors["loss"].to_vec(),
+        1e-5,
+        1e-5,
+    );
+    loss.backward();
+    let params = gpt.named_parameters();
+    assert_eq!(
+        params.len(),
+        ck.with_prefix("grad").len(),
+        "one gradient per parameter"
+    );
+    for (name, p) in params {
+        let want = &ck.tensors[&format!("grad.{name}")];
+        assert_close(
+            &format!("grad {name}"),
+            &p.grad().unwrap().to_vec(),
+            &want.to_vec(),
+            1e-5,
+            2e-3,
+        );
+    }
+}
+
+#[test]
+fn gpt_logits_loss_and_gradients_match_pytorch() {
+    check_gpt(&Device::cpu());
+}
+
+#[test]
+fn gpt_on_the_gpu_matches_pytorch() {
+    match Device::gpu() {
+        Ok(gpu) => check_gpt(&gpu),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but no GPU adapter: {e}")
+        }
+        Err(e) => eprintln!("skipping gpt_on_the_gpu_matches_pytorch: {e}"),
     }
 }
 

@@ -11,6 +11,11 @@ nt_xent.safetensors: two projected views, the SimCLR NT-Xent loss at two tempera
 gradients.
 ssl_losses.safetensors: inputs, loss and input gradients of the BYOL, SimSiam, MoCo v2 (InfoNCE with a
 queue), MoCo v3 and Barlow Twins losses, computed in float64 from float32 inputs.
+gpt_tiny.safetensors: a tiny GPT (nanoGPT's layout under selfsup's parameter names: tied LM head,
+causal attention), fixed weights, token ids and targets, the logits, the cross-entropy loss and the
+gradient of that loss for every parameter.
+
+    torchenv/bin/python tools/make_fixtures.py gpt  # only the fixtures named (vit, nt_xent, ssl, gpt)
 """
 import math
 import os
@@ -24,16 +29,16 @@ OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures")
 
 
 class Attention(nn.Module):
-    def __init__(self, dim, heads):
+    def __init__(self, dim, heads, causal=False):
         super().__init__()
-        self.heads = heads
+        self.heads, self.causal = heads, causal
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x):
         B, T, C = x.shape
         qkv = self.qkv(x).reshape(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -214,10 +219,65 @@ def ssl_losses_fixture():
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "ssl_losses.safetensors"), meta)
 
 
+class GptBlock(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, causal=True)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, 4 * dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Gpt(nn.Module):
+    def __init__(self, vocab, ctx, dim, depth, heads):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, dim)
+        self.wpe = nn.Embedding(ctx, dim)
+        self.blocks = nn.ModuleList([GptBlock(dim, heads) for _ in range(depth)])
+        self.ln_f = nn.LayerNorm(dim)
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                nn.init.normal_(m.weight, 1.0, 0.1)
+                nn.init.normal_(m.bias, 0.0, 0.1)
+            if isinstance(m, nn.Embedding):
+                nn.init.normal_(m.weight, 0.0, 0.3)
+
+    def forward(self, idx):
+        T = idx.shape[1]
+        x = self.wte(idx) + self.wpe(torch.arange(T))
+        for b in self.blocks:
+            x = b(x)
+        return self.ln_f(x) @ self.wte.weight.T  # the LM head is the token embedding
+
+
+def gpt_fixture():
+    torch.manual_seed(0)
+    cfg = dict(vocab=11, ctx=8, dim=16, depth=2, heads=2)
+    model = Gpt(**cfg)
+    idx = torch.randint(0, cfg["vocab"], (3, cfg["ctx"]))
+    targets = torch.randint(0, cfg["vocab"], (3, cfg["ctx"]))
+    logits = model(idx)
+    loss = F.cross_entropy(logits.reshape(-1, cfg["vocab"]), targets.reshape(-1))
+    loss.backward()
+    t = {"ids": idx.float(), "targets": targets.float(), "logits": logits.detach().reshape(-1, cfg["vocab"]),
+         "loss": loss.detach().reshape(1)}
+    for name, p in model.named_parameters():
+        t[f"param.{name}"] = p.detach()
+        t[f"grad.{name}"] = p.grad
+    meta = {k: str(v) for k, v in cfg.items()}
+    meta["torch"] = torch.__version__
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "gpt_tiny.safetensors"), meta)
+
+
 if __name__ == "__main__":
+    import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    vit_fixture()
-    nt_xent_fixture()
-    ssl_losses_fixture()
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture}
+    for name in sys.argv[1:] or makers:
+        makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

@@ -6,6 +6,7 @@
 pub mod barlow;
 pub mod byol;
 pub mod eval;
+pub mod gpt;
 pub mod heads;
 pub mod method;
 pub mod moco_v2;

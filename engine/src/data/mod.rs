@@ -20,5 +20,5 @@ pub use cifar::{load_cifar10, load_cifar10_dir};
 pub use dataset::Dataset;
 pub use idx::{labels_path_for, read_idx, IdxArray};
 pub use loader::{n_views, one_view, Batch, BatchFn, LabelledBatch, Loader, View, Views};
-pub use text::{read_text, split_ids, TokenBatch, TokenBlocks};
+pub use text::{decode_text, read_text, split_ids, TokenBatch, TokenBlocks};
 pub use tokenizer::Tokenizer;

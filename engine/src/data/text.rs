@@ -14,7 +14,12 @@ pub fn read_text(path: &Path) -> Result<String> {
     if !meta.is_file() {
         return Err(Error::format(path, "not a regular file"));
     }
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_text(std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+}
+
+/// `raw` (the contents of `path`, which only names errors) as UTF-8 text, gunzipped if it starts
+/// with the gzip magic.
+pub fn decode_text(raw: Vec<u8>, path: &Path) -> Result<String> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())

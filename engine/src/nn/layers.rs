@@ -202,6 +202,12 @@ impl Dropout {
         }
     }
 
+    /// Makes the next training call call number `call`, so a resumed run draws the masks the
+    /// uninterrupted one would have.
+    pub fn seek(&self, call: u64) {
+        self.calls.store(call, Ordering::Relaxed);
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         if !self.training.load(Ordering::Relaxed) || self.p == 0.0 {
             return x.clone();
