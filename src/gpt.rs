@@ -60,7 +60,7 @@ pub struct Args {
     /// Vocabulary size a bpe tokenizer learns (default 2048)
     #[arg(long)]
     pub vocab_size: Option<String>,
-    /// Optimizer steps (default 3000)
+    /// Optimizer steps (default 2500)
     #[arg(long)]
     pub steps: Option<String>,
     /// Sequences per batch (default 32)

@@ -59,7 +59,7 @@ impl GptRunConfig {
                 heads: 4,
                 dropout: 0.0,
             },
-            steps: 3000,
+            steps: 2500,
             batch: 32,
             lr: 2e-3,
             min_lr: 2e-4,

@@ -292,16 +292,35 @@ impl Tensor {
             (0.0..=1.0).contains(&label_smoothing),
             "cross_entropy: label_smoothing {label_smoothing} is not in [0, 1]"
         );
+        for (i, &t) in targets.iter().enumerate() {
+            assert!(
+                t == ignore_index || (t >= 0 && (t as usize) < c),
+                "cross_entropy: target {t} at row {i} is not a class in 0..{c}"
+            );
+        }
+        if label_smoothing == 0.0 {
+            // −log p(target): pick each row's target entry of the log-softmax. The backward pass
+            // scatters into one (N, C) buffer instead of weighting every class.
+            let picked: Vec<u32> = targets
+                .iter()
+                .enumerate()
+                .filter(|&(_, &t)| t != ignore_index)
+                .map(|(i, &t)| (i * c) as u32 + t as u32)
+                .collect();
+            let valid = picked.len();
+            return self
+                .log_softmax(1)
+                .reshape_to(&[n * c])
+                .index_select(0, &picked)
+                .sum_all()
+                .mul_scalar(-1.0 / valid as f64);
+        }
         let mut w = vec![0.0; n * c];
         let mut valid = 0usize;
         for (i, &t) in targets.iter().enumerate() {
             if t == ignore_index {
                 continue;
             }
-            assert!(
-                t >= 0 && (t as usize) < c,
-                "cross_entropy: target {t} at row {i} is not a class in 0..{c}"
-            );
             valid += 1;
             let row = &mut w[i * c..(i + 1) * c];
             row.iter_mut().for_each(|v| *v = label_smoothing / c as f64);
