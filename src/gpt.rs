@@ -6,15 +6,14 @@
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
 use crate::run::Diverged;
-use crate::setup::{fits_in_memory, load_checkpoint, parse_args, prepare_out};
+use crate::setup::{cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
+use crate::training::progress_bar;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_engine::nn::Module;
 use selfsup_engine::Device;
 use selfsup_models::gpt::{Gpt, Sampler};
 use selfsup_models::method::require;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -296,18 +295,7 @@ fn validate_options(args: &Args) -> Result<(), String> {
         args.eval_batches,
         "at least 1",
     )?;
-    require(
-        args.checkpoint_every >= 1,
-        "checkpoint_every",
-        args.checkpoint_every,
-        "at least 1",
-    )?;
-    require(
-        args.log_every > 0.0 && args.log_every.is_finite(),
-        "log_every",
-        args.log_every,
-        "a positive number of seconds",
-    )?;
+    cadence(args.checkpoint_every, args.log_every)?;
     require(
         args.temperature > 0.0 && args.temperature.is_finite(),
         "temperature",
@@ -330,14 +318,7 @@ fn top_k(args: &Args) -> Option<usize> {
 /// `--checkpoint-every`; a divergence stops with the last good checkpoint named.
 fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<(), String> {
     let total = run.config.steps;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total).with_position(run.step);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
-                .expect("a valid template"),
-        );
-        bar
-    });
+    let bar = progress_bar(total, run.step);
     let say = |line: String| match &bar {
         Some(bar) => bar.println(line),
         None => println!("{line}"),

@@ -9,7 +9,7 @@
 
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{n_views, Dataset, Loader, Views};
-use selfsup_engine::nn::Init;
+use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine};
 use selfsup_engine::{no_grad, Device, Tensor};
 use selfsup_models::method::{positive, require, Method, MethodConfig, Progress};
@@ -362,34 +362,17 @@ impl Run {
     /// to `path`. Refused if any weight is not finite, so a good checkpoint is never replaced by
     /// a diverged one.
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        self.check_parameters()
-            .map_err(|e| format!("not saving {}: {e}", path.display()))?;
-        let mut tensors: Vec<(String, Tensor)> = self
-            .model
-            .state_dict()
-            .into_iter()
-            .map(|(k, v)| (format!("model.{k}"), v))
-            .collect();
-        tensors.extend(
-            self.optimizer
-                .state_dict()
-                .into_iter()
-                .map(|(k, v)| (format!("optim.{k}"), v)),
-        );
-        let cpu = Device::Cpu;
-        tensors.push((
-            "history.loss".into(),
-            Tensor::from_vec(self.history.clone(), &[self.history.len()], &cpu),
-        ));
         let knn: Vec<f32> = self
             .knn_history
             .iter()
             .flat_map(|&(s, a)| [s as f32, a])
             .collect();
-        tensors.push((
-            "history.knn".into(),
-            Tensor::from_vec(knn, &[self.knn_history.len() * 2], &cpu),
-        ));
+        let tensors = run_tensors(
+            path,
+            self.model.as_ref(),
+            self.optimizer.as_ref(),
+            vec![("loss", self.history.clone()), ("knn", knn)],
+        )?;
         let meta = HashMap::from([
             ("config".to_string(), self.config.to_json()),
             ("step".to_string(), self.step.to_string()),
@@ -415,4 +398,35 @@ pub fn check_finite(state: &[(String, Tensor)]) -> Result<(), String> {
             ))
         }
     }
+}
+
+/// What a run's checkpoint holds besides metadata: `model.*` (weights and buffers), `optim.*`
+/// and one `history.NAME` series per entry of `histories`. Refused, naming `path`, if any model
+/// tensor is not finite, so a good checkpoint is never replaced by a diverged one.
+pub fn run_tensors(
+    path: &Path,
+    model: &dyn Module,
+    optimizer: &dyn Optimizer,
+    histories: Vec<(&str, Vec<f32>)>,
+) -> Result<Vec<(String, Tensor)>, String> {
+    let state = model.state_dict();
+    check_finite(&state).map_err(|e| format!("not saving {}: {e}", path.display()))?;
+    let mut tensors: Vec<(String, Tensor)> = state
+        .into_iter()
+        .map(|(k, v)| (format!("model.{k}"), v))
+        .collect();
+    tensors.extend(
+        optimizer
+            .state_dict()
+            .into_iter()
+            .map(|(k, v)| (format!("optim.{k}"), v)),
+    );
+    for (name, values) in histories {
+        let n = values.len();
+        tensors.push((
+            format!("history.{name}"),
+            Tensor::from_vec(values, &[n], &Device::Cpu),
+        ));
+    }
+    Ok(tensors)
 }

@@ -32,20 +32,25 @@ pub(crate) fn parse_args<A: clap::CommandFactory + clap::FromArgMatches>(
     Ok(Some((args, matches)))
 }
 
-/// Flags that need no data to check.
-pub(crate) fn validate_options(args: &Args) -> Result<(), String> {
+/// `--checkpoint-every` (steps) and `--log-every` (seconds).
+pub(crate) fn cadence(checkpoint_every: u64, log_every: f64) -> Result<(), String> {
     require(
-        args.checkpoint_every >= 1,
+        checkpoint_every >= 1,
         "checkpoint_every",
-        args.checkpoint_every,
+        checkpoint_every,
         "at least 1",
     )?;
     require(
-        args.log_every > 0.0 && args.log_every.is_finite(),
+        log_every > 0.0 && log_every.is_finite(),
         "log_every",
-        args.log_every,
+        log_every,
         "a positive number of seconds",
-    )?;
+    )
+}
+
+/// Flags that need no data to check.
+pub(crate) fn validate_options(args: &Args) -> Result<(), String> {
+    cadence(args.checkpoint_every, args.log_every)?;
     require(
         args.supervised_epochs >= 1,
         "supervised_epochs",

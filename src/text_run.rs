@@ -3,12 +3,12 @@
 //! ends bit-identical to an uninterrupted one on the CPU backend. Like the image run, it refuses
 //! to step on a non-finite loss or gradient and never saves non-finite weights.
 
-use crate::run::{check_finite, Diverged};
+use crate::run::{check_finite, run_tensors, Diverged};
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{decode_text, read_text, split_ids, TokenBlocks, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Optimizer, WarmupCosine};
-use selfsup_engine::{no_grad, Device, Tensor};
+use selfsup_engine::{no_grad, Device};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::method::{positive, require};
 use serde::{Deserialize, Serialize};
@@ -414,34 +414,17 @@ impl GptRun {
     /// Writes weights, optimizer state, step, histories, config, tokenizer and the corpus's
     /// checksum to `path`. Refused if any weight is not finite.
     pub fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {
-        check_finite(&self.model.state_dict())
-            .map_err(|e| format!("not saving {}: {e}", path.display()))?;
-        let mut tensors: Vec<(String, Tensor)> = self
-            .model
-            .state_dict()
-            .into_iter()
-            .map(|(k, v)| (format!("model.{k}"), v))
-            .collect();
-        tensors.extend(
-            self.optimizer
-                .state_dict()
-                .into_iter()
-                .map(|(k, v)| (format!("optim.{k}"), v)),
-        );
-        let cpu = Device::Cpu;
-        tensors.push((
-            "history.loss".into(),
-            Tensor::from_vec(self.history.clone(), &[self.history.len()], &cpu),
-        ));
         let evals: Vec<f32> = self
             .evals
             .iter()
             .flat_map(|&(s, t, v)| [s as f32, t, v])
             .collect();
-        tensors.push((
-            "history.evals".into(),
-            Tensor::from_vec(evals, &[self.evals.len() * 3], &cpu),
-        ));
+        let tensors = run_tensors(
+            path,
+            &self.model,
+            &self.optimizer,
+            vec![("loss", self.history.clone()), ("evals", evals)],
+        )?;
         let meta = HashMap::from([
             ("config".to_string(), self.config.to_json()),
             ("step".to_string(), self.step.to_string()),

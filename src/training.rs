@@ -17,6 +17,19 @@ use std::time::Instant;
 
 /// Steps until the configured total, with checkpoints, the online kNN monitor and a heartbeat:
 /// a bar on a terminal, a plain line every `--log-every` seconds otherwise (logs, CI).
+/// A progress bar at `pos` of `total` steps when stderr is a terminal; `None` means plain log
+/// lines instead.
+pub(crate) fn progress_bar(total: u64, pos: u64) -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(total).with_position(pos);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
+                .expect("a valid template"),
+        );
+        bar
+    })
+}
+
 pub(crate) fn train_loop(
     args: &Args,
     run: &mut Run,
@@ -25,14 +38,7 @@ pub(crate) fn train_loop(
     ckpt: &Path,
 ) -> Result<(), String> {
     let total = run.config.steps;
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new(total).with_position(run.step);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}")
-                .expect("a valid template"),
-        );
-        bar
-    });
+    let bar = progress_bar(total, run.step);
     let (bank, val) = monitor_split(train);
     let (t0, start) = (Instant::now(), run.step);
     let mut last_log = Instant::now();

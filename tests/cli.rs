@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::Scratch;
+
 use selfsup::pretrain::main_with;
 use selfsup::run::Run;
 use selfsup_engine::checkpoint;
@@ -12,28 +14,6 @@ use selfsup_engine::data::Dataset;
 use selfsup_engine::Device;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// A scratch folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("selfsup-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Writes an IDX images file `name-images-idx3-ubyte` (and its labels) of `n` images of
 /// `h`×`w` pixels with the given labels; returns the images path.
@@ -128,7 +108,7 @@ fn file_hash(p: &Path) -> u32 {
 
 #[test]
 fn bad_flags_and_files_are_refused_in_one_line_and_leave_the_earlier_run_alone() {
-    let dir = Scratch::new("bad");
+    let dir = Scratch::new("cli-bad");
     let data = digits(&dir, 120);
     let out = dir.path("run");
     main_with(argv(&data, Some(&out), &[])).unwrap();
@@ -264,7 +244,7 @@ fn bad_flags_and_files_are_refused_in_one_line_and_leave_the_earlier_run_alone()
 
 #[test]
 fn an_absurd_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let dir = Scratch::new("diverge");
+    let dir = Scratch::new("cli-diverge");
     let data = digits(&dir, 120);
     let out = dir.path("run");
     main_with(argv(&data, Some(&out), &["--steps", "2"])).unwrap();
@@ -321,7 +301,7 @@ fn poisoned(dir: &Scratch, data: &Path) -> PathBuf {
 
 #[test]
 fn a_nan_weight_is_refused_on_resume() {
-    let dir = Scratch::new("nan");
+    let dir = Scratch::new("cli-nan");
     let data = digits(&dir, 120);
     let path = poisoned(&dir, &data);
     let s = path.display().to_string();
@@ -342,7 +322,7 @@ fn a_nan_weight_stops_a_gpu_run() {
     let Some(gpu) = common::gpu_or_skip("a_nan_weight_stops_a_gpu_run") else {
         return;
     };
-    let dir = Scratch::new("nan-gpu");
+    let dir = Scratch::new("cli-nan-gpu");
     let data = digits(&dir, 120);
     let path = poisoned(&dir, &data);
     let ck = checkpoint::load(&path).unwrap();
@@ -384,7 +364,7 @@ fn a_nan_weight_stops_a_gpu_run() {
 
 #[test]
 fn every_methods_checkpoint_evaluates_with_eval_only() {
-    let dir = Scratch::new("eval");
+    let dir = Scratch::new("cli-eval");
     let data = digits(&dir, 120);
     for m in selfsup_models::method::MethodConfig::NAMES {
         let out = dir.path(m);
@@ -443,7 +423,7 @@ fn the_example_binary_fails_cleanly_and_logs_progress_without_a_terminal() {
             bin.display()
         );
     }
-    let dir = Scratch::new("bin");
+    let dir = Scratch::new("cli-bin");
     let data = digits(&dir, 120);
     let run = |extra: &[&str]| {
         let out = std::process::Command::new(&bin)

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::Scratch;
 use selfsup::gpt::main_with;
 use selfsup::text_run::{read_corpus, tokenize, GptRun, GptRunConfig};
 use selfsup_engine::checkpoint;
@@ -103,28 +104,6 @@ fn dropout_is_off_in_eval_and_seeded_in_training() {
     assert_eq!(eval, run(4), "no dropout in eval");
     gpt.set_training(true);
     assert_ne!(eval, run(3));
-}
-
-/// A scratch folder removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("selfsup-gpt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A small text with structure to learn.
@@ -236,7 +215,7 @@ fn the_job_trains_saves_and_samples_on_the_gpu() {
 
 #[test]
 fn a_bpe_vocabulary_trains_too() {
-    let dir = Scratch::new("bpe");
+    let dir = Scratch::new("gpt-bpe");
     let data = text(&dir);
     let out = dir.path("run");
     let extra = [
@@ -254,7 +233,7 @@ fn a_bpe_vocabulary_trains_too() {
 
 #[test]
 fn resume_is_bit_identical() {
-    let dir = Scratch::new("resume");
+    let dir = Scratch::new("gpt-resume");
     let data = text(&dir);
     let mut config = GptRunConfig::defaults();
     config.data = data.to_str().unwrap().into();
@@ -310,7 +289,7 @@ fn refused(args: Vec<String>, want: &str) {
 
 #[test]
 fn bad_input_is_refused_in_one_line() {
-    let dir = Scratch::new("bad");
+    let dir = Scratch::new("gpt-bad");
     let data = text(&dir);
     let out = dir.path("run");
     let a = |extra: &[&str]| argv(&data, &out, "cpu", extra);
@@ -384,7 +363,7 @@ fn bad_input_is_refused_in_one_line() {
 
 #[test]
 fn an_absurd_learning_rate_stops_the_run_and_keeps_the_last_good_checkpoint() {
-    let dir = Scratch::new("diverge");
+    let dir = Scratch::new("gpt-diverge");
     let data = text(&dir);
     let out = dir.path("run");
     let a = |extra: &[&str]| argv(&data, &out, "cpu", extra);

@@ -120,10 +120,11 @@ def main():
         opt.step()
         if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:
             e0 = time.time()
-            v = estimate(val)
+            t, v = estimate(train), estimate(val)  # both splits, as nanoGPT and the gpt job do
             eval_s += time.time() - e0
             wall = time.time() - t0
-            print(f"step {s + 1}: val loss {v:.3f} ({wall:.0f} s, {1e3 * (wall - eval_s) / (s + 1):.0f} ms/step)", flush=True)
+            print(f"step {s + 1}: train loss {t:.3f} val loss {v:.3f} ({wall:.0f} s, "
+                  f"{1e3 * (wall - eval_s) / (s + 1):.0f} ms/step)", flush=True)
             if reached is None and v <= a.target:
                 reached = (s + 1, wall)
                 if a.stop_at_target:

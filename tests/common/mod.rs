@@ -5,7 +5,8 @@
 //!   [`distinct`], …) and leaf/constant tensor constructors in f64 and f32;
 //! * [`gradcheck`]: analytic gradients of `sum(f(x) · w)` against central differences in f64;
 //! * [`gpu_check`]: forward values and input gradients on the GPU against the CPU in f32;
-//! * [`train_mlp`]: a tiny classifier trained with manual SGD, for end-to-end checks.
+//! * [`train_mlp`]: a tiny classifier trained with manual SGD, for end-to-end checks;
+//! * [`Scratch`]: a temporary folder for a test's files.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -49,6 +50,28 @@ pub fn gpu_or_skip(test: &str) -> Option<Device> {
             );
             None
         }
+    }
+}
+
+/// A scratch folder under the system temp dir, unique per tag and process, removed on drop.
+pub struct Scratch(pub std::path::PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("selfsup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

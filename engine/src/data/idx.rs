@@ -28,22 +28,29 @@ pub struct IdxArray {
 /// Anything that does not match its header exactly (bad magic, short or overlong data) is refused
 /// with an error naming the file, so a damaged download never turns into silently wrong data.
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    parse_idx(path, read_maybe_gzipped(path)?)
+}
+
+/// The bytes of the regular file at `path`, gunzipped if they start with the gzip magic.
+pub(crate) fn read_maybe_gzipped(path: &Path) -> Result<Vec<u8>> {
     // A FIFO or a device such as /dev/zero would be read until memory runs out.
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         return Err(Error::format(path, "not a regular file"));
     }
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data: {e}")))?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(path, bytes)
+    gunzip(std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+}
+
+/// `raw` gunzipped if it starts with the gzip magic, else unchanged (`path` names errors).
+pub(crate) fn gunzip(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    if !raw.starts_with(&GZIP_MAGIC) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data: {e}")))?;
+    Ok(out)
 }
 
 /// Parses the decompressed contents of the IDX file at `path` (the path only names errors).

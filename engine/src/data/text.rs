@@ -1,34 +1,24 @@
 //! Text corpora for language models: UTF-8 files (plain or gzipped) and seeded random blocks of
 //! token ids, as nanoGPT samples them.
 
+use super::idx::{gunzip, read_maybe_gzipped};
 use crate::error::{Error, Result};
 use crate::SeededRng;
 use rand::{Rng, SeedableRng};
-use std::io::Read;
 use std::path::Path;
 
 /// The whole of a UTF-8 text file, gunzipped if it starts with the gzip magic.
 pub fn read_text(path: &Path) -> Result<String> {
-    // A FIFO or a device such as /dev/zero would be read until memory runs out.
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if !meta.is_file() {
-        return Err(Error::format(path, "not a regular file"));
-    }
-    decode_text(std::fs::read(path).map_err(|e| Error::io(path, e))?, path)
+    utf8(read_maybe_gzipped(path)?, path)
 }
 
 /// `raw` (the contents of `path`, which only names errors) as UTF-8 text, gunzipped if it starts
 /// with the gzip magic.
 pub fn decode_text(raw: Vec<u8>, path: &Path) -> Result<String> {
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt or truncated gzip data: {e}")))?;
-        out
-    } else {
-        raw
-    };
+    utf8(gunzip(raw, path)?, path)
+}
+
+fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         Error::format(
             path,
