@@ -12,7 +12,9 @@ use selfsup_engine::data::{n_views, Dataset, Loader, Views};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine};
 use selfsup_engine::{no_grad, Device, Tensor};
-use selfsup_models::method::{positive, require, Method, MethodConfig, Progress};
+use selfsup_models::method::{
+    positive, require, transformer_shape, Method, MethodConfig, Progress,
+};
 use selfsup_models::views::ViewsConfig;
 use selfsup_models::vit::VitConfig;
 use serde::{Deserialize, Serialize};
@@ -61,25 +63,7 @@ impl RunConfig {
     pub fn validate(&self, train: &Dataset) -> Result<(), String> {
         let (v, o) = (&self.vit, &self.optim);
         self.method.validate(train.n)?;
-        require(v.heads >= 1, "heads", v.heads, "at least 1")?;
-        require(
-            (1..=4096).contains(&v.dim),
-            "dim",
-            v.dim,
-            "between 1 and 4096",
-        )?;
-        require(
-            v.dim.is_multiple_of(v.heads),
-            "dim",
-            v.dim,
-            &format!("a multiple of --heads {}", v.heads),
-        )?;
-        require(
-            (1..=64).contains(&v.depth),
-            "depth",
-            v.depth,
-            "between 1 and 64",
-        )?;
+        transformer_shape(v.dim, v.heads, v.depth)?;
         require(
             v.patch >= 1 && v.image.is_multiple_of(v.patch),
             "patch",

@@ -10,7 +10,7 @@ use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Optimizer, WarmupCosine};
 use selfsup_engine::{no_grad, Device};
 use selfsup_models::gpt::{Gpt, GptConfig};
-use selfsup_models::method::{positive, require};
+use selfsup_models::method::{positive, require, transformer_shape};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -91,25 +91,7 @@ impl GptRunConfig {
             m.ctx,
             "between 1 and 4096",
         )?;
-        require(
-            (1..=4096).contains(&m.dim),
-            "dim",
-            m.dim,
-            "between 1 and 4096",
-        )?;
-        require(m.heads >= 1, "heads", m.heads, "at least 1")?;
-        require(
-            m.dim.is_multiple_of(m.heads),
-            "dim",
-            m.dim,
-            &format!("a multiple of --heads {}", m.heads),
-        )?;
-        require(
-            (1..=64).contains(&m.depth),
-            "depth",
-            m.depth,
-            "between 1 and 64",
-        )?;
+        transformer_shape(m.dim, m.heads, m.depth)?;
         require(
             (0.0..1.0).contains(&m.dropout),
             "dropout",

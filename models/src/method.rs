@@ -144,6 +144,24 @@ pub fn require(
 }
 
 /// A positive, finite number (temperatures, widths given as floats).
+/// A Transformer's `--dim`, `--heads` and `--depth`: heads divide the width, sizes in range.
+pub fn transformer_shape(dim: usize, heads: usize, depth: usize) -> Result<(), String> {
+    require(heads >= 1, "heads", heads, "at least 1")?;
+    require((1..=4096).contains(&dim), "dim", dim, "between 1 and 4096")?;
+    require(
+        dim.is_multiple_of(heads),
+        "dim",
+        dim,
+        &format!("a multiple of --heads {heads}"),
+    )?;
+    require(
+        (1..=64).contains(&depth),
+        "depth",
+        depth,
+        "between 1 and 64",
+    )
+}
+
 pub fn positive(flag: &str, v: f64) -> Result<(), String> {
     require(v > 0.0 && v.is_finite(), flag, v, "a positive number")
 }
