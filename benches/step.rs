@@ -103,6 +103,8 @@ fn gpt_step(c: &mut Criterion, name: &str, device: &Device, batch: usize) {
             loss.item()
         })
     });
+    // The optimizer alone, gradients in place: its share of the step.
+    g.bench_function("adamw", |b| b.iter(|| opt.step(1e-3)));
     g.finish();
 }
 
