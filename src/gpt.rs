@@ -5,10 +5,9 @@
 
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
-use crate::run::Diverged;
 use crate::setup::{cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
-use crate::training::progress_bar;
+use crate::training::{diverged, progress_bar};
 use clap::Parser;
 use selfsup_engine::nn::Module;
 use selfsup_engine::Device;
@@ -376,22 +375,6 @@ fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<
         );
     }
     Ok(())
-}
-
-/// The divergence message: what happened and which checkpoint to resume at a lower rate.
-fn diverged(d: &Diverged, saved: Option<u64>, ckpt: &Path, lr: f64) -> String {
-    match saved {
-        Some(step) => format!(
-            "{d}; {} still holds step {step}; resume it with a lower rate: --resume {} --lr {:.0e}",
-            ckpt.display(),
-            ckpt.display(),
-            lr / 10.0
-        ),
-        None => format!(
-            "{d}; no checkpoint was written; start again with a lower rate, e.g. --lr {:.0e}",
-            lr / 10.0
-        ),
-    }
 }
 
 /// `--tokens` tokens after `prompt`, timed.

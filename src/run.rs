@@ -17,6 +17,7 @@ use selfsup_models::method::{
 };
 use selfsup_models::views::ViewsConfig;
 use selfsup_models::vit::VitConfig;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -226,9 +227,7 @@ impl Run {
 
     /// The configuration stored in a checkpoint.
     pub fn config_of(ck: &Checkpoint, path: &Path) -> Result<RunConfig, String> {
-        let text = ck.meta("config", path).map_err(|e| e.to_string())?;
-        serde_json::from_str(text)
-            .map_err(|e| format!("{}: checkpoint config: {e}", path.display()))
+        stored_config(ck, path)
     }
 
     /// Continues the run saved in `ck` (read from `path`) under `config`, which may differ from
@@ -240,48 +239,20 @@ impl Run {
         train: Arc<Dataset>,
         device: &Device,
     ) -> Result<Run, String> {
-        let err = |e: selfsup_engine::Error| e.to_string();
-        let step: u64 = ck
-            .meta("step", path)
-            .map_err(err)?
-            .parse()
-            .map_err(|e| format!("{}: metadata step: {e}", path.display()))?;
+        let step = stored_step(ck, path)?;
         let mut run = Run::at_step(config, train, device, step);
-        let source = path.display().to_string();
-        run.model
-            .load_state_dict(&ck.with_prefix("model"), &source)
-            .map_err(err)?;
-        run.optimizer
-            .load_state_dict(&ck.with_prefix("optim"), &source)
-            .map_err(err)?;
-        let history = |name: &str| ck.tensors.get(name).map(|t| t.to_vec()).unwrap_or_default();
-        run.history = history("history.loss");
-        if run.history.len() as u64 != step {
-            return Err(format!(
-                "{source}: holds {} losses for {step} steps",
-                run.history.len()
-            ));
-        }
-        run.knn_history = history("history.knn")
+        run.history = restore(
+            ck,
+            path,
+            run.model.as_ref(),
+            run.optimizer.as_mut(),
+            step,
+            &["config", "step", "crc32"],
+        )?;
+        run.knn_history = stored_history(ck, "knn")
             .chunks_exact(2)
             .map(|p| (p[0] as u64, p[1]))
             .collect();
-        let known = ["config", "step", "crc32"];
-        let expected = run.model.state_dict().len() + run.optimizer.state_dict().len();
-        let extra = ck.tensors.len()
-            - ck.tensors
-                .keys()
-                .filter(|k| k.starts_with("history."))
-                .count();
-        if let Some(k) = ck.metadata.keys().find(|k| !known.contains(&k.as_str())) {
-            return Err(format!("{source}: unexpected metadata {k:?}"));
-        }
-        if extra != expected {
-            return Err(format!(
-                "{source}: holds {extra} model and optimizer tensors, the run expects {expected}"
-            ));
-        }
-        run.check_parameters()?;
         Ok(run)
     }
 
@@ -413,4 +384,71 @@ pub fn run_tensors(
         ));
     }
     Ok(tensors)
+}
+
+/// The configuration stored as JSON under a checkpoint's `config` metadata.
+pub fn stored_config<C: DeserializeOwned>(ck: &Checkpoint, path: &Path) -> Result<C, String> {
+    let text = ck.meta("config", path).map_err(|e| e.to_string())?;
+    serde_json::from_str(text).map_err(|e| format!("{}: checkpoint config: {e}", path.display()))
+}
+
+/// The optimizer steps a checkpoint's run had taken.
+pub fn stored_step(ck: &Checkpoint, path: &Path) -> Result<u64, String> {
+    ck.meta("step", path)
+        .map_err(|e| e.to_string())?
+        .parse()
+        .map_err(|e| format!("{}: metadata step: {e}", path.display()))
+}
+
+/// The series `history.NAME` of a checkpoint (empty when it has none).
+pub fn stored_history(ck: &Checkpoint, name: &str) -> Vec<f32> {
+    ck.tensors
+        .get(&format!("history.{name}"))
+        .map(|t| t.to_vec())
+        .unwrap_or_default()
+}
+
+/// Loads the model and optimizer state that [`run_tensors`] wrote, for a run at `step`, and
+/// returns its loss history. Refused, naming `path`: metadata outside `metadata`, a loss history
+/// of another length than `step`, model and optimizer tensors the run does not expect, and
+/// non-finite weights.
+pub fn restore(
+    ck: &Checkpoint,
+    path: &Path,
+    model: &dyn Module,
+    optimizer: &mut dyn Optimizer,
+    step: u64,
+    metadata: &[&str],
+) -> Result<Vec<f32>, String> {
+    let source = path.display().to_string();
+    let err = |e: selfsup_engine::Error| e.to_string();
+    model
+        .load_state_dict(&ck.with_prefix("model"), &source)
+        .map_err(err)?;
+    optimizer
+        .load_state_dict(&ck.with_prefix("optim"), &source)
+        .map_err(err)?;
+    let history = stored_history(ck, "loss");
+    if history.len() as u64 != step {
+        return Err(format!(
+            "{source}: holds {} losses for {step} steps",
+            history.len()
+        ));
+    }
+    if let Some(k) = ck.metadata.keys().find(|k| !metadata.contains(&k.as_str())) {
+        return Err(format!("{source}: unexpected metadata {k:?}"));
+    }
+    let expected = model.state_dict().len() + optimizer.state_dict().len();
+    let held = ck
+        .tensors
+        .keys()
+        .filter(|k| !k.starts_with("history."))
+        .count();
+    if held != expected {
+        return Err(format!(
+            "{source}: holds {held} model and optimizer tensors, the run expects {expected}"
+        ));
+    }
+    check_finite(&model.state_dict()).map_err(|e| format!("{source}: {e}"))?;
+    Ok(history)
 }

@@ -4,7 +4,7 @@
 
 use crate::flags;
 use crate::pretrain::{defaults, Args};
-use crate::run::{Run, RunConfig};
+use crate::run::{stored_step, Run, RunConfig};
 use selfsup_engine::checkpoint;
 use selfsup_engine::data::Dataset;
 use selfsup_models::method::{require, MethodConfig};
@@ -169,11 +169,7 @@ pub(crate) fn configure(
         Some(path) => {
             let ck = load_checkpoint(path)?;
             let stored = Run::config_of(&ck, path)?;
-            let step: u64 = ck
-                .meta("step", path)
-                .map_err(|e| e.to_string())?
-                .parse()
-                .map_err(|e| format!("{}: metadata step: {e}", path.display()))?;
+            let step = stored_step(&ck, path)?;
             let config = flags::apply(&stored, given, &all_fields, true, &owner(&stored))?;
             if config.steps < step {
                 return Err(format!(

@@ -3,7 +3,9 @@
 //! ends bit-identical to an uninterrupted one on the CPU backend. Like the image run, it refuses
 //! to step on a non-finite loss or gradient and never saves non-finite weights.
 
-use crate::run::{check_finite, run_tensors, Diverged};
+use crate::run::{
+    check_finite, restore, run_tensors, stored_config, stored_history, stored_step, Diverged,
+};
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{decode_text, read_text, split_ids, TokenBlocks, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
@@ -227,7 +229,6 @@ pub struct GptRun {
     /// (step, train loss, validation loss) of every evaluation.
     pub evals: Vec<(u64, f32, f32)>,
     blocks: TokenBlocks,
-    device: Device,
 }
 
 /// Seed offset of the fixed batches that estimate train and validation loss.
@@ -251,15 +252,12 @@ impl GptRun {
             history: Vec::new(),
             evals: Vec::new(),
             blocks,
-            device: device.clone(),
         })
     }
 
     /// The configuration stored in a checkpoint.
     pub fn config_of(ck: &Checkpoint, path: &Path) -> Result<GptRunConfig, String> {
-        let text = ck.meta("config", path).map_err(|e| e.to_string())?;
-        serde_json::from_str(text)
-            .map_err(|e| format!("{}: checkpoint config: {e}", path.display()))
+        stored_config(ck, path)
     }
 
     /// The tokenizer stored in a checkpoint.
@@ -287,52 +285,20 @@ impl GptRun {
         train: Vec<u32>,
         device: &Device,
     ) -> Result<GptRun, String> {
-        let source = path.display().to_string();
-        let step: u64 = ck
-            .meta("step", path)
-            .map_err(|e| e.to_string())?
-            .parse()
-            .map_err(|e| format!("{source}: metadata step: {e}"))?;
         let mut run = GptRun::new(config, train, device)?;
-        let err = |e: selfsup_engine::Error| e.to_string();
-        run.model
-            .load_state_dict(&ck.with_prefix("model"), &source)
-            .map_err(err)?;
-        run.optimizer
-            .load_state_dict(&ck.with_prefix("optim"), &source)
-            .map_err(err)?;
-        run.step = step;
-        run.history = ck
-            .tensors
-            .get("history.loss")
-            .map(|t| t.to_vec())
-            .unwrap_or_default();
-        if run.history.len() as u64 != step {
-            return Err(format!(
-                "{source}: holds {} losses for {step} steps",
-                run.history.len()
-            ));
-        }
-        run.evals = ck
-            .tensors
-            .get("history.evals")
-            .map(|t| t.to_vec())
-            .unwrap_or_default()
+        run.step = stored_step(ck, path)?;
+        run.history = restore(
+            ck,
+            path,
+            &run.model,
+            &mut run.optimizer,
+            run.step,
+            &["config", "step", "crc32", "tokenizer", "data_crc32"],
+        )?;
+        run.evals = stored_history(ck, "evals")
             .chunks_exact(3)
             .map(|e| (e[0] as u64, e[1], e[2]))
             .collect();
-        let expected = run.model.state_dict().len() + run.optimizer.state_dict().len();
-        let held = ck
-            .tensors
-            .keys()
-            .filter(|k| !k.starts_with("history."))
-            .count();
-        if held != expected {
-            return Err(format!(
-                "{source}: holds {held} model and optimizer tensors, the run expects {expected}"
-            ));
-        }
-        check_finite(&run.model.state_dict()).map_err(|e| format!("{source}: {e}"))?;
         Ok(run)
     }
 
@@ -414,9 +380,5 @@ impl GptRun {
             ("data_crc32".to_string(), corpus.crc32.clone()),
         ]);
         checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::plot::{Chart, Kind, Series};
 use crate::pretrain::Args;
-use crate::run::Run;
+use crate::run::{Diverged, Run};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::Module;
@@ -30,6 +30,23 @@ pub(crate) fn progress_bar(total: u64, pos: u64) -> Option<ProgressBar> {
     })
 }
 
+/// What to tell a user whose run diverged: what happened, and which checkpoint (if any) to
+/// resume at a tenth of the peak rate `lr`.
+pub(crate) fn diverged(d: &Diverged, saved: Option<u64>, ckpt: &Path, lr: f64) -> String {
+    match saved {
+        Some(step) => format!(
+            "{d}; {} still holds step {step}; resume it with a lower rate: --resume {} --lr {:.0e}",
+            ckpt.display(),
+            ckpt.display(),
+            lr / 10.0
+        ),
+        None => format!(
+            "{d}; no checkpoint was written; start again with a lower rate, e.g. --lr {:.0e}",
+            lr / 10.0
+        ),
+    }
+}
+
 pub(crate) fn train_loop(
     args: &Args,
     run: &mut Run,
@@ -45,21 +62,9 @@ pub(crate) fn train_loop(
     // A resumed run's own checkpoint is its last good one until it saves again.
     let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
     while run.step < total {
-        let stats = run.train_step().map_err(|d| {
-            let resume = match saved {
-                Some(step) => format!(
-                    "{} still holds step {step}; resume it with a lower rate: --resume {} --lr {:.0e}",
-                    ckpt.display(),
-                    ckpt.display(),
-                    run.config.optim.lr / 10.0
-                ),
-                None => format!(
-                    "no checkpoint was written; start again with a lower rate, e.g. --lr {:.0e}",
-                    run.config.optim.lr / 10.0
-                ),
-            };
-            format!("{d}; {resume}")
-        })?;
+        let stats = run
+            .train_step()
+            .map_err(|d| diverged(&d, saved, ckpt, run.config.optim.lr))?;
         let msg = format!("loss {:.4} lr {:.2e}", stats.loss, stats.lr);
         match &bar {
             Some(bar) => {

@@ -58,6 +58,19 @@ fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
     );
 }
 
+/// Every parameter's gradient against the fixture's `grad.{name}`.
+fn assert_param_grads(ck: &Checkpoint, params: Vec<(String, Tensor)>, atol: f32, rtol: f32) {
+    for (name, p) in params {
+        assert_close(
+            &format!("grad {name}"),
+            &p.grad().unwrap().to_vec(),
+            &ck.tensors[&format!("grad.{name}")].to_vec(),
+            atol,
+            rtol,
+        );
+    }
+}
+
 /// The fixture and a ViT on `device` of its configuration, holding its weights.
 fn fixture_vit(device: &Device) -> (Checkpoint, VisionTransformer) {
     let (ck, path) = fixture("vit_tiny.safetensors");
@@ -104,16 +117,7 @@ fn vit_forward_and_parameter_gradients_match_pytorch() {
         ck.with_prefix("grad").len() - 1,
         "parameter sets differ from PyTorch's"
     );
-    for (name, p) in params {
-        let want = &ck.tensors[&format!("grad.{name}")];
-        assert_close(
-            &format!("grad {name}"),
-            &p.grad().unwrap().to_vec(),
-            &want.to_vec(),
-            1e-5,
-            1e-3,
-        );
-    }
+    assert_param_grads(&ck, params, 1e-5, 1e-3);
 }
 
 #[test]
@@ -168,16 +172,7 @@ fn vit_on_the_gpu_matches_pytorch() {
     (&tokens * &ck.tensors["w"].to_device(&gpu))
         .sum_all()
         .backward();
-    for (name, p) in vit.named_parameters() {
-        let want = &ck.tensors[&format!("grad.{name}")];
-        assert_close(
-            &format!("grad {name}"),
-            &p.grad().unwrap().to_vec(),
-            &want.to_vec(),
-            1e-4,
-            2e-3,
-        );
-    }
+    assert_param_grads(&ck, vit.named_parameters(), 1e-4, 2e-3);
 }
 
 /// The tiny GPT fixture's logits, loss and every parameter gradient, on `device`.
@@ -228,16 +223,7 @@ fn check_gpt(device: &Device) {
         ck.with_prefix("grad").len(),
         "one gradient per parameter"
     );
-    for (name, p) in params {
-        let want = &ck.tensors[&format!("grad.{name}")];
-        assert_close(
-            &format!("grad {name}"),
-            &p.grad().unwrap().to_vec(),
-            &want.to_vec(),
-            1e-5,
-            2e-3,
-        );
-    }
+    assert_param_grads(&ck, params, 1e-5, 2e-3);
 }
 
 #[test]
