@@ -10,7 +10,9 @@
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{n_views, Dataset, Loader, Views};
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine};
+use selfsup_engine::optim::{
+    clip_grad_norm, grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine,
+};
 use selfsup_engine::{no_grad, Device, Tensor};
 use selfsup_models::method::{
     positive, require, transformer_shape, Method, MethodConfig, Progress,
@@ -283,12 +285,14 @@ impl Run {
         }
         loss.backward();
         let params = self.model.parameters();
-        let norm = grad_norm(&params);
+        // Clipping measures the norm it needs (and leaves non-finite gradients alone).
+        let norm = if self.config.optim.clip > 0.0 {
+            clip_grad_norm(&params, self.config.optim.clip)
+        } else {
+            grad_norm(&params)
+        };
         if !norm.is_finite() {
             return Err(diverged(format!("loss {l:.4}, gradient norm {norm}")));
-        }
-        if self.config.optim.clip > 0.0 {
-            selfsup_engine::optim::clip_grad_norm(&params, self.config.optim.clip);
         }
         self.optimizer.step(lr);
         self.model.after_step(at);

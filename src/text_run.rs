@@ -9,7 +9,9 @@ use crate::run::{
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{decode_text, read_text, split_ids, TokenBlocks, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Optimizer, WarmupCosine};
+use selfsup_engine::optim::{
+    clip_grad_norm, grad_norm, param_groups, AdamW, Optimizer, WarmupCosine,
+};
 use selfsup_engine::{no_grad, Device};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::method::{positive, require, transformer_shape};
@@ -318,12 +320,14 @@ impl GptRun {
         }
         loss.backward();
         let params = self.model.parameters();
-        let norm = grad_norm(&params);
+        // Clipping measures the norm it needs (and leaves non-finite gradients alone).
+        let norm = if self.config.clip > 0.0 {
+            clip_grad_norm(&params, self.config.clip)
+        } else {
+            grad_norm(&params)
+        };
         if !norm.is_finite() {
             return Err(diverged(format!("loss {l:.4}, gradient norm {norm}")));
-        }
-        if self.config.clip > 0.0 {
-            selfsup_engine::optim::clip_grad_norm(&params, self.config.clip);
         }
         self.optimizer.step(lr);
         self.step += 1;

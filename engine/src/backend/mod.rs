@@ -285,6 +285,38 @@ pub fn linear(
     }
 }
 
+/// One parameter's AdamW step, its scalars folded as in `optim::AdamW`.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamWStep {
+    /// `1 − lr·weight_decay`.
+    pub decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// `lr / (1 − β1ᵗ)`.
+    pub step_size: f64,
+    /// `√(1 − β2ᵗ)`.
+    pub bias2_sqrt: f64,
+    pub eps: f64,
+}
+
+/// The new (parameter, first moment, second moment) of an AdamW step in one pass, or `None`
+/// where the backend has no fused kernel and the optimizer composes it.
+pub fn adamw(
+    p: &Storage,
+    g: &Storage,
+    m: &Storage,
+    v: &Storage,
+    s: AdamWStep,
+) -> Option<(Storage, Storage, Storage)> {
+    match (p, g, m, v) {
+        (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
+            let (p, m, v) = cpu::adamw(p, g, m, v, s);
+            Some((Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)))
+        }
+        _ => None,
+    }
+}
+
 /// Reads `shape` elements of `src` starting at `offset` through `strides` into a new
 /// contiguous buffer: permute, narrow and expand are all this one kernel.
 pub fn gather_strided(src: &Storage, offset: usize, strides: &[usize], shape: &[usize]) -> Storage {

@@ -1,6 +1,7 @@
 //! Adam with decoupled weight decay, as PyTorch's `torch.optim.AdamW`.
 
 use super::{GroupState, Optimizer, ParamGroup};
+use crate::backend::{self, AdamWStep};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use std::collections::HashMap;
@@ -54,19 +55,40 @@ impl Optimizer for AdamW {
                 unreachable!("AdamW keeps two buffers")
             };
             let lr = lr * group.lr_scale;
-            let mut new = p.clone();
-            if group.weight_decay != 0.0 {
-                new = new.mul_scalar(1.0 - lr * group.weight_decay);
-            }
-            *m = &m.mul_scalar(beta1) + &g.mul_scalar(1.0 - beta1);
-            *v = &v.mul_scalar(beta2) + &g.square().mul_scalar(1.0 - beta2);
-            let denom = v.sqrt().mul_scalar(1.0 / bias2_sqrt).add_scalar(eps);
-            new = &new - &(&*m / &denom).mul_scalar(lr / bias1);
-            p.set_data(&new);
+            let s = AdamWStep {
+                decay: 1.0 - lr * group.weight_decay,
+                beta1,
+                beta2,
+                step_size: lr / bias1,
+                bias2_sqrt,
+                eps,
+            };
+            let [new_p, new_m, new_v] = adamw_update(p, g, m, v, s);
+            p.set_data(&new_p);
+            (*m, *v) = (new_m, new_v);
         });
     }
 
     super::delegate_state!();
+}
+
+/// One parameter's new (value, first moment, second moment): the backend's fused kernel where it
+/// has one, else the same arithmetic as tensor ops.
+fn adamw_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> [Tensor; 3] {
+    let (shape, device) = (p.shape().to_vec(), p.device());
+    if let Some(out) = backend::adamw(&p.storage(), &g.storage(), &m.storage(), &v.storage(), s) {
+        let (p, m, v) = out;
+        return [p, m, v].map(|d| Tensor::from_storage(d, shape.clone(), device.clone()));
+    }
+    adamw_composed(p, g, m, v, s)
+}
+
+fn adamw_composed(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> [Tensor; 3] {
+    let m = &m.mul_scalar(s.beta1) + &g.mul_scalar(1.0 - s.beta1);
+    let v = &v.mul_scalar(s.beta2) + &g.square().mul_scalar(1.0 - s.beta2);
+    let denom = v.sqrt().mul_scalar(1.0 / s.bias2_sqrt).add_scalar(s.eps);
+    let p = &p.mul_scalar(s.decay) - &(&m / &denom).mul_scalar(s.step_size);
+    [p, m, v]
 }
 
 #[cfg(test)]
@@ -109,6 +131,30 @@ mod tests {
             .collect();
         assert_close(&p, &p2);
         assert_eq!(opt.steps(), 2);
+    }
+
+    /// The fused CPU kernel computes what the composed tensor ops (the GPU's path) compute, to
+    /// the bit, over a parameter long enough to be split across threads.
+    #[test]
+    fn fused_matches_composed() {
+        let cpu = crate::Device::cpu();
+        let n = 3 * crate::backend::cpu::PAR_MIN + 17;
+        let [p, g, m] = [1, 2, 3].map(|seed| Tensor::randn(&[n], seed, &cpu));
+        let v = Tensor::rand(&[n], 4, &cpu);
+        let s = AdamWStep {
+            decay: 1.0 - 0.01 * 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            step_size: 0.01 / (1.0 - 0.9f64.powi(3)),
+            bias2_sqrt: (1.0 - 0.99f64.powi(3)).sqrt(),
+            eps: 1e-8,
+        };
+        let fused = adamw_update(&p, &g, &m, &v, s);
+        let composed = adamw_composed(&p, &g, &m, &v, s);
+        for (f, c) in fused.iter().zip(&composed) {
+            assert_eq!(f.to_vec(), c.to_vec());
+        }
+        assert_ne!(fused[0].to_vec(), p.to_vec(), "the step moved nothing");
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn gemm<T: Elem>(
             a_st,
             b.as_ptr(),
             b_st,
+            false,
         )
     }
 }

@@ -6,6 +6,7 @@ mod attention;
 mod elementwise;
 mod matmul;
 mod nn;
+mod optim;
 mod reduce;
 
 pub use attention::{attention, attention_backward};
@@ -15,6 +16,7 @@ pub use nn::{
     index_add, index_select, layer_norm, layer_norm_affine, layer_norm_affine_backward,
     layer_norm_backward, softmax, softmax_backward,
 };
+pub use optim::adamw;
 pub use reduce::reduce;
 
 use crate::DType;
