@@ -165,6 +165,59 @@ impl Canvas {
     }
 }
 
+/// Writes row-major RGB8 pixels as a PNG.
+fn write_png(path: &Path, width: u32, height: u32, rgb: &[u8]) -> io::Result<()> {
+    let file = io::BufWriter::new(std::fs::File::create(path)?);
+    let mut enc = png::Encoder::new(file, width, height);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(rgb)?;
+    Ok(writer.finish()?)
+}
+
+/// Image sets side by side, one titled column per set and one row per image, each pixel drawn
+/// `zoom`× with a 4-px gutter: `columns` hold `(B, C, H, W)` values in [0, 1] for the `shape`
+/// `(B, C, H, W)`, with 1 (grey) or 3 (RGB) channels.
+pub fn save_image_grid(
+    path: &Path,
+    columns: &[(&str, Vec<f32>)],
+    (b, c, h, w): (usize, usize, usize, usize),
+    zoom: usize,
+) -> io::Result<()> {
+    let (cell_w, cell_h, gap, head) = ((w * zoom) as i64, (h * zoom) as i64, 4, 16);
+    let title_w = columns
+        .iter()
+        .map(|(t, _)| 6 * t.len() as i64)
+        .max()
+        .unwrap_or(0);
+    let col_w = cell_w.max(title_w) + gap;
+    let (width, height) = (
+        columns.len() as i64 * col_w + gap,
+        head + b as i64 * (cell_h + gap),
+    );
+    let mut canvas = Canvas {
+        w: width,
+        h: height,
+        s: 1,
+        buf: vec![255; (width * height * 3) as usize],
+    };
+    for (j, (title, data)) in columns.iter().enumerate() {
+        let x0 = gap + j as i64 * col_w;
+        canvas.text(x0, 4, title, false);
+        for i in 0..b {
+            let y0 = head + i as i64 * (cell_h + gap);
+            for (y, x) in (0..h).flat_map(|y| (0..w).map(move |x| (y, x))) {
+                let at = |ch: usize| data[((i * c + ch.min(c - 1)) * h + y) * w + x];
+                let rgb = [0, 1, 2].map(|ch| (at(ch).clamp(0.0, 1.0) * 255.0).round() as u8);
+                let z = zoom as i64;
+                canvas.rect(x0 + x as i64 * z, y0 + y as i64 * z, z, z, rgb);
+            }
+        }
+    }
+    write_png(path, width as u32, height as u32, &canvas.buf)
+}
+
 /// A range snapped outward to "nice" ticks (1/2/5×10^k steps, about five of them).
 /// Log axes work in log10 space with whole-decade steps, so every label is a power of ten.
 struct Axis {
@@ -259,13 +312,7 @@ impl Layout {
 impl Chart {
     /// Renders and writes an 8-bit RGB PNG.
     pub fn save_png(&self, path: &Path, width: u32, height: u32) -> io::Result<()> {
-        let file = io::BufWriter::new(std::fs::File::create(path)?);
-        let mut enc = png::Encoder::new(file, width, height);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header()?;
-        writer.write_image_data(&self.render(width, height))?;
-        Ok(writer.finish()?)
+        write_png(path, width, height, &self.render(width, height))
     }
 
     /// Renders to row-major RGB8 (`width * height * 3` bytes).

@@ -2,13 +2,13 @@
 //! kNN monitor on validation images, a heartbeat (a bar on a terminal, plain lines in a log), and
 //! the curves at the end.
 
-use crate::plot::{Chart, Kind, Series};
+use crate::plot::{save_image_grid, Chart, Kind, Series};
 use crate::pretrain::Args;
 use crate::run::{Diverged, Run};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::Module;
-use selfsup_engine::Device;
+use selfsup_engine::{Device, Tensor};
 use selfsup_models::eval::{extract_features, knn_accuracy};
 use selfsup_models::vit::VisionTransformer;
 use std::io::IsTerminal;
@@ -93,6 +93,10 @@ pub(crate) fn train_loop(
                 None => println!("{line}"),
             }
         }
+        let evaluating = args.eval_every > 0 && run.step.is_multiple_of(args.eval_every);
+        if evaluating || run.step == total {
+            save_reconstructions(run, &val, device, ckpt)?;
+        }
         if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
             run.save(ckpt)?;
             saved = Some(run.step);
@@ -122,6 +126,38 @@ fn monitor_split(train: &Dataset) -> (Dataset, Dataset) {
     let pick = |r: std::ops::Range<usize>| train.subset(&r.collect::<Vec<_>>());
     (pick(0..bank), pick(train.n - val..train.n))
 }
+
+/// `reconstructions.png` beside the checkpoint, for methods that reconstruct pixels: the first
+/// eight validation images, their masked input and the reconstructions, under fixed masks so
+/// successive pictures differ only by what the model learnt.
+fn save_reconstructions(
+    run: &Run,
+    val: &Dataset,
+    device: &Device,
+    ckpt: &Path,
+) -> Result<(), String> {
+    let b = val.n.min(8);
+    let shape = (b, val.c, val.h, val.w);
+    let pixels = val.images[..b * val.image_len()].to_vec();
+    let images = Tensor::from_vec(pixels.clone(), &[b, val.c, val.h, val.w], device);
+    run.model.set_training(false);
+    let pictures = run.model.reconstructions(&images, RECONSTRUCTION_SEED);
+    run.model.set_training(true);
+    let Some([masked, predicted, pasted]) = pictures else {
+        return Ok(());
+    };
+    let columns = [
+        ("original", pixels),
+        ("masked", masked.to_vec()),
+        ("reconstruction", predicted.to_vec()),
+        ("+ visible", pasted.to_vec()),
+    ];
+    let path = ckpt.with_file_name("reconstructions.png");
+    save_image_grid(&path, &columns, shape, 4).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The masks of the reconstruction pictures (any fixed value).
+const RECONSTRUCTION_SEED: u64 = 7;
 
 /// kNN accuracy (%) of `val` against `bank`, with the encoder in evaluation mode.
 fn online_knn(encoder: &VisionTransformer, bank: &Dataset, val: &Dataset, device: &Device) -> f32 {

@@ -390,9 +390,23 @@ fn every_methods_checkpoint_evaluates_with_eval_only() {
                 "8",
             ],
             "moco-v2" => [&extra[..], &["--queue", "32"]].concat(),
+            "mae" => vec!["--method", m, "--steps", "2", "--decoder-dim", "16"],
             _ => extra.to_vec(),
         };
         main_with(argv(&data, Some(&out), &extra)).unwrap();
+        // Only a method that reconstructs pixels draws them: original, masked, reconstruction
+        // and pasted columns of eight validation images, zoomed 4×.
+        let pictures = out.join("reconstructions.png");
+        assert_eq!(pictures.exists(), m == "mae", "{m}: reconstructions.png");
+        if m == "mae" {
+            let png = png::Decoder::new(std::io::BufReader::new(
+                std::fs::File::open(&pictures).unwrap(),
+            ))
+            .read_info()
+            .unwrap();
+            let (w, h) = (png.info().width, png.info().height);
+            assert!(w >= 4 * 28 * 4 && h >= 8 * 28 * 4, "{w}×{h}");
+        }
         let ckpt = out.join("checkpoint.safetensors").display().to_string();
         let done = main_with(argv(&data, Some(&dir.path("x")), &["--eval-only", &ckpt])).unwrap();
         assert!(done.title.contains("(2 steps)"), "{m}: {}", done.title);

@@ -231,8 +231,8 @@ fn resume_is_bit_identical(method: &str) {
 }
 
 #[test]
-fn resumed_simclr_byol_and_moco_v2_runs_are_bit_identical() {
-    for m in ["simclr", "byol", "moco-v2"] {
+fn resumed_simclr_byol_moco_v2_and_mae_runs_are_bit_identical() {
+    for m in ["simclr", "byol", "moco-v2", "mae"] {
         resume_is_bit_identical(m);
     }
 }

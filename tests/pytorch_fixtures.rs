@@ -8,10 +8,12 @@ use selfsup_engine::{Device, Tensor};
 use selfsup_models::barlow::barlow_loss;
 use selfsup_models::byol::regression_loss;
 use selfsup_models::gpt::{Gpt, GptConfig};
+use selfsup_models::mae::{Mae, MaeConfig, Masking};
 use selfsup_models::moco_v2::info_nce;
 use selfsup_models::moco_v3::ctr;
 use selfsup_models::simclr::nt_xent;
 use selfsup_models::simsiam::simsiam_loss;
+use selfsup_models::views::{Recipe, ViewsConfig};
 use selfsup_models::vit::{Pool, VisionTransformer, VitConfig};
 use std::path::{Path, PathBuf};
 
@@ -320,4 +322,72 @@ fn barlow_twins_loss_and_gradients_match_pytorch() {
     check_loss("barlow", &["z1", "z2"], &["z1", "z2"], |x| {
         barlow_loss(&x[0], &x[1], 0.0051)
     });
+}
+
+/// The tiny MAE fixture's masked-patch loss and every parameter gradient, with raw and with
+/// per-patch normalised targets, under PyTorch's masking noise.
+#[test]
+fn mae_loss_and_gradients_match_pytorch() {
+    let (ck, path) = fixture("mae_tiny.safetensors");
+    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
+    let vit = VitConfig {
+        image: meta("image"),
+        channels: meta("channels"),
+        patch: meta("patch"),
+        dim: meta("dim"),
+        depth: meta("depth"),
+        heads: meta("heads"),
+        mlp_ratio: 4,
+        pool: Pool::Cls,
+    };
+    let views = ViewsConfig {
+        recipe: Recipe::Digits,
+        crop_min: 1.0,
+        asymmetric: false,
+    };
+    let n = vit.patches();
+    let noise = ck.tensors["noise"].to_vec();
+    let masking = Masking::from_noise(&noise, n, meta("keep"));
+    for (case, norm_pix_loss) in [("pix", false), ("norm", true)] {
+        let config = MaeConfig {
+            mask_ratio: 1.0 - meta("keep") as f64 / n as f64,
+            decoder_dim: meta("dec_dim"),
+            decoder_depth: meta("dec_depth"),
+            decoder_heads: meta("dec_heads"),
+            norm_pix_loss,
+        };
+        let mae = Mae::new(
+            &mut Init::new(0, &Device::cpu()),
+            vit.clone(),
+            views.clone(),
+            config,
+        );
+        mae.load_state_dict(&ck.with_prefix("param"), "fixture")
+            .unwrap();
+        let loss = mae.masked_loss(&ck.tensors["input"], &masking);
+        assert_close(
+            &format!("{case} loss"),
+            &loss.to_vec(),
+            &ck.tensors[&format!("{case}.loss")].to_vec(),
+            1e-6,
+            1e-5,
+        );
+        loss.backward();
+        let params = mae.named_parameters();
+        assert_eq!(
+            params.len(),
+            ck.with_prefix(&format!("{case}.grad")).len(),
+            "one gradient per parameter"
+        );
+        let grads = ck.with_prefix(case);
+        for (name, p) in params {
+            assert_close(
+                &format!("{case} grad {name}"),
+                &p.grad().unwrap().to_vec(),
+                &grads[&format!("grad.{name}")].to_vec(),
+                1e-5,
+                2e-3,
+            );
+        }
+    }
 }

@@ -14,8 +14,11 @@ queue), MoCo v3 and Barlow Twins losses, computed in float64 from float32 inputs
 gpt_tiny.safetensors: a tiny GPT (nanoGPT's layout under selfsup's parameter names: tied LM head,
 causal attention), fixed weights, token ids and targets, the logits, the cross-entropy loss and the
 gradient of that loss for every parameter.
+mae_tiny.safetensors: a tiny MAE (the paper's models_mae.py under selfsup's parameter names), fixed
+weights, images and masking noise, and the masked-patch loss with raw and per-patch normalised
+targets, each with the gradient of every parameter.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only the fixtures named (vit, nt_xent, ssl, gpt)
+    torchenv/bin/python tools/make_fixtures.py gpt  # only the fixtures named (vit, nt_xent, ssl, gpt, mae)
 """
 import math
 import os
@@ -273,11 +276,80 @@ def gpt_fixture():
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "gpt_tiny.safetensors"), meta)
 
 
+class Mae(nn.Module):
+    """models_mae.py's MaskedAutoencoderViT, reduced to what the loss needs."""
+
+    def __init__(self, image, channels, patch, dim, depth, heads, dec_dim, dec_depth, dec_heads, keep):
+        super().__init__()
+        n = (image // patch) ** 2
+        self.encoder = ViT(image, channels, patch, dim, depth, heads, 4)
+        self.decoder_embed = nn.Linear(dim, dec_dim)
+        self.mask_token = nn.Parameter(torch.randn(1, 1, dec_dim) * 0.02)
+        self.decoder_pos = nn.Parameter(torch.randn(1, n + 1, dec_dim) * 0.02)
+        self.decoder_blocks = nn.ModuleList([Block(dec_dim, dec_heads, 4) for _ in range(dec_depth)])
+        self.decoder_norm = nn.LayerNorm(dec_dim)
+        self.decoder_pred = nn.Linear(dec_dim, patch * patch * channels)
+        self.patch, self.keep = patch, keep
+        for m in [self.decoder_norm, *[b.norm1 for b in self.decoder_blocks], *[b.norm2 for b in self.decoder_blocks]]:
+            nn.init.normal_(m.weight, 1.0, 0.1)
+            nn.init.normal_(m.bias, 0.0, 0.1)
+
+    def forward(self, imgs, noise, norm_pix):
+        e = self.encoder
+        x = e.patch_embed(imgs) + e.pos_embed[:, 1:]
+        B, N, D = x.shape
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        x = torch.gather(x, 1, ids_shuffle[:, :self.keep].unsqueeze(-1).repeat(1, 1, D))
+        mask = torch.ones(B, N)
+        mask[:, :self.keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)
+        x = torch.cat([(e.cls_token + e.pos_embed[:, :1]).expand(B, -1, -1), x], 1)
+        for b in e.blocks:
+            x = b(x)
+        x = self.decoder_embed(e.norm(x))
+        x_ = torch.cat([x[:, 1:], self.mask_token.repeat(B, N - self.keep, 1)], 1)
+        x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))
+        x = torch.cat([x[:, :1], x_], 1) + self.decoder_pos
+        for b in self.decoder_blocks:
+            x = b(x)
+        pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]
+        p = self.patch
+        C, H, W = imgs.shape[1:]
+        target = imgs.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 3, 5, 1).reshape(B, N, p * p * C)
+        if norm_pix:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        loss = ((pred - target) ** 2).mean(-1)
+        return (loss * mask).sum() / mask.sum()
+
+
+def mae_fixture():
+    torch.manual_seed(0)
+    cfg = dict(image=16, channels=1, patch=4, dim=16, depth=1, heads=2, dec_dim=8, dec_depth=1, dec_heads=2, keep=4)
+    model = Mae(**cfg)
+    imgs = torch.rand(3, 1, 16, 16)
+    noise = torch.rand(3, 16)
+    t = {"input": imgs, "noise": noise}
+    for case, norm_pix in (("pix", False), ("norm", True)):
+        model.zero_grad()
+        loss = model(imgs, noise, norm_pix)
+        loss.backward()
+        t[f"{case}.loss"] = loss.detach().reshape(1)
+        for name, p in model.named_parameters():
+            t[f"{case}.grad.{name}"] = p.grad.clone()
+    for name, p in model.named_parameters():
+        t[f"param.{name}"] = p.detach()
+    meta = {k: str(v) for k, v in cfg.items()}
+    meta["torch"] = torch.__version__
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "mae_tiny.safetensors"), meta)
+
+
 if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

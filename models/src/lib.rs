@@ -8,6 +8,7 @@ pub mod byol;
 pub mod eval;
 pub mod gpt;
 pub mod heads;
+pub mod mae;
 pub mod method;
 pub mod moco_v2;
 pub mod moco_v3;

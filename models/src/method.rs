@@ -7,7 +7,7 @@
 
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
-use crate::{barlow, byol, moco_v2, moco_v3, simclr, simsiam};
+use crate::{barlow, byol, mae, moco_v2, moco_v3, simclr, simsiam};
 use selfsup_engine::data::Augment;
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::Tensor;
@@ -38,6 +38,13 @@ pub trait Method: Module + Send {
 
     /// The representation downstream tasks measure (before any head).
     fn encoder(&self) -> &VisionTransformer;
+
+    /// For methods that predict pixels (MAE), pictures of held-out `images` as the job saves
+    /// them: the masked input, the reconstruction, and the reconstruction with the visible
+    /// patches pasted back, each `(B, C, H, W)`; `seed` fixes the masks.
+    fn reconstructions(&self, _images: &Tensor, _seed: u64) -> Option<[Tensor; 3]> {
+        None
+    }
 }
 
 /// Every method's configuration, tagged by its `--method` name.
@@ -50,12 +57,14 @@ pub enum MethodConfig {
     MocoV2(moco_v2::MocoV2Config),
     MocoV3(moco_v3::MocoV3Config),
     Barlow(barlow::BarlowConfig),
+    Mae(mae::MaeConfig),
 }
 
 impl MethodConfig {
     /// The `--method` names, in the order the README lists them.
-    pub const NAMES: [&'static str; 6] =
-        ["simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow"];
+    pub const NAMES: [&'static str; 7] = [
+        "simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow", "mae",
+    ];
 
     /// The method's defaults (the paper's, scaled to small images), by `--method` name.
     pub fn named(name: &str) -> Result<MethodConfig, String> {
@@ -66,6 +75,7 @@ impl MethodConfig {
             "moco-v2" => MethodConfig::MocoV2(Default::default()),
             "moco-v3" => MethodConfig::MocoV3(Default::default()),
             "barlow" => MethodConfig::Barlow(Default::default()),
+            "mae" => MethodConfig::Mae(Default::default()),
             _ => {
                 return Err(format!(
                     "--method {name:?} is not one of {}",
@@ -84,6 +94,7 @@ impl MethodConfig {
             MethodConfig::MocoV2(_) => "moco-v2",
             MethodConfig::MocoV3(_) => "moco-v3",
             MethodConfig::Barlow(_) => "barlow",
+            MethodConfig::Mae(_) => "mae",
         }
     }
 
@@ -96,6 +107,7 @@ impl MethodConfig {
             MethodConfig::MocoV2(_) => "MoCo v2",
             MethodConfig::MocoV3(_) => "MoCo v3",
             MethodConfig::Barlow(_) => "Barlow Twins",
+            MethodConfig::Mae(_) => "MAE",
         }
     }
 
@@ -108,6 +120,7 @@ impl MethodConfig {
             MethodConfig::MocoV2(c) => c.validate(train_images),
             MethodConfig::MocoV3(c) => c.validate(),
             MethodConfig::Barlow(c) => c.validate(),
+            MethodConfig::Mae(c) => c.validate(),
         }
     }
 
@@ -122,6 +135,7 @@ impl MethodConfig {
             MethodConfig::MocoV2(c) => Box::new(moco_v2::MocoV2::new(init, vit, views, c.clone())),
             MethodConfig::MocoV3(c) => Box::new(moco_v3::MocoV3::new(init, vit, views, c.clone())),
             MethodConfig::Barlow(c) => Box::new(barlow::Barlow::new(init, vit, views, c.clone())),
+            MethodConfig::Mae(c) => Box::new(mae::Mae::new(init, vit, views, c.clone())),
         }
     }
 }

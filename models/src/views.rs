@@ -47,32 +47,38 @@ fn asymmetric_default() -> bool {
 impl ViewsConfig {
     /// The recipe at `size`×`size`: crop, then the family's geometric and photometric jitter.
     pub fn base(&self, size: usize) -> Augment {
-        let crop = Augment::new().then(Transform::RandomResizedCrop {
-            size: (size, size),
-            scale: (self.crop_min as f32, 1.0),
-            ratio: (3.0 / 4.0, 4.0 / 3.0),
-        });
         let jitter = Transform::ColorJitter {
             brightness: 0.4,
             contrast: 0.4,
             saturation: 0.0,
             hue: 0.0,
         };
+        let geometric = match self.recipe {
+            // ±15° rotation, 10 % shift and ±10 % zoom after the crop (flips come with `crop`).
+            Recipe::Digits => self.crop(size).then(Transform::RandomAffine {
+                degrees: 15.0,
+                translate: (0.1, 0.1),
+                scale: (0.9, 1.1),
+            }),
+            Recipe::Clothes => self.crop(size),
+        };
+        // Ink varies (jitter), and noise stops the model keying on exact pixel values.
+        geometric
+            .maybe(0.8, jitter)
+            .maybe(0.5, Transform::GaussianNoise { std: 0.05 })
+    }
+
+    /// MAE's minimal recipe at `size`×`size`: the random crop, and flips where the family allows
+    /// them; no jitter or noise (masking is the task).
+    pub fn crop(&self, size: usize) -> Augment {
+        let crop = Augment::new().then(Transform::RandomResizedCrop {
+            size: (size, size),
+            scale: (self.crop_min as f32, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+        });
         match self.recipe {
-            // ±15° rotation, 10 % shift and ±10 % zoom; ink varies (jitter), and noise stops the
-            // model keying on exact pixel values.
-            Recipe::Digits => crop
-                .then(Transform::RandomAffine {
-                    degrees: 15.0,
-                    translate: (0.1, 0.1),
-                    scale: (0.9, 1.1),
-                })
-                .maybe(0.8, jitter)
-                .maybe(0.5, Transform::GaussianNoise { std: 0.05 }),
-            Recipe::Clothes => crop
-                .maybe(0.5, Transform::HorizontalFlip)
-                .maybe(0.8, jitter)
-                .maybe(0.5, Transform::GaussianNoise { std: 0.05 }),
+            Recipe::Digits => crop,
+            Recipe::Clothes => crop.maybe(0.5, Transform::HorizontalFlip),
         }
     }
 

@@ -133,8 +133,18 @@ impl VisionTransformer {
     }
 
     /// All tokens after the final norm, `(B, 1 + n, dim)`; the class token comes first.
-    #[track_caller]
     pub fn tokens(&self, images: &Tensor) -> Tensor {
+        self.encode(images, None)
+    }
+
+    /// The tokens of only the patches each image keeps, as MAE's encoder sees them:
+    /// `keep` is `(B, k)` row-major patch indices; the result is `(B, 1 + k, dim)`, class first.
+    pub fn visible_tokens(&self, images: &Tensor, keep: &[u32], k: usize) -> Tensor {
+        self.encode(images, Some((keep, k)))
+    }
+
+    #[track_caller]
+    fn encode(&self, images: &Tensor, keep: Option<(&[u32], usize)>) -> Tensor {
         let c = &self.config;
         assert_eq!(
             &images.shape()[1..],
@@ -147,7 +157,23 @@ impl VisionTransformer {
         );
         let b = images.shape()[0];
         let n = c.patches();
-        let x = &self.patch_embed.forward(images) + &self.pos_embed.narrow(1, 1, n);
+        let mut x = &self.patch_embed.forward(images) + &self.pos_embed.narrow(1, 1, n);
+        if let Some((keep, k)) = keep {
+            assert!(
+                keep.len() == b * k && keep.iter().all(|&p| (p as usize) < n),
+                "VisionTransformer: keep must be {b}×{k} patch indices below {n}"
+            );
+            // (B, n, D) → (B·n, D) rows; image i's kept patch p is row i·n + p → (B, k, D)
+            let rows: Vec<u32> = keep
+                .iter()
+                .enumerate()
+                .map(|(j, &p)| (j / k * n) as u32 + p)
+                .collect();
+            x = x
+                .reshape_to(&[b * n, c.dim])
+                .index_select(0, &rows)
+                .reshape_to(&[b, k, c.dim]);
+        }
         let cls = (&self.cls_token + &self.pos_embed.narrow(1, 0, 1)).expand(&[b, 1, c.dim]);
         let mut x = Tensor::cat(&[&cls, &x], 1);
         for block in &self.blocks {
