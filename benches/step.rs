@@ -19,6 +19,7 @@ use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{Device, SeededRng};
 use selfsup_models::gpt::{Gpt, GptConfig};
+use selfsup_models::mae::MaeConfig;
 use selfsup_models::method::{MethodConfig, Progress};
 use selfsup_models::views::{Recipe, ViewsConfig};
 use selfsup_models::vit::{Pool, VitConfig};
@@ -36,9 +37,15 @@ fn method_step(c: &mut Criterion, name: &str, method: &str, device: &Device, bat
         crop_min: 0.4,
         asymmetric: true,
     };
-    let mut model = MethodConfig::named(method)
-        .expect("a known method")
-        .build(&mut init, vit, views);
+    let config = match MethodConfig::named(method).expect("a known method") {
+        // bench.py's MAE: a decoder of width 32.
+        MethodConfig::Mae(c) => MethodConfig::Mae(MaeConfig {
+            decoder_dim: 32,
+            ..c
+        }),
+        c => c,
+    };
+    let mut model = config.build(&mut init, vit, views);
     let mut opt = AdamW::new(
         param_groups(model.named_parameters(), 0.05),
         0.9,

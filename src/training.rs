@@ -150,7 +150,7 @@ fn save_reconstructions(
         ("original", pixels),
         ("masked", masked.to_vec()),
         ("reconstruction", predicted.to_vec()),
-        ("+ visible", pasted.to_vec()),
+        ("reconstruction + visible", pasted.to_vec()),
     ];
     let path = ckpt.with_file_name("reconstructions.png");
     save_image_grid(&path, &columns, shape, 4).map_err(|e| format!("{}: {e}", path.display()))
