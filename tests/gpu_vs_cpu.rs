@@ -1324,6 +1324,22 @@ fn gpu_embedding_index_select() {
 }
 
 #[test]
+fn gpu_resize_bicubic() {
+    let Some(gpu) = gpu_or_skip("gpu_resize_bicubic") else {
+        return;
+    };
+    let x = leaf32(normal(&[1, 64, 7, 7], 1), &[1, 64, 7, 7]);
+    for (h, w) in [(3, 3), (12, 12), (5, 9)] {
+        gpu_check(
+            &format!("resize_bicubic 7×7→{h}×{w}"),
+            &gpu,
+            [x.clone()],
+            |t| t[0].resize_bicubic(h, w).square(),
+        );
+    }
+}
+
+#[test]
 fn gpu_view_ops() {
     let Some(gpu) = gpu_or_skip("gpu_view_ops") else {
         return;

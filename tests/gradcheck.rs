@@ -1303,6 +1303,23 @@ fn grad_expand() {
 }
 
 #[test]
+fn grad_resize_bicubic() {
+    // DINO's cases: a 7×7 position grid to a 3×3 local crop's and up to 12×12; and a
+    // non-square one, to catch swapped axes.
+    let x = leaf64(normal(&[2, 3, 7, 7], 1), &[2, 3, 7, 7]);
+    gradcheck("resize_bicubic 7×7→3×3", [x.clone()], |t| {
+        t[0].resize_bicubic(3, 3)
+    });
+    gradcheck("resize_bicubic 7×7→12×12", [x], |t| {
+        t[0].resize_bicubic(12, 12)
+    });
+    let y = leaf64(normal(&[4, 5], 2), &[4, 5]);
+    gradcheck("resize_bicubic 4×5→6×3", [y], |t| {
+        t[0].resize_bicubic(6, 3)
+    });
+}
+
+#[test]
 fn grad_cat_stack() {
     let a = leaf64(normal(&[3, 2, 5], 1), &[3, 2, 5]);
     let b = leaf64(normal(&[3, 7, 5], 2), &[3, 7, 5]);

@@ -73,21 +73,26 @@ fn assert_param_grads(ck: &Checkpoint, params: Vec<(String, Tensor)>, atol: f32,
     }
 }
 
+/// The ViT a fixture's metadata describes (an MLP ratio of 4 where it names none).
+fn vit_config(ck: &Checkpoint, path: &Path) -> VitConfig {
+    let meta = |k: &str| ck.meta(k, path).ok().map(|v| v.parse::<usize>().unwrap());
+    let need = |k: &str| meta(k).unwrap_or_else(|| panic!("{}: no {k}", path.display()));
+    VitConfig {
+        image: need("image"),
+        channels: need("channels"),
+        patch: need("patch"),
+        dim: need("dim"),
+        depth: need("depth"),
+        heads: need("heads"),
+        mlp_ratio: meta("mlp_ratio").unwrap_or(4),
+        pool: Pool::Cls,
+    }
+}
+
 /// The fixture and a ViT on `device` of its configuration, holding its weights.
 fn fixture_vit(device: &Device) -> (Checkpoint, VisionTransformer) {
     let (ck, path) = fixture("vit_tiny.safetensors");
-    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
-    let config = VitConfig {
-        image: meta("image"),
-        channels: meta("channels"),
-        patch: meta("patch"),
-        dim: meta("dim"),
-        depth: meta("depth"),
-        heads: meta("heads"),
-        mlp_ratio: meta("mlp_ratio"),
-        pool: Pool::Cls,
-    };
-    let vit = VisionTransformer::new(&mut Init::new(0, device), config);
+    let vit = VisionTransformer::new(&mut Init::new(0, device), vit_config(&ck, &path));
     vit.load_state_dict(&ck.with_prefix("param"), "fixture")
         .unwrap();
     (ck, vit)
@@ -330,16 +335,7 @@ fn barlow_twins_loss_and_gradients_match_pytorch() {
 fn mae_loss_and_gradients_match_pytorch() {
     let (ck, path) = fixture("mae_tiny.safetensors");
     let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
-    let vit = VitConfig {
-        image: meta("image"),
-        channels: meta("channels"),
-        patch: meta("patch"),
-        dim: meta("dim"),
-        depth: meta("depth"),
-        heads: meta("heads"),
-        mlp_ratio: 4,
-        pool: Pool::Cls,
-    };
+    let vit = vit_config(&ck, &path);
     let views = ViewsConfig {
         recipe: Recipe::Digits,
         crop_min: 1.0,
@@ -389,5 +385,21 @@ fn mae_loss_and_gradients_match_pytorch() {
                 2e-3,
             );
         }
+    }
+}
+
+/// Bicubic resizing matches `F.interpolate(mode="bicubic", align_corners=False)`, down and up.
+#[test]
+fn resize_bicubic_matches_pytorch() {
+    let (ck, _) = fixture("resize.safetensors");
+    let x = &ck.tensors["input"];
+    for (h, w) in [(3, 3), (12, 12), (5, 9)] {
+        assert_close(
+            &format!("{h}×{w}"),
+            &x.resize_bicubic(h, w).to_vec(),
+            &ck.tensors[&format!("{h}x{w}")].to_vec(),
+            1e-5,
+            1e-5,
+        );
     }
 }

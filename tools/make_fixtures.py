@@ -17,8 +17,10 @@ gradient of that loss for every parameter.
 mae_tiny.safetensors: a tiny MAE (the paper's models_mae.py under selfsup's parameter names), fixed
 weights, images and masking noise, and the masked-patch loss with raw and per-patch normalised
 targets, each with the gradient of every parameter.
+resize.safetensors: a (2, 3, 7, 7) tensor resized bicubically (align_corners=False) to 3×3, 12×12
+and 5×9, as DINO interpolates a ViT's position grid.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only the fixtures named (vit, nt_xent, ssl, gpt, mae)
+    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize
 """
 import math
 import os
@@ -345,11 +347,22 @@ def mae_fixture():
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "mae_tiny.safetensors"), meta)
 
 
+def resize_fixture():
+    """F.interpolate(bicubic, align_corners=False) of a 7×7 grid to DINO's 3×3 and to 12×12 and 5×9."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 7, 7)
+    t = {"input": x}
+    for h, w in ((3, 3), (12, 12), (5, 9)):
+        t[f"{h}x{w}"] = F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False)
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "resize.safetensors"),
+              {"torch": torch.__version__})
+
+
 if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

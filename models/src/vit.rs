@@ -146,18 +146,20 @@ impl VisionTransformer {
     #[track_caller]
     fn encode(&self, images: &Tensor, keep: Option<(&[u32], usize)>) -> Tensor {
         let c = &self.config;
-        assert_eq!(
-            &images.shape()[1..],
-            &[c.channels, c.image, c.image],
-            "VisionTransformer: expected images (B, {}, {}, {}), got {:?}",
+        let s = images.shape();
+        assert!(
+            images.rank() == 4
+                && s[1] == c.channels
+                && s[2] == s[3]
+                && s[2] > 0
+                && s[2].is_multiple_of(c.patch),
+            "VisionTransformer: expected square images (B, {}, S, S) with S a multiple of {}, got {s:?}",
             c.channels,
-            c.image,
-            c.image,
-            images.shape()
+            c.patch,
         );
-        let b = images.shape()[0];
-        let n = c.patches();
-        let mut x = &self.patch_embed.forward(images) + &self.pos_embed.narrow(1, 1, n);
+        let b = s[0];
+        let n = (s[2] / c.patch).pow(2);
+        let mut x = &self.patch_embed.forward(images) + &self.patch_positions(s[2] / c.patch);
         if let Some((keep, k)) = keep {
             assert!(
                 keep.len() == b * k && keep.iter().all(|&p| (p as usize) < n),
@@ -182,12 +184,28 @@ impl VisionTransformer {
         self.norm.forward(&x)
     }
 
+    /// The position embeddings of a `grid`×`grid` patch grid, `(1, grid², dim)`: the learned
+    /// ones at the training size, else their bicubic interpolation (DINO's smaller crops).
+    pub fn patch_positions(&self, grid: usize) -> Tensor {
+        let (g0, d) = (self.config.image / self.config.patch, self.config.dim);
+        let pos = self.pos_embed.narrow(1, 1, g0 * g0);
+        if grid == g0 {
+            return pos;
+        }
+        // (1, g0², D) → (1, D, g0, g0) → resized (1, D, g, g) → (1, g², D)
+        pos.reshape_to(&[1, g0, g0, d])
+            .permute(&[0, 3, 1, 2])
+            .resize_bicubic(grid, grid)
+            .permute(&[0, 2, 3, 1])
+            .reshape_to(&[1, grid * grid, d])
+    }
+
     /// The image representation `(B, dim)` used downstream (class token or mean of patches).
     pub fn features(&self, images: &Tensor) -> Tensor {
         let t = self.tokens(images);
         match self.config.pool {
             Pool::Cls => t.narrow(1, 0, 1).squeeze(1),
-            Pool::Mean => t.narrow(1, 1, self.config.patches()).mean(1, false),
+            Pool::Mean => t.narrow(1, 1, t.shape()[1] - 1).mean(1, false),
         }
     }
 }
@@ -208,5 +226,52 @@ impl Module for VisionTransformer {
         }
         v.push(("norm".into(), &self.norm));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use selfsup_engine::Device;
+
+    fn vit() -> VisionTransformer {
+        let config = VitConfig {
+            image: 28,
+            channels: 1,
+            patch: 4,
+            dim: 16,
+            depth: 1,
+            heads: 2,
+            mlp_ratio: 2,
+            pool: Pool::Mean,
+        };
+        VisionTransformer::new(&mut Init::new(0, &Device::cpu()), config)
+    }
+
+    /// At the training size the learned grid is used as it is; a 12-px crop gets a 3×3 grid
+    /// interpolated from it, and its gradient reaches the learned embeddings.
+    #[test]
+    fn smaller_images_get_interpolated_positions() {
+        let vit = vit();
+        assert_eq!(
+            vit.patch_positions(7).to_vec(),
+            vit.pos_embed.narrow(1, 1, 49).to_vec()
+        );
+        let crops = Tensor::rand(&[2, 1, 12, 12], 1, &Device::cpu());
+        let t = vit.tokens(&crops);
+        assert_eq!(t.shape(), &[2, 10, 16]);
+        assert_eq!(vit.features(&crops).shape(), &[2, 16]);
+        t.sum_all().backward();
+        let g = vit
+            .pos_embed
+            .grad()
+            .expect("a gradient for the position grid");
+        assert!(g.to_vec().iter().skip(16).any(|&v| v != 0.0));
+    }
+
+    #[test]
+    #[should_panic(expected = "S a multiple of 4")]
+    fn a_side_the_patch_does_not_divide_is_refused() {
+        vit().tokens(&Tensor::rand(&[1, 1, 10, 10], 1, &Device::cpu()));
     }
 }

@@ -7,4 +7,5 @@ pub(crate) mod elementwise;
 mod matmul;
 pub mod nn;
 mod reduce;
+mod resize;
 mod view;
