@@ -65,7 +65,7 @@ impl RunConfig {
     /// Checks every setting against the training data, naming the flag of the first bad one.
     pub fn validate(&self, train: &Dataset) -> Result<(), String> {
         let (v, o) = (&self.vit, &self.optim);
-        self.method.validate(train.n)?;
+        self.method.validate(train.n, v.patch)?;
         transformer_shape(v.dim, v.heads, v.depth)?;
         require(
             v.patch >= 1 && v.image.is_multiple_of(v.patch),

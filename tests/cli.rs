@@ -391,6 +391,20 @@ fn every_methods_checkpoint_evaluates_with_eval_only() {
             ],
             "moco-v2" => [&extra[..], &["--queue", "32"]].concat(),
             "mae" => vec!["--method", m, "--steps", "2", "--decoder-dim", "16"],
+            "dino" => vec![
+                "--method",
+                m,
+                "--steps",
+                "2",
+                "--out-dim",
+                "32",
+                "--head-hidden",
+                "16",
+                "--local-crops",
+                "2",
+                "--local-size",
+                "14",
+            ],
             _ => extra.to_vec(),
         };
         main_with(argv(&data, Some(&out), &extra)).unwrap();

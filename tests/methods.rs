@@ -10,7 +10,8 @@ use selfsup_engine::checkpoint;
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
-use selfsup_engine::{Device, Tensor};
+use selfsup_engine::{no_grad, Device, Tensor};
+use selfsup_models::dino::Dino;
 use selfsup_models::heads::{HeadNorm, MlpHead, Tower};
 use selfsup_models::method::{Method, MethodConfig, Progress};
 use selfsup_models::moco_v2::{MocoV2, MocoV2Config};
@@ -56,6 +57,10 @@ fn tiny(method: &str, steps: u64) -> RunConfig {
         match k.as_str() {
             "proj_hidden" | "proj_out" | "pred_hidden" => *x = 16.into(),
             "queue" => *x = 40.into(),
+            // DINO: fewer prototypes, and local crops the 7-px patch divides.
+            "out_dim" | "head_hidden" => *x = 32.into(),
+            "local_size" => *x = 14.into(),
+            "local_crops" => *x = 2.into(),
             _ => {}
         }
     }
@@ -156,11 +161,58 @@ fn moco_v2_learns(device: &Device) {
     );
 }
 
+/// DINO's loss is the cross-entropy H(P_t, P_s), which rises whenever the centred teacher grows
+/// less confident, so learning shows in the part the student controls: the KL divergence
+/// H(P_t, P_s) − H(P_t), which must fall on a fixed batch.
+fn dino_learns(device: &Device) {
+    let config = tiny("dino", 30);
+    let MethodConfig::Dino(c) = config.method.clone() else {
+        unreachable!()
+    };
+    let mut dino = Dino::new(
+        &mut Init::new(3, device),
+        config.vit.clone(),
+        config.views.clone(),
+        c,
+    );
+    let mut opt = AdamW::new(param_groups(dino.named_parameters(), 0.0), 0.9, 0.999, 1e-8);
+    let views = fixed_views(device);
+    let globals = Tensor::cat(&[&views[0], &views[1]], 0);
+    let mut kl = Vec::new();
+    for step in 0..30 {
+        let at = Progress { step, total: 30 };
+        let q = no_grad(|| {
+            (&dino.teacher.forward(&globals, false) - &dino.center)
+                .mul_scalar(1.0 / dino.config.teacher_temp_at(step))
+                .softmax(-1)
+        });
+        let entropy = (&q * &q.clamp(1e-30, 1.0).log()).sum_all().item() / -32.0;
+        opt.zero_grad();
+        let loss = dino.loss(&views, at);
+        kl.push(loss.item() - entropy);
+        loss.backward();
+        opt.step(3e-3);
+        dino.after_step(at);
+    }
+    assert!(kl.iter().all(|k| k.is_finite() && *k > -1e-4), "{kl:?}");
+    assert!(
+        kl[29] < kl[0],
+        "dino on {}: KL {} → {}",
+        device.name(),
+        kl[0],
+        kl[29]
+    );
+}
+
 fn every_method_trains(device: &Device) {
-    for m in MethodConfig::NAMES.into_iter().filter(|&m| m != "moco-v2") {
+    for m in MethodConfig::NAMES
+        .into_iter()
+        .filter(|&m| m != "moco-v2" && m != "dino")
+    {
         loss_falls(m, device);
     }
     moco_v2_learns(device);
+    dino_learns(device);
 }
 
 #[test]
@@ -231,8 +283,8 @@ fn resume_is_bit_identical(method: &str) {
 }
 
 #[test]
-fn resumed_simclr_byol_moco_v2_and_mae_runs_are_bit_identical() {
-    for m in ["simclr", "byol", "moco-v2", "mae"] {
+fn resumed_simclr_byol_moco_v2_mae_and_dino_runs_are_bit_identical() {
+    for m in ["simclr", "byol", "moco-v2", "mae", "dino"] {
         resume_is_bit_identical(m);
     }
 }

@@ -7,6 +7,7 @@ use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{Device, Tensor};
 use selfsup_models::barlow::barlow_loss;
 use selfsup_models::byol::regression_loss;
+use selfsup_models::dino::dino_loss;
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::mae::{Mae, MaeConfig, Masking};
 use selfsup_models::moco_v2::info_nce;
@@ -402,4 +403,43 @@ fn resize_bicubic_matches_pytorch() {
             1e-5,
         );
     }
+}
+
+/// DINO's loss with a centred, sharpened teacher and a tempered student, its gradient, and the
+/// centre's momentum update, against main_dino.py's DINOLoss.
+#[test]
+fn dino_loss_centring_and_gradients_match_pytorch() {
+    let (ck, path) = fixture("dino_loss.safetensors");
+    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<f64>().unwrap();
+    let b = meta("batch") as usize;
+    let (teacher, center) = (&ck.tensors["teacher"], &ck.tensors["center"]);
+    let student = ck.tensors["student"].clone().requires_grad_(true);
+    let q = (teacher - center)
+        .mul_scalar(1.0 / meta("teacher_temp"))
+        .softmax(-1);
+    let loss = dino_loss(&student.mul_scalar(1.0 / meta("student_temp")), &q, b);
+    assert_close(
+        "loss",
+        &loss.to_vec(),
+        &ck.tensors["loss"].to_vec(),
+        1e-5,
+        1e-5,
+    );
+    loss.backward();
+    assert_close(
+        "grad student",
+        &student.grad().unwrap().to_vec(),
+        &ck.tensors["grad.student"].to_vec(),
+        1e-6,
+        1e-4,
+    );
+    let m = meta("center_momentum");
+    let new_center = &center.mul_scalar(m) + &teacher.mean(0, true).mul_scalar(1.0 - m);
+    assert_close(
+        "centre",
+        &new_center.to_vec(),
+        &ck.tensors["new_center"].to_vec(),
+        1e-6,
+        1e-5,
+    );
 }

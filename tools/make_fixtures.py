@@ -17,10 +17,12 @@ gradient of that loss for every parameter.
 mae_tiny.safetensors: a tiny MAE (the paper's models_mae.py under selfsup's parameter names), fixed
 weights, images and masking noise, and the masked-patch loss with raw and per-patch normalised
 targets, each with the gradient of every parameter.
+dino_loss.safetensors: DINO's loss (main_dino.py's DINOLoss) over 2 global and 2 local views with
+centring and both temperatures, its gradient, and the updated centre.
 resize.safetensors: a (2, 3, 7, 7) tensor resized bicubically (align_corners=False) to 3×3, 12×12
 and 5×9, as DINO interpolates a ViT's position grid.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize
+    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino
 """
 import math
 import os
@@ -358,11 +360,37 @@ def resize_fixture():
               {"torch": torch.__version__})
 
 
+def dino_fixture():
+    """main_dino.py's DINOLoss: 2 global + 2 local views of 4 images, K = 10, centring, both temperatures."""
+    torch.manual_seed(3)
+    B, K, tau_s, tau_t, m = 4, 10, 0.1, 0.04, 0.9
+    student = torch.randn(4 * B, K, requires_grad=True)
+    teacher = torch.randn(2 * B, K)
+    center = 0.3 * torch.randn(1, K)
+    s_out = (student / tau_s).chunk(4)
+    t_out = F.softmax((teacher - center) / tau_t, dim=-1).detach().chunk(2)
+    total, n = 0, 0
+    for iq, q in enumerate(t_out):
+        for v in range(len(s_out)):
+            if v == iq:
+                continue
+            total = total + torch.sum(-q * F.log_softmax(s_out[v], dim=-1), dim=-1).mean()
+            n += 1
+    loss = total / n
+    loss.backward()
+    new_center = center * m + teacher.mean(0, keepdim=True) * (1 - m)
+    t = {"student": student.detach(), "teacher": teacher, "center": center, "loss": loss.detach().reshape(1),
+         "grad.student": student.grad, "new_center": new_center}
+    meta = {"batch": str(B), "student_temp": str(tau_s), "teacher_temp": str(tau_t), "center_momentum": str(m),
+            "torch": torch.__version__}
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "dino_loss.safetensors"), meta)
+
+
 if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

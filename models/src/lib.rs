@@ -5,6 +5,7 @@
 
 pub mod barlow;
 pub mod byol;
+pub mod dino;
 pub mod eval;
 pub mod gpt;
 pub mod heads;

@@ -7,7 +7,7 @@
 
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
-use crate::{barlow, byol, mae, moco_v2, moco_v3, simclr, simsiam};
+use crate::{barlow, byol, dino, mae, moco_v2, moco_v3, simclr, simsiam};
 use selfsup_engine::data::Augment;
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::Tensor;
@@ -58,12 +58,13 @@ pub enum MethodConfig {
     MocoV3(moco_v3::MocoV3Config),
     Barlow(barlow::BarlowConfig),
     Mae(mae::MaeConfig),
+    Dino(dino::DinoConfig),
 }
 
 impl MethodConfig {
     /// The `--method` names, in the order the README lists them.
-    pub const NAMES: [&'static str; 7] = [
-        "simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow", "mae",
+    pub const NAMES: [&'static str; 8] = [
+        "simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow", "mae", "dino",
     ];
 
     /// The method's defaults (the paper's, scaled to small images), by `--method` name.
@@ -76,6 +77,7 @@ impl MethodConfig {
             "moco-v3" => MethodConfig::MocoV3(Default::default()),
             "barlow" => MethodConfig::Barlow(Default::default()),
             "mae" => MethodConfig::Mae(Default::default()),
+            "dino" => MethodConfig::Dino(Default::default()),
             _ => {
                 return Err(format!(
                     "--method {name:?} is not one of {}",
@@ -95,6 +97,7 @@ impl MethodConfig {
             MethodConfig::MocoV3(_) => "moco-v3",
             MethodConfig::Barlow(_) => "barlow",
             MethodConfig::Mae(_) => "mae",
+            MethodConfig::Dino(_) => "dino",
         }
     }
 
@@ -108,11 +111,12 @@ impl MethodConfig {
             MethodConfig::MocoV3(_) => "MoCo v3",
             MethodConfig::Barlow(_) => "Barlow Twins",
             MethodConfig::Mae(_) => "MAE",
+            MethodConfig::Dino(_) => "DINO",
         }
     }
 
-    /// Checks every setting, naming the flag of the first bad one.
-    pub fn validate(&self, train_images: usize) -> Result<(), String> {
+    /// Checks every setting, naming the flag of the first bad one; `patch` is the ViT's.
+    pub fn validate(&self, train_images: usize, patch: usize) -> Result<(), String> {
         match self {
             MethodConfig::Simclr(c) => c.validate(),
             MethodConfig::Byol(c) => c.validate(),
@@ -121,6 +125,7 @@ impl MethodConfig {
             MethodConfig::MocoV3(c) => c.validate(),
             MethodConfig::Barlow(c) => c.validate(),
             MethodConfig::Mae(c) => c.validate(),
+            MethodConfig::Dino(c) => c.validate(patch),
         }
     }
 
@@ -136,6 +141,7 @@ impl MethodConfig {
             MethodConfig::MocoV3(c) => Box::new(moco_v3::MocoV3::new(init, vit, views, c.clone())),
             MethodConfig::Barlow(c) => Box::new(barlow::Barlow::new(init, vit, views, c.clone())),
             MethodConfig::Mae(c) => Box::new(mae::Mae::new(init, vit, views, c.clone())),
+            MethodConfig::Dino(c) => Box::new(dino::Dino::new(init, vit, views, c.clone())),
         }
     }
 }

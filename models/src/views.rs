@@ -47,6 +47,11 @@ fn asymmetric_default() -> bool {
 impl ViewsConfig {
     /// The recipe at `size`×`size`: crop, then the family's geometric and photometric jitter.
     pub fn base(&self, size: usize) -> Augment {
+        self.base_at(size, (self.crop_min as f32, 1.0))
+    }
+
+    /// The base recipe with crops keeping an area fraction in `scale`.
+    fn base_at(&self, size: usize, scale: (f32, f32)) -> Augment {
         let jitter = Transform::ColorJitter {
             brightness: 0.4,
             contrast: 0.4,
@@ -55,12 +60,12 @@ impl ViewsConfig {
         };
         let geometric = match self.recipe {
             // ±15° rotation, 10 % shift and ±10 % zoom after the crop (flips come with `crop`).
-            Recipe::Digits => self.crop(size).then(Transform::RandomAffine {
+            Recipe::Digits => self.crop_at(size, scale).then(Transform::RandomAffine {
                 degrees: 15.0,
                 translate: (0.1, 0.1),
                 scale: (0.9, 1.1),
             }),
-            Recipe::Clothes => self.crop(size),
+            Recipe::Clothes => self.crop_at(size, scale),
         };
         // Ink varies (jitter), and noise stops the model keying on exact pixel values.
         geometric
@@ -71,15 +76,28 @@ impl ViewsConfig {
     /// MAE's minimal recipe at `size`×`size`: the random crop, and flips where the family allows
     /// them; no jitter or noise (masking is the task).
     pub fn crop(&self, size: usize) -> Augment {
+        self.crop_at(size, (self.crop_min as f32, 1.0))
+    }
+
+    fn crop_at(&self, size: usize, scale: (f32, f32)) -> Augment {
         let crop = Augment::new().then(Transform::RandomResizedCrop {
             size: (size, size),
-            scale: (self.crop_min as f32, 1.0),
+            scale,
             ratio: (3.0 / 4.0, 4.0 / 3.0),
         });
         match self.recipe {
             Recipe::Digits => crop,
             Recipe::Clothes => crop.maybe(0.5, Transform::HorizontalFlip),
         }
+    }
+
+    /// DINO's multi-crop: two global views of the base recipe at `size`, then `locals` views at
+    /// `local_size` cropped from 5 % up to `--crop-min` of the area (the paper's split at 0.4).
+    pub fn multi_crop(&self, size: usize, local_size: usize, locals: usize) -> Vec<Augment> {
+        let local = self.base_at(local_size, (0.05, self.crop_min as f32));
+        let mut v = vec![self.base(size), self.base(size)];
+        v.extend((0..locals).map(|_| local.clone()));
+        v
     }
 
     /// Two views of one recipe (SimCLR, SimSiam, MoCo v2).

@@ -1,0 +1,301 @@
+//! DINO (Caron et al., 2021): self-distillation with no labels. A student matches the output
+//! distribution of a momentum teacher across crops: the teacher sees the two global crops, the
+//! student every crop, including small local ones.
+//!
+//! ℓ = Σ_{g ∈ globals} Σ_{v ≠ g} H(P_t(g), P_s(v)) / #pairs, where
+//! P_t = softmax((t − c) / τ_t) (centred, sharpened) and P_s = softmax(s / τ_s).
+//! The centre c follows the teacher's batch mean with momentum; τ_t warms up from 0.04 to 0.07.
+
+use crate::method::{momentum, require, temperature, width, Method, Progress};
+use crate::views::ViewsConfig;
+use crate::vit::{VisionTransformer, VitConfig};
+use selfsup_engine::data::Augment;
+use selfsup_engine::nn::{prefixed, Init, Linear, Module};
+use selfsup_engine::optim::cosine_ramp;
+use selfsup_engine::{no_grad, Tensor};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DinoConfig {
+    /// Prototypes K of the last layer.
+    pub out_dim: usize,
+    pub head_hidden: usize,
+    pub bottleneck: usize,
+    /// Small crops per image, besides the two global ones.
+    pub local_crops: usize,
+    /// Side of a local crop in pixels (a multiple of the patch size).
+    pub local_size: usize,
+    pub student_temp: f64,
+    /// The teacher's temperature rises linearly from `warmup_teacher_temp` to `teacher_temp`
+    /// over `teacher_temp_steps`.
+    pub warmup_teacher_temp: f64,
+    pub teacher_temp: f64,
+    pub teacher_temp_steps: u64,
+    pub center_momentum: f64,
+    /// Starting teacher momentum, ramped to 1 on a cosine.
+    pub tau_base: f64,
+    /// Keep the last layer's rows at unit norm (weight norm with its gain fixed to 1).
+    pub norm_last_layer: bool,
+    /// Steps during which the last layer does not learn (the paper's first epoch).
+    pub freeze_last_layer: u64,
+}
+
+impl Default for DinoConfig {
+    fn default() -> Self {
+        DinoConfig {
+            out_dim: 1024,
+            head_hidden: 256,
+            bottleneck: 64,
+            local_crops: 4,
+            local_size: 12,
+            student_temp: 0.1,
+            warmup_teacher_temp: 0.04,
+            teacher_temp: 0.07,
+            teacher_temp_steps: 500,
+            center_momentum: 0.9,
+            tau_base: 0.996,
+            norm_last_layer: true,
+            freeze_last_layer: 60,
+        }
+    }
+}
+
+impl DinoConfig {
+    pub fn validate(&self, patch: usize) -> Result<(), String> {
+        width("out_dim", self.out_dim)?;
+        width("head_hidden", self.head_hidden)?;
+        width("bottleneck", self.bottleneck)?;
+        require(
+            self.local_crops <= 16,
+            "local_crops",
+            self.local_crops,
+            "at most 16",
+        )?;
+        require(
+            self.local_size >= patch && self.local_size.is_multiple_of(patch),
+            "local_size",
+            self.local_size,
+            &format!("a positive multiple of the patch size {patch}"),
+        )?;
+        temperature(self.student_temp)?;
+        temperature(self.warmup_teacher_temp)?;
+        temperature(self.teacher_temp)?;
+        momentum("center_momentum", self.center_momentum)?;
+        momentum("tau_base", self.tau_base)
+    }
+
+    /// τ_t at `step`.
+    pub fn teacher_temp_at(&self, step: u64) -> f64 {
+        if step >= self.teacher_temp_steps {
+            return self.teacher_temp;
+        }
+        let f = step as f64 / self.teacher_temp_steps as f64;
+        self.warmup_teacher_temp + f * (self.teacher_temp - self.warmup_teacher_temp)
+    }
+}
+
+/// DINO's head: a 3-layer GELU MLP to an L2-normalised bottleneck, then a weight-normalised
+/// linear map to K prototype logits.
+pub struct DinoHead {
+    pub mlp: [Linear; 3],
+    /// The last layer's direction `v` (K, bottleneck); its weight is `g · v/‖v‖` row-wise.
+    pub last_v: Tensor,
+    /// The gain `g` (K, 1); fixed at 1 under `norm_last_layer`.
+    pub last_g: Tensor,
+    pub norm_last_layer: bool,
+}
+
+impl DinoHead {
+    pub fn new(init: &mut Init, dim: usize, c: &DinoConfig) -> DinoHead {
+        DinoHead {
+            mlp: [
+                Linear::new(init, dim, c.head_hidden, true),
+                Linear::new(init, c.head_hidden, c.head_hidden, true),
+                Linear::new(init, c.head_hidden, c.bottleneck, true),
+            ],
+            last_v: init
+                .trunc_normal(&[c.out_dim, c.bottleneck], 0.02)
+                .requires_grad_(true),
+            last_g: init
+                .ones(&[c.out_dim, 1])
+                .requires_grad_(!c.norm_last_layer),
+            norm_last_layer: c.norm_last_layer,
+        }
+    }
+
+    /// Logits `(N, K)` of features `(N, dim)`; `freeze_last` keeps the last layer out of the
+    /// gradient.
+    pub fn forward(&self, x: &Tensor, freeze_last: bool) -> Tensor {
+        let [a, b, c] = &self.mlp;
+        let z = c
+            .forward(&b.forward(&a.forward(x).gelu()).gelu())
+            .normalize(1, 1e-12);
+        let w = &self.last_v.normalize(1, 1e-12) * &self.last_g;
+        z.matmul_nt(&if freeze_last { w.detach() } else { w })
+    }
+}
+
+impl Module for DinoHead {
+    fn own_parameters(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![("last_layer.weight_v".into(), self.last_v.clone())];
+        if !self.norm_last_layer {
+            v.push(("last_layer.weight_g".into(), self.last_g.clone()));
+        }
+        v
+    }
+
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        self.mlp
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("mlp.{i}"), l as &dyn Module))
+            .collect()
+    }
+}
+
+/// Cross-entropy of the student's distribution on every view against the teacher's on every
+/// *other* global view, averaged over pairs and images. `student` holds `(V·B, K)` logits
+/// already divided by τ_s, views in order (the globals first); `teacher` holds `(G·B, K)`
+/// probabilities.
+#[track_caller]
+pub fn dino_loss(student: &Tensor, teacher: &Tensor, b: usize) -> Tensor {
+    let (v, g) = (student.shape()[0] / b, teacher.shape()[0] / b);
+    assert!(
+        v >= 2 && g >= 1 && g <= v,
+        "dino_loss: {v} student and {g} teacher views of {b} images"
+    );
+    let log_p = student.log_softmax(-1);
+    let mut total: Option<Tensor> = None;
+    let mut pairs = 0;
+    for t in 0..g {
+        let q = teacher.narrow(0, t * b, b);
+        for s in (0..v).filter(|&s| s != t) {
+            let h = (&q * &log_p.narrow(0, s * b, b)).sum_all().mul_scalar(-1.0);
+            total = Some(match total {
+                None => h,
+                Some(acc) => &acc + &h,
+            });
+            pairs += 1;
+        }
+    }
+    total
+        .expect("at least one pair")
+        .mul_scalar(1.0 / (pairs * b) as f64)
+}
+
+/// A ViT with DINO's head: the student, and (by EMA) the teacher.
+pub struct DinoTower {
+    pub encoder: VisionTransformer,
+    pub head: DinoHead,
+}
+
+impl DinoTower {
+    /// Prototype logits `(B, K)` of images `(B, C, H, W)`.
+    pub fn forward(&self, images: &Tensor, freeze_last: bool) -> Tensor {
+        self.head
+            .forward(&self.encoder.features(images), freeze_last)
+    }
+}
+
+impl Module for DinoTower {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![
+            ("encoder".into(), &self.encoder),
+            ("head".into(), &self.head),
+        ]
+    }
+}
+
+pub struct Dino {
+    pub student: DinoTower,
+    pub teacher: DinoTower,
+    /// The running mean of the teacher's logits `(1, K)`.
+    pub center: Tensor,
+    pub config: DinoConfig,
+    views: ViewsConfig,
+    /// This step's batch mean of the teacher's logits, folded into the centre after the step.
+    batch_center: Option<Tensor>,
+}
+
+impl Dino {
+    pub fn new(init: &mut Init, vit: VitConfig, views: ViewsConfig, config: DinoConfig) -> Dino {
+        let dim = vit.dim;
+        let tower = |init: &mut Init| DinoTower {
+            encoder: VisionTransformer::new(init, vit.clone()),
+            head: DinoHead::new(init, dim, &config),
+        };
+        let student = tower(init);
+        let teacher = tower(&mut Init::new(0, &student.encoder.pos_embed.device()));
+        teacher.copy_from(&student);
+        teacher.set_frozen(true);
+        Dino {
+            center: init.zeros(&[1, config.out_dim]),
+            student,
+            teacher,
+            config,
+            views,
+            batch_center: None,
+        }
+    }
+}
+
+impl Method for Dino {
+    /// Two global crops at full size, then `local_crops` small ones.
+    fn views(&self) -> Vec<Augment> {
+        let c = &self.config;
+        self.views.multi_crop(
+            self.student.encoder.config.image,
+            c.local_size,
+            c.local_crops,
+        )
+    }
+
+    fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor {
+        let b = views[0].shape()[0];
+        let freeze = at.step < self.config.freeze_last_layer;
+        let globals = Tensor::cat(&[&views[0], &views[1]], 0); // (2B, C, H, W)
+        let mut s = self.student.forward(&globals, freeze);
+        if views.len() > 2 {
+            let locals: Vec<&Tensor> = views[2..].iter().collect();
+            let l = self.student.forward(&Tensor::cat(&locals, 0), freeze);
+            s = Tensor::cat(&[&s, &l], 0); // (V·B, K)
+        }
+        let t = no_grad(|| self.teacher.forward(&globals, false)); // (2B, K)
+        let tau_t = self.config.teacher_temp_at(at.step);
+        let q = no_grad(|| (&t - &self.center).mul_scalar(1.0 / tau_t).softmax(-1));
+        self.batch_center = Some(no_grad(|| t.mean(0, true)));
+        dino_loss(&s.mul_scalar(1.0 / self.config.student_temp), &q, b)
+    }
+
+    /// The teacher follows the student (τ cosine to 1); the centre follows the teacher's mean.
+    fn after_step(&mut self, at: Progress) {
+        let tau = cosine_ramp(self.config.tau_base, 1.0, at.step, at.total);
+        self.teacher.ema_from(&self.student, tau);
+        if let Some(mean) = self.batch_center.take() {
+            let m = self.config.center_momentum;
+            no_grad(|| {
+                self.center
+                    .set_data(&(&self.center.mul_scalar(m) + &mean.mul_scalar(1.0 - m)))
+            });
+        }
+    }
+
+    fn encoder(&self) -> &VisionTransformer {
+        &self.student.encoder
+    }
+}
+
+impl Module for Dino {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        vec![
+            ("encoder".into(), &self.student.encoder),
+            ("head".into(), &self.student.head),
+        ]
+    }
+
+    fn own_buffers(&self) -> Vec<(String, Tensor)> {
+        let mut v = vec![("center".to_string(), self.center.clone())];
+        v.extend(prefixed("teacher", self.teacher.state_dict()));
+        v
+    }
+}
