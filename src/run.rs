@@ -274,26 +274,12 @@ impl Run {
         let lr = self.config.schedule().lr(self.step);
         self.optimizer.zero_grad();
         let loss = self.model.loss(&views, at);
-        let l = loss.item();
-        let diverged = |what: String| Diverged {
+        let (l, norm) = backward_checked(&loss, &self.model.parameters(), self.config.optim.clip)
+            .map_err(|what| Diverged {
             step: self.step,
             what,
             lr,
-        };
-        if !l.is_finite() {
-            return Err(diverged(format!("the loss is {l}")));
-        }
-        loss.backward();
-        let params = self.model.parameters();
-        // Clipping measures the norm it needs (and leaves non-finite gradients alone).
-        let norm = if self.config.optim.clip > 0.0 {
-            clip_grad_norm(&params, self.config.optim.clip)
-        } else {
-            grad_norm(&params)
-        };
-        if !norm.is_finite() {
-            return Err(diverged(format!("loss {l:.4}, gradient norm {norm}")));
-        }
+        })?;
         self.optimizer.step(lr);
         self.model.after_step(at);
         self.step += 1;
@@ -338,6 +324,26 @@ impl Run {
         ]);
         checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
     }
+}
+
+/// `loss`'s value, its backward pass, and the global gradient norm of `params`, which are
+/// clipped to `clip` when it is positive (clipping measures the norm it needs). `Err` says
+/// what is not finite, the loss or the norm, before any gradient is used.
+pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(f32, f64), String> {
+    let l = loss.item();
+    if !l.is_finite() {
+        return Err(format!("the loss is {l}"));
+    }
+    loss.backward();
+    let norm = if clip > 0.0 {
+        clip_grad_norm(params, clip)
+    } else {
+        grad_norm(params)
+    };
+    if !norm.is_finite() {
+        return Err(format!("loss {l:.4}, gradient norm {norm}"));
+    }
+    Ok((l, norm))
 }
 
 /// An error naming the first of `state`'s tensors that holds a NaN or ∞.

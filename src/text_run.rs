@@ -4,14 +4,13 @@
 //! to step on a non-finite loss or gradient and never saves non-finite weights.
 
 use crate::run::{
-    check_finite, restore, run_tensors, stored_config, stored_history, stored_step, Diverged,
+    backward_checked, check_finite, restore, run_tensors, stored_config, stored_history,
+    stored_step, Diverged,
 };
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{decode_text, read_text, split_ids, TokenBlocks, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::optim::{
-    clip_grad_norm, grad_norm, param_groups, AdamW, Optimizer, WarmupCosine,
-};
+use selfsup_engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
 use selfsup_engine::{no_grad, Device};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::method::{positive, require, transformer_shape};
@@ -314,21 +313,8 @@ impl GptRun {
         self.model.seek_dropout(self.step);
         self.optimizer.zero_grad();
         let loss = self.model.loss(&b.inputs, &b.targets, self.config.batch);
-        let l = loss.item();
-        if !l.is_finite() {
-            return Err(diverged(format!("the loss is {l}")));
-        }
-        loss.backward();
-        let params = self.model.parameters();
-        // Clipping measures the norm it needs (and leaves non-finite gradients alone).
-        let norm = if self.config.clip > 0.0 {
-            clip_grad_norm(&params, self.config.clip)
-        } else {
-            grad_norm(&params)
-        };
-        if !norm.is_finite() {
-            return Err(diverged(format!("loss {l:.4}, gradient norm {norm}")));
-        }
+        let (l, _) = backward_checked(&loss, &self.model.parameters(), self.config.clip)
+            .map_err(diverged)?;
         self.optimizer.step(lr);
         self.step += 1;
         self.history.push(l);

@@ -4,6 +4,7 @@
 use selfsup_engine::nn::Init;
 use selfsup_engine::{Device, Tensor};
 use selfsup_models::mae::{unpatchify, Mae, MaeConfig, Masking};
+use selfsup_models::method::Method;
 use selfsup_models::views::{Recipe, ViewsConfig};
 use selfsup_models::vit::{patchify, Pool, VitConfig};
 
@@ -101,7 +102,9 @@ fn unpatchify_inverts_patchify() {
 fn reconstructions_keep_the_visible_patches_and_grey_the_hidden_ones() {
     let model = mae(0);
     let images = Tensor::rand(&[2, 1, 16, 16], 9, &Device::cpu());
-    let [masked, predicted, pasted] = model.reconstructions(&images, 3);
+    let [masked, predicted, pasted] = model
+        .reconstructions(&images, 3)
+        .expect("MAE draws reconstructions");
     let m = model.masking(2, 3);
     let (px, masked, pasted) = (
         patchify(&images, 4).to_vec(),

@@ -174,14 +174,13 @@ impl Mae {
     }
 
     /// What the decoder is asked to produce: each patch's pixels `(B, n, p·p·C)`, normalised per
-    /// patch under `norm_pix_loss` (unbiased variance, as the paper's code).
+    /// patch under `norm_pix_loss`.
     pub fn target(&self, images: &Tensor) -> Tensor {
         let t = patchify(images, self.encoder.config.patch);
         if !self.config.norm_pix_loss {
             return t;
         }
-        let mean = t.mean(-1, true);
-        let std = t.var(-1, true, 1).add_scalar(1e-6).sqrt();
+        let (mean, std) = patch_stats(&t);
         &(&t - &mean) / &std
     }
 
@@ -196,30 +195,15 @@ impl Mae {
             .sum_all()
             .mul_scalar(1.0 / (b * (n - m.k)) as f64)
     }
+}
 
-    /// Held-out pictures of the reconstruction, each `(B, C, H, W)`: the masked input (hidden
-    /// patches grey), the prediction of every patch, and the prediction with the visible
-    /// patches pasted back. Normalised targets are mapped back with each patch's own statistics.
-    pub fn reconstructions(&self, images: &Tensor, seed: u64) -> [Tensor; 3] {
-        no_grad(|| {
-            let c = &self.encoder.config;
-            let (b, n, p) = (images.shape()[0], c.patches(), c.patch);
-            let m = self.masking(b, seed);
-            let pixels = patchify(images, p); // (B, n, p·p·C)
-            let mut pred = self.predict(images, &m);
-            if self.config.norm_pix_loss {
-                let mean = pixels.mean(-1, true);
-                let std = pixels.var(-1, true, 1).add_scalar(1e-6).sqrt();
-                pred = &(&pred * &std) + &mean;
-            }
-            let hidden = images.new_from(&m.mask, &[b, n, 1]);
-            let shown = hidden.mul_scalar(-1.0).add_scalar(1.0);
-            let masked = &(&pixels * &shown) + &hidden.mul_scalar(0.5);
-            let pasted = &(&pixels * &shown) + &(&pred * &hidden);
-            [masked, pred.clamp(0.0, 1.0), pasted.clamp(0.0, 1.0)]
-                .map(|t| unpatchify(&t, p, c.channels, c.image))
-        })
-    }
+/// Each patch's mean and standard deviation `(B, n, 1)` over its pixels, the normalisation of
+/// `--norm-pix-loss`: unbiased variance plus 1e-6, as the paper's code.
+fn patch_stats(patches: &Tensor) -> (Tensor, Tensor) {
+    (
+        patches.mean(-1, true),
+        patches.var(-1, true, 1).add_scalar(1e-6).sqrt(),
+    )
 }
 
 /// `(B, n, p·p·C)` patches back to `(B, C, H, W)` images: [`patchify`]'s inverse.
@@ -247,8 +231,26 @@ impl Method for Mae {
         &self.encoder
     }
 
+    /// Hidden patches are grey in the masked input; the last picture pastes the visible patches
+    /// back. Normalised targets are mapped back with each patch's own statistics.
     fn reconstructions(&self, images: &Tensor, seed: u64) -> Option<[Tensor; 3]> {
-        Some(Mae::reconstructions(self, images, seed))
+        Some(no_grad(|| {
+            let c = &self.encoder.config;
+            let (b, n, p) = (images.shape()[0], c.patches(), c.patch);
+            let m = self.masking(b, seed);
+            let pixels = patchify(images, p); // (B, n, p·p·C)
+            let mut pred = self.predict(images, &m);
+            if self.config.norm_pix_loss {
+                let (mean, std) = patch_stats(&pixels);
+                pred = &(&pred * &std) + &mean;
+            }
+            let hidden = images.new_from(&m.mask, &[b, n, 1]);
+            let visible = &pixels * &hidden.mul_scalar(-1.0).add_scalar(1.0);
+            let masked = &visible + &hidden.mul_scalar(0.5);
+            let pasted = &visible + &(&pred * &hidden);
+            [masked, pred.clamp(0.0, 1.0), pasted.clamp(0.0, 1.0)]
+                .map(|t| unpatchify(&t, p, c.channels, c.image))
+        }))
     }
 }
 

@@ -307,11 +307,10 @@ pub fn adamw(
     m: &Storage,
     v: &Storage,
     s: AdamWStep,
-) -> Option<(Storage, Storage, Storage)> {
+) -> Option<[Storage; 3]> {
     match (p, g, m, v) {
         (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
-            let (p, m, v) = cpu::adamw(p, g, m, v, s);
-            Some((Storage::Cpu(p), Storage::Cpu(m), Storage::Cpu(v)))
+            Some(cpu::adamw(p, g, m, v, s).map(Storage::Cpu))
         }
         _ => None,
     }

@@ -77,8 +77,7 @@ impl Optimizer for AdamW {
 fn adamw_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> [Tensor; 3] {
     let (shape, device) = (p.shape().to_vec(), p.device());
     if let Some(out) = backend::adamw(&p.storage(), &g.storage(), &m.storage(), &v.storage(), s) {
-        let (p, m, v) = out;
-        return [p, m, v].map(|d| Tensor::from_storage(d, shape.clone(), device.clone()));
+        return out.map(|d| Tensor::from_storage(d, shape.clone(), device.clone()));
     }
     adamw_composed(p, g, m, v, s)
 }

@@ -120,6 +120,15 @@ fn query_blocks(s: &AttnSpec) -> Vec<(usize, usize, usize)> {
         .collect()
 }
 
+/// Keys query row `i` sees: `0..seen_keys(s, i)` (all of them without a causal mask).
+fn seen_keys(s: &AttnSpec, i: usize) -> usize {
+    if s.causal {
+        (i + 1).min(s.tk)
+    } else {
+        s.tk
+    }
+}
+
 /// Key row blocks `(c0, c1, first)`: keys `c0..c1` are seen only by queries `first..tq`.
 fn key_blocks(s: &AttnSpec) -> Vec<(usize, usize, usize)> {
     if !s.causal {
@@ -127,7 +136,7 @@ fn key_blocks(s: &AttnSpec) -> Vec<(usize, usize, usize)> {
     }
     (0..s.tk)
         .step_by(CAUSAL_BLOCK)
-        .map(|c0| ((c0), (c0 + CAUSAL_BLOCK).min(s.tk), c0.min(s.tq)))
+        .map(|c0| (c0, (c0 + CAUSAL_BLOCK).min(s.tk), c0.min(s.tq)))
         .collect()
 }
 
@@ -201,7 +210,7 @@ fn scores<T: Elem>(
     let scale = T::from_f64(s.scale);
     for (i, row) in p.chunks_exact_mut(s.tk.max(1)).enumerate() {
         // Under the causal mask only keys 0..=i were computed; the rest become -inf.
-        let seen = if s.causal { (i + 1).min(s.tk) } else { s.tk };
+        let seen = seen_keys(s, i);
         let (row, hidden) = row.split_at_mut(seen);
         map_in_place(row, |x| x * scale);
         if let Some(b) = bias {
@@ -237,7 +246,7 @@ fn forward<T: Elem>(
             scores(&s, &lay, h, qb, kb, bias, &mut p);
             for (i, row) in p.chunks_exact_mut(s.tk.max(1)).enumerate() {
                 // Under the causal mask keys past i are -inf: weight 0 without an exp.
-                let seen = if s.causal { (i + 1).min(s.tk) } else { s.tk };
+                let seen = seen_keys(&s, i);
                 let (row, hidden) = row.split_at_mut(seen);
                 lse[h * s.tq + i] = super::nn::softmax_row(row, false);
                 hidden.fill(T::zero());
@@ -348,7 +357,7 @@ fn problem_backward<T: Elem>(
         let at = i * ldo;
         let delta = dot(&g[at..at + s.dv], &o[at..at + s.dv]);
         // dp's row becomes dS's row; keys the mask hides (never computed) get 0.
-        let seen = if s.causal { (i + 1).min(s.tk) } else { s.tk };
+        let seen = seen_keys(s, i);
         let (pi, p_hidden) = pi.split_at_mut(seen);
         map_in_place(pi, |v| (v - lse[i]).exp_fast());
         p_hidden.fill(T::zero());

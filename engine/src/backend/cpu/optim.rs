@@ -7,13 +7,7 @@ use rayon::prelude::*;
 
 /// New (parameter, first moment, second moment) after one AdamW step, in the order of
 /// operations (and rounding) of the composed path in `optim::adamw`, so the two agree bitwise.
-pub fn adamw(
-    p: &CpuData,
-    g: &CpuData,
-    m: &CpuData,
-    v: &CpuData,
-    s: AdamWStep,
-) -> (CpuData, CpuData, CpuData) {
+pub fn adamw(p: &CpuData, g: &CpuData, m: &CpuData, v: &CpuData, s: AdamWStep) -> [CpuData; 3] {
     fn go<T: Elem>(p: &[T], g: &[T], m: &[T], v: &[T], s: AdamWStep) -> [Vec<T>; 3] {
         let c = T::from_f64;
         let (decay, b1, b2) = (c(s.decay), c(s.beta1), c(s.beta2));
@@ -46,12 +40,10 @@ pub fn adamw(
     }
     match (p, g, m, v) {
         (CpuData::F32(p), CpuData::F32(g), CpuData::F32(m), CpuData::F32(v)) => {
-            let [p, m, v] = go(p, g, m, v, s);
-            (CpuData::F32(p), CpuData::F32(m), CpuData::F32(v))
+            go(p, g, m, v, s).map(CpuData::F32)
         }
         (CpuData::F64(p), CpuData::F64(g), CpuData::F64(m), CpuData::F64(v)) => {
-            let [p, m, v] = go(p, g, m, v, s);
-            (CpuData::F64(p), CpuData::F64(m), CpuData::F64(v))
+            go(p, g, m, v, s).map(CpuData::F64)
         }
         _ => panic!("adamw: operands have different dtypes"),
     }
