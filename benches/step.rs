@@ -60,6 +60,8 @@ fn method_step(c: &mut Criterion, name: &str, method: &str, device: &Device, bat
     g.sample_size(10)
         .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Elements(batch as u64));
+    // Only CLIP reads labels (its captions are made from them).
+    let labels: Vec<u32> = (0..batch as u32).map(|i| i % 10).collect();
     let mut step = 0;
     g.bench_function(batch.to_string(), |b| {
         b.iter(|| {
@@ -68,7 +70,7 @@ fn method_step(c: &mut Criterion, name: &str, method: &str, device: &Device, bat
                 total: 1_000_000,
             };
             opt.zero_grad();
-            let loss = model.loss(&x, at);
+            let loss = model.loss(&x, &labels, at);
             loss.backward();
             opt.step(1e-3);
             model.after_step(at);

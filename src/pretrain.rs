@@ -15,15 +15,16 @@ use clap::Parser;
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::Init;
 use selfsup_engine::Device;
-use selfsup_models::method::MethodConfig;
+use selfsup_models::eval::{zero_shot, ZeroShot};
+use selfsup_models::method::{Method, MethodConfig};
 use selfsup_models::views::{Recipe, ViewsConfig};
-use selfsup_models::vit::{Pool, VisionTransformer, VitConfig};
+use selfsup_models::vit::{Pool, VitConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Flags that set a field of the run configuration (the rest say where and how to run).
-const CONFIG_FLAGS: [&str; 45] = [
+const CONFIG_FLAGS: [&str; 50] = [
     "method",
     "steps",
     "batch",
@@ -69,6 +70,11 @@ const CONFIG_FLAGS: [&str; 45] = [
     "center-momentum",
     "norm-last-layer",
     "freeze-last-layer",
+    "embed-dim",
+    "text-dim",
+    "text-depth",
+    "text-heads",
+    "captions",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -77,13 +83,14 @@ const CONFIG_FLAGS: [&str; 45] = [
     args_override_self = true,
     allow_negative_numbers = true,
     about = "Self-supervised pre-training of a ViT (SimCLR, BYOL, SimSiam, MoCo v2/v3, Barlow \
-             Twins), then linear-probe and kNN evaluation beside raw pixels and a random encoder",
+             Twins, MAE, DINO, CLIP), then linear-probe and kNN evaluation beside raw pixels and \
+             a random encoder",
     after_help = "On --resume only --steps and --lr may differ from the checkpoint's settings \
                   (besides --device, --out, --checkpoint-every, --eval-every, --log-every and the \
                   evaluation flags); any other changed setting is an error."
 )]
 pub struct Args {
-    /// simclr, byol, simsiam, moco-v2, moco-v3 or barlow
+    /// simclr, byol, simsiam, moco-v2, moco-v3, barlow, mae, dino or clip
     #[arg(long, default_value = "simclr")]
     pub method: String,
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
@@ -136,7 +143,7 @@ pub struct Args {
     pub crop_min: Option<String>,
     #[arg(long)]
     pub seed: Option<String>,
-    /// Contrastive temperature τ (simclr, moco-v2, moco-v3)
+    /// Contrastive temperature τ (simclr, moco-v2, moco-v3; clip: where the learnt one starts)
     #[arg(long)]
     pub temperature: Option<String>,
     /// Projector hidden width
@@ -218,6 +225,22 @@ pub struct Args {
     /// Steps during which the last layer does not learn (dino)
     #[arg(long)]
     pub freeze_last_layer: Option<String>,
+    /// Width of the shared image–text space (clip)
+    #[arg(long)]
+    pub embed_dim: Option<String>,
+    /// Text tower width (clip)
+    #[arg(long)]
+    pub text_dim: Option<String>,
+    /// Text tower blocks (clip)
+    #[arg(long)]
+    pub text_depth: Option<String>,
+    /// Text tower attention heads (clip)
+    #[arg(long)]
+    pub text_heads: Option<String>,
+    /// Caption vocabulary: digits or clothes (Fashion-MNIST's classes); default: as --recipe
+    /// (clip)
+    #[arg(long)]
+    pub captions: Option<String>,
     /// Labelled IDX images file (plain or .gz); labels are found beside it
     #[arg(long, default_value = "data/mnist9k-images-idx3-ubyte.gz")]
     pub data: PathBuf,
@@ -270,13 +293,18 @@ pub struct Args {
 pub struct Outcome {
     pub title: String,
     pub rows: Vec<Row>,
+    /// CLIP's zero-shot accuracy and retrieval recall.
+    pub zero_shot: Option<ZeroShot>,
     pub seconds: f64,
 }
 
 /// The defaults of `method` for images of `data`: each method's budget fits about 7 minutes of
 /// this project's 2-core CPU.
 pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfig, String> {
-    let method = MethodConfig::named(method)?;
+    let mut method = MethodConfig::named(method)?;
+    if let MethodConfig::Clip(c) = &mut method {
+        c.captions = recipe;
+    }
     // Steps fit the budget; the rate is the contrastive methods' 2e-3 unless noted.
     let (steps, lr) = match &method {
         // Steps with a teacher forward (BYOL, MoCo v3) or per-view batches cost more each.
@@ -291,6 +319,7 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
         // learnt features that beat the random encoder only at a quarter of the rate (README,
         // "MAE").
         MethodConfig::Mae(_) => (4000, 5e-4),
+        MethodConfig::Clip(_) => (3000, 2e-3),
         _ => (2000, 2e-3),
     };
     Ok(RunConfig {
@@ -328,6 +357,7 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
         return Ok(Outcome {
             title: String::new(),
             rows: Vec::new(),
+            zero_shot: None,
             seconds: 0.0,
         });
     };
@@ -392,14 +422,15 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
         return Ok(Outcome {
             title,
             rows: Vec::new(),
+            zero_shot: None,
             seconds: started.elapsed().as_secs_f64(),
         });
     }
     run.model.set_training(false);
-    let rows = measure(
+    let (rows, zero_shot) = measure(
         &args,
         &title,
-        run.model.encoder(),
+        run.model.as_ref(),
         (&train, &test),
         &device,
         config.seed,
@@ -408,6 +439,7 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     Ok(Outcome {
         title,
         rows,
+        zero_shot,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -450,10 +482,10 @@ fn eval_only(
     model.set_training(false);
     let step = ck.meta("step", path).map_err(|e| e.to_string())?;
     let title = format!("{} ({step} steps)", config.method.title());
-    let rows = measure(
+    let (rows, zero_shot) = measure(
         args,
         &title,
-        model.encoder(),
+        model.as_ref(),
         (train, test),
         device,
         config.seed,
@@ -462,25 +494,33 @@ fn eval_only(
     Ok(Outcome {
         title,
         rows,
+        zero_shot,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
 /// The results table (with the supervised ceiling if asked), the PCA scatter when `scatter`
 /// names a file, and fine-tuning if asked: the same measurements after training and on
-/// `--eval-only`.
+/// `--eval-only`. CLIP's towers are also measured together: zero-shot accuracy on the test set
+/// and retrieval over its first 1,000 images.
 fn measure(
     args: &Args,
     title: &str,
-    encoder: &VisionTransformer,
+    method: &dyn Method,
     (train, test): (&Dataset, &Dataset),
     device: &Device,
     seed: u64,
     scatter: Option<&Path>,
-) -> Result<Vec<Row>, String> {
+) -> Result<(Vec<Row>, Option<ZeroShot>), String> {
+    let encoder = method.encoder();
     let supervised = args.supervised_baseline.then_some(args.supervised_epochs);
     let rows = report::evaluate(title, encoder, train, test, device, seed, supervised);
     report::print_table(&rows);
+    let zero_shot = method.clip().map(|clip| {
+        let z = zero_shot(clip, test, 1000, device, seed);
+        report::print_zero_shot(&z);
+        z
+    });
     if let Some(path) = scatter {
         report::pca_scatter(encoder, test, device, path, title)?;
     }
@@ -494,5 +534,5 @@ fn measure(
         seed,
         title,
     );
-    Ok(rows)
+    Ok((rows, zero_shot))
 }

@@ -8,6 +8,7 @@ use selfsup_engine::nn::Init;
 use selfsup_engine::Device;
 use selfsup_models::eval::{
     extract_features, finetune, knn_accuracy, linear_probe, raw_pixels, Features, FinetuneConfig,
+    ZeroShot,
 };
 use selfsup_models::vit::VisionTransformer;
 use std::path::Path;
@@ -151,6 +152,21 @@ pub fn print_table(rows: &[Row]) {
         };
         println!("| {} | {:.1} | {:.1} | {rank} |", r.label, r.probe, r.knn);
     }
+}
+
+/// CLIP's lines under the table: zero-shot accuracy from held-out prompt templates, and recall
+/// between held-out images and held-out captions of them.
+pub fn print_zero_shot(z: &ZeroShot) {
+    println!("zero-shot accuracy {:.1} %", z.accuracy * 100.0);
+    println!(
+        "retrieval over {} held-out pairs: image→text R@1 {:.1} %, R@5 {:.1} %; text→image R@1 \
+         {:.1} %, R@5 {:.1} %",
+        z.pairs,
+        z.image_to_text[0] * 100.0,
+        z.image_to_text[1] * 100.0,
+        z.text_to_image[0] * 100.0,
+        z.text_to_image[1] * 100.0
+    );
 }
 
 /// The two leading principal components of `x` (n × d, centred), by power iteration with

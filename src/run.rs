@@ -65,7 +65,7 @@ impl RunConfig {
     /// Checks every setting against the training data, naming the flag of the first bad one.
     pub fn validate(&self, train: &Dataset) -> Result<(), String> {
         let (v, o) = (&self.vit, &self.optim);
-        self.method.validate(train.n, v.patch)?;
+        self.method.validate(train.n, train.classes, v.patch)?;
         transformer_shape(v.dim, v.heads, v.depth)?;
         require(
             v.patch >= 1 && v.image.is_multiple_of(v.patch),
@@ -273,7 +273,7 @@ impl Run {
         };
         let lr = self.config.schedule().lr(self.step);
         self.optimizer.zero_grad();
-        let loss = self.model.loss(&views, at);
+        let loss = self.model.loss(&views, &batch.labels, at);
         let (l, norm) = backward_checked(&loss, &self.model.parameters(), self.config.optim.clip)
             .map_err(|what| Diverged {
             step: self.step,

@@ -391,6 +391,7 @@ fn every_methods_checkpoint_evaluates_with_eval_only() {
             ],
             "moco-v2" => [&extra[..], &["--queue", "32"]].concat(),
             "mae" => vec!["--method", m, "--steps", "2", "--decoder-dim", "16"],
+            "clip" => vec!["--method", m, "--steps", "2", "--text-dim", "16"],
             "dino" => vec![
                 "--method",
                 m,
@@ -425,6 +426,8 @@ fn every_methods_checkpoint_evaluates_with_eval_only() {
         let done = main_with(argv(&data, Some(&dir.path("x")), &["--eval-only", &ckpt])).unwrap();
         assert!(done.title.contains("(2 steps)"), "{m}: {}", done.title);
         assert_eq!(done.rows.len(), 3, "{m}");
+        // Only CLIP has a text tower to classify with.
+        assert_eq!(done.zero_shot.is_some(), m == "clip", "{m}");
         assert!(
             done.rows
                 .iter()

@@ -61,6 +61,7 @@ fn tiny(method: &str, steps: u64) -> RunConfig {
             "out_dim" | "head_hidden" => *x = 32.into(),
             "local_size" => *x = 14.into(),
             "local_crops" => *x = 2.into(),
+            "text_dim" | "embed_dim" => *x = 16.into(),
             _ => {}
         }
     }
@@ -80,12 +81,13 @@ fn tiny(method: &str, steps: u64) -> RunConfig {
     }
 }
 
-/// Fixed views of one batch, so that a falling loss means learning, not easier batches.
-fn fixed_views(device: &Device) -> Vec<Tensor> {
+/// Fixed views of one batch and its labels, so that a falling loss means learning, not easier
+/// batches.
+fn fixed_views(device: &Device) -> (Vec<Tensor>, Vec<u32>) {
     let data = digits(16);
     let img = Tensor::from_vec(data.images.clone(), &[16, 1, 28, 28], device);
     let shifted = Tensor::cat(&[&img.narrow(3, 1, 27), &img.narrow(3, 0, 1)], 3);
-    vec![img, shifted]
+    (vec![img, shifted], data.labels.clone())
 }
 
 fn loss_falls(method: &str, device: &Device) {
@@ -101,12 +103,12 @@ fn loss_falls(method: &str, device: &Device) {
         0.999,
         1e-8,
     );
-    let views = fixed_views(device);
+    let (views, labels) = fixed_views(device);
     let mut losses = Vec::new();
     for step in 0..30 {
         let at = Progress { step, total: 30 };
         opt.zero_grad();
-        let loss = model.loss(&views, at);
+        let loss = model.loss(&views, &labels, at);
         losses.push(loss.item());
         loss.backward();
         opt.step(3e-3);
@@ -136,7 +138,7 @@ fn moco_v2_learns(device: &Device) {
     let data = digits(32);
     let others = Tensor::from_vec(data.images[16 * 784..].to_vec(), &[16, 1, 28, 28], device);
     let shifted = Tensor::cat(&[&others.narrow(3, 1, 27), &others.narrow(3, 0, 1)], 3);
-    let batches = [fixed_views(device), vec![others.clone(), shifted]];
+    let batches = [fixed_views(device).0, vec![others.clone(), shifted]];
     let negatives = |m: &MocoV2| {
         let keys = selfsup_engine::no_grad(|| m.key.forward(&others).normalize(1, 1e-12));
         m.queue.set_data(&keys);
@@ -144,16 +146,16 @@ fn moco_v2_learns(device: &Device) {
     let mut opt = AdamW::new(param_groups(moco.named_parameters(), 0.0), 0.9, 0.999, 1e-8);
     let at = Progress { step: 0, total: 30 };
     negatives(&moco);
-    let first = moco.loss(&batches[0], at).item();
+    let first = moco.loss(&batches[0], &[], at).item();
     for step in 0..30 {
         let at = Progress { step, total: 30 };
         opt.zero_grad();
-        moco.loss(&batches[step as usize % 2], at).backward();
+        moco.loss(&batches[step as usize % 2], &[], at).backward();
         opt.step(3e-3);
         moco.after_step(at);
     }
     negatives(&moco);
-    let last = moco.loss(&batches[0], at).item();
+    let last = moco.loss(&batches[0], &[], at).item();
     assert!(
         last < first,
         "moco-v2 on {}: loss {first} → {last}",
@@ -176,7 +178,7 @@ fn dino_learns(device: &Device) {
         c,
     );
     let mut opt = AdamW::new(param_groups(dino.named_parameters(), 0.0), 0.9, 0.999, 1e-8);
-    let views = fixed_views(device);
+    let (views, labels) = fixed_views(device);
     let globals = Tensor::cat(&[&views[0], &views[1]], 0);
     let mut kl = Vec::new();
     for step in 0..30 {
@@ -188,7 +190,7 @@ fn dino_learns(device: &Device) {
         });
         let entropy = (&q * &q.clamp(1e-30, 1.0).log()).sum_all().item() / -32.0;
         opt.zero_grad();
-        let loss = dino.loss(&views, at);
+        let loss = dino.loss(&views, &labels, at);
         kl.push(loss.item() - entropy);
         loss.backward();
         opt.step(3e-3);
@@ -283,8 +285,8 @@ fn resume_is_bit_identical(method: &str) {
 }
 
 #[test]
-fn resumed_simclr_byol_moco_v2_mae_and_dino_runs_are_bit_identical() {
-    for m in ["simclr", "byol", "moco-v2", "mae", "dino"] {
+fn resumed_simclr_byol_moco_v2_mae_dino_and_clip_runs_are_bit_identical() {
+    for m in ["simclr", "byol", "moco-v2", "mae", "dino", "clip"] {
         resume_is_bit_identical(m);
     }
 }

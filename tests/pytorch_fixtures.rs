@@ -7,6 +7,7 @@ use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{Device, Tensor};
 use selfsup_models::barlow::barlow_loss;
 use selfsup_models::byol::regression_loss;
+use selfsup_models::clip::clip_loss;
 use selfsup_models::dino::dino_loss;
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::mae::{Mae, MaeConfig, Masking};
@@ -269,7 +270,18 @@ fn the_fixture_comparison_fails_on_nan() {
 
 /// Checks `loss` and the gradient of each named input against the `ssl_losses` fixture.
 fn check_loss(case: &str, inputs: &[&str], grads: &[&str], loss: impl Fn(&[Tensor]) -> Tensor) {
-    let (ck, _) = fixture("ssl_losses.safetensors");
+    check_loss_in("ssl_losses.safetensors", case, inputs, grads, loss)
+}
+
+/// [`check_loss`] for case `case` of fixture `file`.
+fn check_loss_in(
+    file: &str,
+    case: &str,
+    inputs: &[&str],
+    grads: &[&str],
+    loss: impl Fn(&[Tensor]) -> Tensor,
+) {
+    let (ck, _) = fixture(file);
     let t = |k: &str| ck.tensors[&format!("{case}.{k}")].clone();
     let xs: Vec<Tensor> = inputs.iter().map(|k| t(k).requires_grad_(true)).collect();
     let l = loss(&xs);
@@ -328,6 +340,18 @@ fn barlow_twins_loss_and_gradients_match_pytorch() {
     check_loss("barlow", &["z1", "z2"], &["z1", "z2"], |x| {
         barlow_loss(&x[0], &x[1], 0.0051)
     });
+}
+
+/// CLIP's symmetric loss at its initial logit scale and a sharper one, with the gradient of the
+/// logit scale itself (the learnt temperature).
+#[test]
+fn clip_loss_and_gradients_match_pytorch() {
+    for case in ["init", "sharp"] {
+        let names = ["image", "text", "logit_scale"];
+        check_loss_in("clip_loss.safetensors", case, &names, &names, |x| {
+            clip_loss(&x[0], &x[1], &x[2])
+        });
+    }
 }
 
 /// The tiny MAE fixture's masked-patch loss and every parameter gradient, with raw and with

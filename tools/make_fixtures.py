@@ -19,10 +19,12 @@ weights, images and masking noise, and the masked-patch loss with raw and per-pa
 targets, each with the gradient of every parameter.
 dino_loss.safetensors: DINO's loss (main_dino.py's DINOLoss) over 2 global and 2 local views with
 centring and both temperatures, its gradient, and the updated centre.
+clip_loss.safetensors: CLIP's symmetric cross-entropy (open_clip's ClipLoss) over 6 image and 6 text
+features at two logit scales, with the gradients of both features and of the logit scale.
 resize.safetensors: a (2, 3, 7, 7) tensor resized bicubically (align_corners=False) to 3×3, 12×12
 and 5×9, as DINO interpolates a ViT's position grid.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino
+    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino clip
 """
 import math
 import os
@@ -386,11 +388,27 @@ def dino_fixture():
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "dino_loss.safetensors"), meta)
 
 
+def clip_fixture():
+    """open_clip's ClipLoss: normalise, scale by exp(logit_scale), mean of both directions' CE."""
+    torch.manual_seed(4)
+    t = {}
+    for case, scale in [("init", math.log(1 / 0.07)), ("sharp", 4.0)]:
+        image, text = f64_leaf(6, 5), f64_leaf(6, 5)
+        logit_scale = torch.tensor([scale], dtype=torch.float64, requires_grad=True)
+        logits = logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+        labels = torch.arange(6)
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        add_case(t, case, {"image": image, "text": text, "logit_scale": logit_scale}, loss,
+                 ["image", "text", "logit_scale"])
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "clip_loss.safetensors"),
+              {"torch": torch.__version__})
+
+
 if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "clip": clip_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

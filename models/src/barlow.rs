@@ -93,7 +93,7 @@ impl Method for Barlow {
         self.views.byol_pair(self.encoder.config.image)
     }
 
-    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], _: Progress) -> Tensor {
         // Each view through the projector on its own, so batch norm sees one view's statistics.
         let z1 = self.projector.forward(&self.encoder.features(&views[0])); // (N, D)
         let z2 = self.projector.forward(&self.encoder.features(&views[1])); // (N, D)

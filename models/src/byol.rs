@@ -95,7 +95,7 @@ impl Method for Byol {
         self.views.byol_pair(self.online.encoder.config.image)
     }
 
-    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], _: Progress) -> Tensor {
         let n = views[0].shape()[0];
         let x = Tensor::cat(&[&views[0], &views[1]], 0); // (2N, C, H, W)
         let p = self.predictor.forward(&self.online.forward(&x)); // (2N, D)

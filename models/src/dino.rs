@@ -250,7 +250,7 @@ impl Method for Dino {
         )
     }
 
-    fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], at: Progress) -> Tensor {
         let b = views[0].shape()[0];
         let freeze = at.step < self.config.freeze_last_layer;
         let globals = Tensor::cat(&[&views[0], &views[1]], 0); // (2B, C, H, W)

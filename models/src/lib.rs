@@ -5,6 +5,8 @@
 
 pub mod barlow;
 pub mod byol;
+pub mod captions;
+pub mod clip;
 pub mod dino;
 pub mod eval;
 pub mod gpt;

@@ -222,7 +222,7 @@ impl Method for Mae {
         vec![self.views.crop(self.encoder.config.image)]
     }
 
-    fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], at: Progress) -> Tensor {
         let m = self.masking(views[0].shape()[0], at.step);
         self.masked_loss(&views[0], &m)
     }

@@ -7,7 +7,7 @@
 
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
-use crate::{barlow, byol, dino, mae, moco_v2, moco_v3, simclr, simsiam};
+use crate::{barlow, byol, clip, dino, mae, moco_v2, moco_v3, simclr, simsiam};
 use selfsup_engine::data::Augment;
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::Tensor;
@@ -25,7 +25,9 @@ pub trait Method: Module + Send {
     fn views(&self) -> Vec<Augment>;
 
     /// The objective on one batch: view `v` of every image is `views[v]`, `(N, C, H, W)`.
-    fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor;
+    /// `labels` are the images' classes: no self-supervised loss reads them; CLIP makes its
+    /// captions, the paired text these datasets lack, from them.
+    fn loss(&mut self, views: &[Tensor], labels: &[u32], at: Progress) -> Tensor;
 
     /// After the optimizer step: the momentum teacher, the queue, the centre.
     fn after_step(&mut self, _at: Progress) {}
@@ -45,6 +47,11 @@ pub trait Method: Module + Send {
     fn reconstructions(&self, _images: &Tensor, _seed: u64) -> Option<[Tensor; 3]> {
         None
     }
+
+    /// The method as CLIP, whose text tower the job also measures (zero-shot, retrieval).
+    fn clip(&self) -> Option<&clip::Clip> {
+        None
+    }
 }
 
 /// Every method's configuration, tagged by its `--method` name.
@@ -59,12 +66,13 @@ pub enum MethodConfig {
     Barlow(barlow::BarlowConfig),
     Mae(mae::MaeConfig),
     Dino(dino::DinoConfig),
+    Clip(clip::ClipConfig),
 }
 
 impl MethodConfig {
     /// The `--method` names, in the order the README lists them.
-    pub const NAMES: [&'static str; 8] = [
-        "simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow", "mae", "dino",
+    pub const NAMES: [&'static str; 9] = [
+        "simclr", "byol", "simsiam", "moco-v2", "moco-v3", "barlow", "mae", "dino", "clip",
     ];
 
     /// The method's defaults (the paper's, scaled to small images), by `--method` name.
@@ -78,6 +86,7 @@ impl MethodConfig {
             "barlow" => MethodConfig::Barlow(Default::default()),
             "mae" => MethodConfig::Mae(Default::default()),
             "dino" => MethodConfig::Dino(Default::default()),
+            "clip" => MethodConfig::Clip(Default::default()),
             _ => {
                 return Err(format!(
                     "--method {name:?} is not one of {}",
@@ -98,6 +107,7 @@ impl MethodConfig {
             MethodConfig::Barlow(_) => "barlow",
             MethodConfig::Mae(_) => "mae",
             MethodConfig::Dino(_) => "dino",
+            MethodConfig::Clip(_) => "clip",
         }
     }
 
@@ -112,11 +122,18 @@ impl MethodConfig {
             MethodConfig::Barlow(_) => "Barlow Twins",
             MethodConfig::Mae(_) => "MAE",
             MethodConfig::Dino(_) => "DINO",
+            MethodConfig::Clip(_) => "CLIP",
         }
     }
 
-    /// Checks every setting, naming the flag of the first bad one; `patch` is the ViT's.
-    pub fn validate(&self, train_images: usize, patch: usize) -> Result<(), String> {
+    /// Checks every setting, naming the flag of the first bad one; `patch` is the ViT's, and
+    /// the training set has `train_images` images of `classes` classes.
+    pub fn validate(
+        &self,
+        train_images: usize,
+        classes: usize,
+        patch: usize,
+    ) -> Result<(), String> {
         match self {
             MethodConfig::Simclr(c) => c.validate(),
             MethodConfig::Byol(c) => c.validate(),
@@ -126,6 +143,7 @@ impl MethodConfig {
             MethodConfig::Barlow(c) => c.validate(),
             MethodConfig::Mae(c) => c.validate(),
             MethodConfig::Dino(c) => c.validate(patch),
+            MethodConfig::Clip(c) => c.validate(classes),
         }
     }
 
@@ -142,6 +160,7 @@ impl MethodConfig {
             MethodConfig::Barlow(c) => Box::new(barlow::Barlow::new(init, vit, views, c.clone())),
             MethodConfig::Mae(c) => Box::new(mae::Mae::new(init, vit, views, c.clone())),
             MethodConfig::Dino(c) => Box::new(dino::Dino::new(init, vit, views, c.clone())),
+            MethodConfig::Clip(c) => Box::new(clip::Clip::new(init, vit, views, c.clone())),
         }
     }
 }

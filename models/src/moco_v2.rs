@@ -179,7 +179,7 @@ impl Method for MocoV2 {
         self.views.pair(self.query.encoder.config.image)
     }
 
-    fn loss(&mut self, views: &[Tensor], at: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], at: Progress) -> Tensor {
         let q = self.query.forward(&views[0]); // (N, D)
         let k = no_grad(|| self.shuffled_keys(&views[1], at.step)); // (N, D)
         let loss = info_nce(&q, &k, &self.queue, self.config.temperature);

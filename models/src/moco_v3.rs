@@ -115,7 +115,7 @@ impl Method for MocoV3 {
         self.views.byol_pair(self.query.encoder.config.image)
     }
 
-    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], _: Progress) -> Tensor {
         let n = views[0].shape()[0];
         let x = Tensor::cat(&[&views[0], &views[1]], 0); // (2N, C, H, W)
         let q = self.predictor.forward(&self.query.forward(&x)); // (2N, D)

@@ -100,7 +100,7 @@ impl Method for SimClr {
 
     /// Both views go through the encoder in one batch, so batch-norm statistics cover all 2N
     /// views as in the paper.
-    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], _: Progress) -> Tensor {
         let n = views[0].shape()[0];
         let z = self.projector.forward(
             &self

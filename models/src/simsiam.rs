@@ -81,7 +81,7 @@ impl Method for SimSiam {
         self.views.pair(self.encoder.config.image)
     }
 
-    fn loss(&mut self, views: &[Tensor], _: Progress) -> Tensor {
+    fn loss(&mut self, views: &[Tensor], _: &[u32], _: Progress) -> Tensor {
         let n = views[0].shape()[0];
         let z = self.projector.forward(
             &self

@@ -5,11 +5,13 @@ mod features;
 mod finetune;
 mod knn;
 mod probe;
+mod zero_shot;
 
 pub use features::{extract_features, raw_pixels, Features};
 pub use finetune::{finetune, FinetuneConfig};
 pub use knn::knn_accuracy;
 pub use probe::{linear_probe, ProbeReport};
+pub use zero_shot::{class_embeddings, nearest, zero_shot, ZeroShot};
 
 use crate::vit::VisionTransformer;
 use selfsup_engine::nn::Module;
