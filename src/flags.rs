@@ -81,6 +81,10 @@ pub fn apply<C: Serialize + DeserializeOwned>(
             ));
         }
         *slot = new;
+        // A word outside a setting's choices (`--captions letters`) is named by its flag.
+        if let Err(e) = serde_json::from_value::<C>(v.clone()) {
+            return Err(format!("--{flag} {raw}: {e}"));
+        }
     }
     serde_json::from_value(v).map_err(|e| format!("invalid settings: {e}"))
 }

@@ -159,9 +159,10 @@ pub fn print_table(rows: &[Row]) {
 pub fn print_zero_shot(z: &ZeroShot) {
     println!("zero-shot accuracy {:.1} %", z.accuracy * 100.0);
     println!(
-        "retrieval over {} held-out pairs: image→text R@1 {:.1} %, R@5 {:.1} %; text→image R@1 \
+        "retrieval over {} held-out pairs ({} distinct captions): image→text R@1 {:.1} %, R@5 {:.1} %; text→image R@1 \
          {:.1} %, R@5 {:.1} %",
         z.pairs,
+        z.captions,
         z.image_to_text[0] * 100.0,
         z.image_to_text[1] * 100.0,
         z.text_to_image[0] * 100.0,

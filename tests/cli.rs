@@ -175,6 +175,26 @@ fn bad_flags_and_files_are_refused_in_one_line_and_leave_the_earlier_run_alone()
         ),
         (argv(&data, Some(&out), &["--crop-min", "0"]), "--crop-min"),
         (
+            argv(
+                &data,
+                Some(&out),
+                &["--method", "clip", "--captions", "letters"],
+            ),
+            "--captions letters",
+        ),
+        (
+            argv(
+                &data,
+                Some(&out),
+                &["--method", "clip", "--text-heads", "5"],
+            ),
+            "--text-heads",
+        ),
+        (
+            argv(&data, Some(&out), &["--recipe", "cars"]),
+            "--recipe cars",
+        ),
+        (
             argv(&data, Some(&out), &["--no-such-flag"]),
             "--no-such-flag",
         ),

@@ -18,6 +18,8 @@ pub struct ZeroShot {
     pub text_to_image: [f64; 2],
     /// Image–caption pairs retrieval ran over.
     pub pairs: usize,
+    /// Distinct captions among them (the image → text candidates).
+    pub captions: usize,
 }
 
 /// Row `i` of `(n, dim)` values scaled to unit length.
@@ -174,6 +176,7 @@ pub fn zero_shot(
         image_to_text: recall(&i2t),
         text_to_image: recall(&t2i),
         pairs,
+        captions: texts.len(),
     }
 }
 
