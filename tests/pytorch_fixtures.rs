@@ -6,6 +6,7 @@ use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{Device, Tensor};
 use selfsup_models::barlow::barlow_loss;
+use selfsup_models::bert::{self, BertConfig, BertMlm};
 use selfsup_models::byol::regression_loss;
 use selfsup_models::clip::clip_loss;
 use selfsup_models::dino::dino_loss;
@@ -248,6 +249,65 @@ fn gpt_on_the_gpu_matches_pytorch() {
             panic!("CI=true but no GPU adapter: {e}")
         }
         Err(e) => eprintln!("skipping gpt_on_the_gpu_matches_pytorch: {e}"),
+    }
+}
+
+/// A tiny BERT for MLM loaded from Hugging Face parameter names (query, key and value stacked
+/// into our packed projection): hidden states with padding, the loss on chosen positions, and
+/// every gradient, against transformers' layout in PyTorch.
+#[test]
+fn bert_hidden_states_mlm_loss_and_gradients_match_pytorch() {
+    let (ck, path) = fixture("bert_tiny.safetensors");
+    let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
+    let config = BertConfig {
+        vocab: meta("vocab"),
+        max_positions: meta("max_pos"),
+        type_vocab: meta("types"),
+        dim: meta("dim"),
+        depth: meta("depth"),
+        heads: meta("heads"),
+        intermediate: meta("inter"),
+        dropout: 0.0,
+        ln_eps: 1e-12,
+    };
+    let model = BertMlm::new(&mut Init::new(0, &Device::cpu()), config);
+    let ours = bert::from_hf(&model, &ck.with_prefix("param"), "fixture").unwrap();
+    model.load_state_dict(&ours, "fixture").unwrap();
+    let ints = |k: &str| -> Vec<f32> { ck.tensors[k].to_vec() };
+    let lens: Vec<usize> = ints("lens").iter().map(|&v| v as usize).collect();
+    let t = ck.tensors["ids"].shape()[1];
+    let batch = bert::Batch {
+        ids: ints("ids").iter().map(|&v| v as u32).collect(),
+        types: ints("types").iter().map(|&v| v as u32).collect(),
+        lens,
+        t,
+    };
+    let targets: Vec<i64> = ints("targets").iter().map(|&v| v as i64).collect();
+    assert_close(
+        "hidden",
+        &model.bert.forward(&batch).to_vec(),
+        &ck.tensors["hidden"].to_vec(),
+        1e-4,
+        1e-3,
+    );
+    let loss = model.loss(&batch, &targets);
+    assert_close(
+        "loss",
+        &loss.to_vec(),
+        &ck.tensors["loss"].to_vec(),
+        1e-5,
+        1e-5,
+    );
+    loss.backward();
+    let want = bert::from_hf(&model, &ck.with_prefix("grad"), "fixture").unwrap();
+    for (name, p) in model.named_parameters() {
+        assert_close(
+            &format!("grad {name}"),
+            &p.grad().expect("a gradient").to_vec(),
+            &want[&name].to_vec(),
+            1e-5,
+            2e-3,
+        );
     }
 }
 

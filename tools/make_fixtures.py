@@ -21,10 +21,14 @@ dino_loss.safetensors: DINO's loss (main_dino.py's DINOLoss) over 2 global and 2
 centring and both temperatures, its gradient, and the updated centre.
 clip_loss.safetensors: CLIP's symmetric cross-entropy (open_clip's ClipLoss) over 6 image and 6 text
 features at two logit scales, with the gradients of both features and of the logit scale.
+bert_tiny.safetensors: a tiny BERT for masked language modelling written as Hugging Face's
+BertForMaskedLM (separate query/key/value, post-LN blocks, LN eps 1e-12, erf GELU, the additive
+padding mask, tied decoder with its own bias) under HF's parameter names, padded rows of token and
+segment ids, the last hidden states, the MLM loss on chosen positions, and every gradient.
 resize.safetensors: a (2, 3, 7, 7) tensor resized bicubically (align_corners=False) to 3×3, 12×12
 and 5×9, as DINO interpolates a ViT's position grid.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino clip
+    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino clip bert
 """
 import math
 import os
@@ -404,11 +408,106 @@ def clip_fixture():
               {"torch": torch.__version__})
 
 
+class BertLayer(nn.Module):
+    """transformers' BertLayer, flattened: self-attention, add & norm, feed-forward, add & norm."""
+
+    def __init__(self, dim, heads, inter):
+        super().__init__()
+        self.heads = heads
+        self.attention = nn.Module()
+        self.attention.self = nn.Module()
+        for n in ["query", "key", "value"]:
+            setattr(self.attention.self, n, nn.Linear(dim, dim))
+        self.attention.output = nn.Module()
+        self.attention.output.dense = nn.Linear(dim, dim)
+        self.attention.output.LayerNorm = nn.LayerNorm(dim, eps=1e-12)
+        self.intermediate = nn.Module()
+        self.intermediate.dense = nn.Linear(dim, inter)
+        self.output = nn.Module()
+        self.output.dense = nn.Linear(inter, dim)
+        self.output.LayerNorm = nn.LayerNorm(dim, eps=1e-12)
+
+    def forward(self, x, additive_mask):
+        B, T, C = x.shape
+        a = self.attention.self
+        split = lambda y: y.reshape(B, T, self.heads, C // self.heads).transpose(1, 2)
+        q, k, v = split(a.query(x)), split(a.key(x)), split(a.value(x))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(C // self.heads) + additive_mask
+        y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+        x = self.attention.output.LayerNorm(x + self.attention.output.dense(y))
+        return self.output.LayerNorm(x + self.output.dense(F.gelu(self.intermediate.dense(x))))
+
+
+class BertForMlm(nn.Module):
+    def __init__(self, vocab, max_pos, types, dim, depth, heads, inter):
+        super().__init__()
+        self.bert = nn.Module()
+        e = self.bert.embeddings = nn.Module()
+        e.word_embeddings = nn.Embedding(vocab, dim)
+        e.position_embeddings = nn.Embedding(max_pos, dim)
+        e.token_type_embeddings = nn.Embedding(types, dim)
+        e.LayerNorm = nn.LayerNorm(dim, eps=1e-12)
+        self.bert.encoder = nn.Module()
+        self.bert.encoder.layer = nn.ModuleList([BertLayer(dim, heads, inter) for _ in range(depth)])
+        self.cls = nn.Module()
+        p = self.cls.predictions = nn.Module()
+        p.transform = nn.Module()
+        p.transform.dense = nn.Linear(dim, dim)
+        p.transform.LayerNorm = nn.LayerNorm(dim, eps=1e-12)
+        p.bias = nn.Parameter(0.1 * torch.randn(vocab))
+        for m in self.modules():
+            if isinstance(m, nn.LayerNorm):
+                nn.init.normal_(m.weight, 1.0, 0.1)
+                nn.init.normal_(m.bias, 0.0, 0.1)
+
+    def forward(self, ids, types, attention_mask):
+        e = self.bert.embeddings
+        T = ids.shape[1]
+        x = e.word_embeddings(ids) + e.token_type_embeddings(types) + e.position_embeddings(torch.arange(T))
+        x = e.LayerNorm(x)
+        # transformers' extended mask: 0 where attended, the dtype's minimum where padded.
+        additive = (1.0 - attention_mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        for layer in self.bert.encoder.layer:
+            x = layer(x, additive)
+        p = self.cls.predictions
+        h = p.transform.LayerNorm(F.gelu(p.transform.dense(x)))
+        return x, h @ e.word_embeddings.weight.t() + p.bias
+
+
+def bert_fixture():
+    torch.manual_seed(5)
+    cfg = dict(vocab=23, max_pos=12, types=2, dim=16, depth=2, heads=2, inter=24)
+    model = BertForMlm(**cfg)
+    lens = [7, 4, 6]
+    B, T = len(lens), max(lens)
+    ids = torch.randint(0, cfg["vocab"], (B, T))
+    types = torch.randint(0, 2, (B, T))
+    mask = torch.zeros(B, T, dtype=torch.long)
+    targets = torch.full((B, T), -100)
+    for b, n in enumerate(lens):
+        mask[b, :n] = 1
+        ids[b, n:] = 0
+        types[b, n:] = 0
+        chosen = torch.randperm(n)[:3]
+        targets[b, chosen] = torch.randint(0, cfg["vocab"], (3,))
+    hidden, logits = model(ids, types, mask)
+    loss = F.cross_entropy(logits.reshape(-1, cfg["vocab"]), targets.reshape(-1), ignore_index=-100)
+    loss.backward()
+    t = {"ids": ids.float(), "types": types.float(), "targets": targets.float(), "lens": torch.tensor(lens).float(),
+         "hidden": hidden.detach(), "loss": loss.detach().reshape(1)}
+    for name, p in model.named_parameters():
+        t[f"param.{name}"] = p.detach()
+        t[f"grad.{name}"] = p.grad
+    meta = {k: str(v) for k, v in cfg.items()}
+    meta["torch"] = torch.__version__
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "bert_tiny.safetensors"), meta)
+
+
 if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "clip": clip_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "clip": clip_fixture, "bert": bert_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))
