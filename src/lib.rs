@@ -3,6 +3,7 @@
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod allocator;
+pub mod embed;
 pub mod flags;
 pub mod gpt;
 pub mod plot;

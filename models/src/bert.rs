@@ -346,7 +346,7 @@ pub fn mlm_mask(
 
 /// The name a parameter of ours has in a Hugging Face BERT checkpoint (without its `bert.`
 /// prefix), or the three names whose rows stack into it (`qkv` = query; key; value).
-fn hf_names(ours: &str) -> Vec<String> {
+pub fn hf_names(ours: &str) -> Vec<String> {
     if let Some(at) = ours.find("attention.qkv.") {
         let (layer, kind) = (&ours[..at], &ours[at + "attention.qkv.".len()..]);
         return ["query", "key", "value"]

@@ -89,6 +89,20 @@ impl Tokenizer {
         }
     }
 
+    /// The id of one vocabulary entry (`[CLS]`, `[PAD]`, a character), if it has one.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        match self {
+            Tokenizer::Chars(chars) => {
+                let mut it = token.chars();
+                match (it.next(), it.next()) {
+                    (Some(c), None) => chars.binary_search(&c).ok().map(|i| i as u32),
+                    _ => None,
+                }
+            }
+            Tokenizer::Subword(tk) => tk.token_to_id(token),
+        }
+    }
+
     /// The text of `ids` (ids outside the vocabulary are skipped).
     pub fn decode(&self, ids: &[u32]) -> String {
         match self {
