@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Flags that set a field of the run configuration (the rest say where and how to run).
-const CONFIG_FLAGS: [&str; 50] = [
+const CONFIG_FLAGS: [&str; 51] = [
     "method",
     "steps",
     "batch",
@@ -75,6 +75,7 @@ const CONFIG_FLAGS: [&str; 50] = [
     "text-depth",
     "text-heads",
     "captions",
+    "head-bn",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -225,6 +226,9 @@ pub struct Args {
     /// Steps during which the last layer does not learn (dino)
     #[arg(long)]
     pub freeze_last_layer: Option<String>,
+    /// BatchNorm in the head's hidden layers: true or false (dino)
+    #[arg(long)]
+    pub head_bn: Option<String>,
     /// Width of the shared image–text space (clip)
     #[arg(long)]
     pub embed_dim: Option<String>,

@@ -11,7 +11,7 @@ use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{no_grad, Device, Tensor};
-use selfsup_models::dino::Dino;
+use selfsup_models::dino::{Dino, DinoConfig};
 use selfsup_models::heads::{HeadNorm, MlpHead, Tower};
 use selfsup_models::method::{Method, MethodConfig, Progress};
 use selfsup_models::moco_v2::{MocoV2, MocoV2Config};
@@ -161,6 +161,47 @@ fn moco_v2_learns(device: &Device) {
         "moco-v2 on {}: loss {first} → {last}",
         device.name()
     );
+}
+
+/// Why DINO's head has BatchNorm here: a random ViT maps every digit to nearly one direction, so
+/// without it the teacher gives every image the same distribution (its batch mean is as peaked as
+/// each row), which centring then flattens to uniform. With it, images get distributions of
+/// their own: the batch mean is much flatter than the rows.
+#[test]
+fn dinos_head_batch_norm_gives_images_distinct_teacher_outputs() {
+    let cpu = Device::cpu();
+    let data = digits(64);
+    let images = Tensor::from_vec(data.images.clone(), &[64, 1, 28, 28], &cpu);
+    let entropy =
+        |p: &Tensor| -(p * &p.clamp(1e-30, 1.0).log()).sum_all().item() / p.shape()[0] as f32;
+    // The main job's ViT and head (a tiny ViT's features are less alike).
+    let vit = VitConfig {
+        patch: 4,
+        dim: 64,
+        depth: 4,
+        heads: 4,
+        mlp_ratio: 4,
+        ..tiny_vit()
+    };
+    let spread = |head_bn: bool| {
+        let c = DinoConfig {
+            head_bn,
+            ..DinoConfig::default()
+        };
+        let dino = Dino::new(&mut Init::new(3, &cpu), vit.clone(), views(), c.clone());
+        no_grad(|| {
+            let q = dino
+                .teacher
+                .forward(&images, false)
+                .mul_scalar(1.0 / c.warmup_teacher_temp)
+                .softmax(-1);
+            // H(mean of the rows) − mean H(row): 0 when every image gets the same distribution.
+            entropy(&q.mean(0, true)) - entropy(&q)
+        })
+    };
+    let (without, with) = (spread(false), spread(true));
+    assert!(without < 0.5, "without BatchNorm: {without}");
+    assert!(with > 1.5, "with BatchNorm: {with}");
 }
 
 /// DINO's loss is the cross-entropy H(P_t, P_s), which rises whenever the centred teacher grows

@@ -10,7 +10,7 @@ use crate::method::{momentum, require, temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
 use crate::vit::{VisionTransformer, VitConfig};
 use selfsup_engine::data::Augment;
-use selfsup_engine::nn::{prefixed, Init, Linear, Module};
+use selfsup_engine::nn::{prefixed, BatchNorm1d, Init, Linear, Module};
 use selfsup_engine::optim::cosine_ramp;
 use selfsup_engine::{no_grad, Tensor};
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,11 @@ pub struct DinoConfig {
     pub norm_last_layer: bool,
     /// Steps during which the last layer does not learn (the paper's first epoch).
     pub freeze_last_layer: u64,
+    /// BatchNorm after the head's hidden layers (main_dino.py's `--use_bn_in_head`, off there
+    /// for ViTs). A random ViT maps every digit to nearly one direction, so without it every
+    /// image gets the teacher's same centred (uniform) distribution (README, "DINO").
+    #[serde(default)]
+    pub head_bn: bool,
 }
 
 impl Default for DinoConfig {
@@ -56,6 +61,7 @@ impl Default for DinoConfig {
             tau_base: 0.996,
             norm_last_layer: true,
             freeze_last_layer: 60,
+            head_bn: true,
         }
     }
 }
@@ -98,6 +104,8 @@ impl DinoConfig {
 /// linear map to K prototype logits.
 pub struct DinoHead {
     pub mlp: [Linear; 3],
+    /// BatchNorm after the two hidden layers, with `head_bn`.
+    pub bns: Option<[BatchNorm1d; 2]>,
     /// The last layer's direction `v` (K, bottleneck); its weight is `g · v/‖v‖` row-wise.
     pub last_v: Tensor,
     /// The gain `g` (K, 1); fixed at 1 under `norm_last_layer`.
@@ -107,12 +115,20 @@ pub struct DinoHead {
 
 impl DinoHead {
     pub fn new(init: &mut Init, dim: usize, c: &DinoConfig) -> DinoHead {
+        // A bias before BatchNorm is cancelled by its mean subtraction.
+        let bias = !c.head_bn;
         DinoHead {
             mlp: [
-                Linear::new(init, dim, c.head_hidden, true),
-                Linear::new(init, c.head_hidden, c.head_hidden, true),
+                Linear::new(init, dim, c.head_hidden, bias),
+                Linear::new(init, c.head_hidden, c.head_hidden, bias),
                 Linear::new(init, c.head_hidden, c.bottleneck, true),
             ],
+            bns: c.head_bn.then(|| {
+                [
+                    BatchNorm1d::new(init, c.head_hidden, true),
+                    BatchNorm1d::new(init, c.head_hidden, true),
+                ]
+            }),
             last_v: init
                 .trunc_normal(&[c.out_dim, c.bottleneck], 0.02)
                 .requires_grad_(true),
@@ -127,8 +143,12 @@ impl DinoHead {
     /// gradient.
     pub fn forward(&self, x: &Tensor, freeze_last: bool) -> Tensor {
         let [a, b, c] = &self.mlp;
+        let hidden = |i: usize, h: Tensor| match &self.bns {
+            Some(bns) => bns[i].forward(&h).gelu(),
+            None => h.gelu(),
+        };
         let z = c
-            .forward(&b.forward(&a.forward(x).gelu()).gelu())
+            .forward(&hidden(1, b.forward(&hidden(0, a.forward(x)))))
             .normalize(1, 1e-12);
         let w = &self.last_v.normalize(1, 1e-12) * &self.last_g;
         z.matmul_nt(&if freeze_last { w.detach() } else { w })
@@ -145,11 +165,20 @@ impl Module for DinoHead {
     }
 
     fn children(&self) -> Vec<(String, &dyn Module)> {
-        self.mlp
+        let mut c: Vec<(String, &dyn Module)> = self
+            .mlp
             .iter()
             .enumerate()
             .map(|(i, l)| (format!("mlp.{i}"), l as &dyn Module))
-            .collect()
+            .collect();
+        if let Some(bns) = &self.bns {
+            c.extend(
+                bns.iter()
+                    .enumerate()
+                    .map(|(i, b)| (format!("bn.{i}"), b as &dyn Module)),
+            );
+        }
+        c
     }
 }
 
