@@ -7,11 +7,12 @@ use serde_json::{json, Value};
 use std::path::Path;
 use tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
 use tokenizers::models::bpe::{BpeTrainer, BPE};
-use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::AddedToken;
 
 pub enum Tokenizer {
     /// One id per character, in code-point order.
@@ -60,6 +61,31 @@ impl Tokenizer {
         // Lines as training sequences; words never cross a newline anyway.
         tk.train(&mut trainer, corpus.lines())
             .map_err(|e| format!("training a BPE vocabulary: {e}"))?;
+        Ok(Tokenizer::Subword(Box::new(tk)))
+    }
+
+    /// BERT's uncased WordPiece of `vocab_size` entries learnt from `corpus` (one sequence per
+    /// line), with `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]` and `[MASK]` as ids 0–4.
+    pub fn train_wordpiece(
+        corpus: &str,
+        vocab_size: usize,
+    ) -> std::result::Result<Tokenizer, String> {
+        let mut tk = tokenizers::Tokenizer::new(WordPiece::default());
+        tk.with_normalizer(Some(BertNormalizer::default()))
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_decoder(Some(WordPieceDecoder::default()));
+        let special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .map(|t| AddedToken::from(t, true))
+            .to_vec();
+        let mut trainer: TrainerWrapper = WordPieceTrainer::builder()
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .show_progress(false)
+            .special_tokens(special)
+            .build()
+            .into();
+        tk.train(&mut trainer, corpus.lines())
+            .map_err(|e| format!("training a WordPiece vocabulary: {e}"))?;
         Ok(Tokenizer::Subword(Box::new(tk)))
     }
 
@@ -213,6 +239,21 @@ mod tests {
         let back = Tokenizer::from_json(&tk.to_json()).unwrap();
         assert_eq!(back.encode("played").unwrap(), vec![3, 5]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_trained_wordpiece_has_berts_special_ids_and_round_trips() {
+        let corpus = "The playing cat played with the players.\nA cat is playing!\n".repeat(30);
+        let tk = Tokenizer::train_wordpiece(&corpus, 120).unwrap();
+        let ids: Vec<Option<u32>> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+            .iter()
+            .map(|t| tk.token_id(t))
+            .collect();
+        assert_eq!(ids, [0, 1, 2, 3, 4].map(Some));
+        let text = "a cat is playing with the players!";
+        assert_eq!(tk.decode(&tk.encode(text).unwrap()), text);
+        let back = Tokenizer::from_json(&tk.to_json()).unwrap();
+        assert_eq!(back.encode(text).unwrap(), tk.encode(text).unwrap());
     }
 
     #[test]
