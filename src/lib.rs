@@ -3,9 +3,11 @@
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod allocator;
+pub mod bert;
 pub mod embed;
 pub mod flags;
 pub mod gpt;
+pub mod mlm_run;
 pub mod plot;
 pub mod pretrain;
 pub mod report;

@@ -1,0 +1,169 @@
+//! The BERT job as a user meets it: a tiny run on two small books writes its checkpoint and
+//! reports, a resumed run is bit-identical to an uninterrupted one, and bad input is one line
+//! naming the flag or file.
+
+use selfsup::bert::main_with;
+use selfsup::mlm_run::{read_corpus, BertRunConfig, MlmRun, Specials};
+use selfsup_engine::checkpoint;
+use selfsup_engine::nn::Module;
+use selfsup_engine::Device;
+use std::path::PathBuf;
+
+/// Two small "books" of generated sentences, each with words of its own, in a fresh folder.
+fn books(name: &str) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("selfsup-bert-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let words = [
+        [
+            "the", "whale", "sea", "ship", "harpoon", "captain", "white", "deep",
+        ],
+        [
+            "the", "lady", "ball", "letter", "sister", "marriage", "estate", "dear",
+        ],
+    ];
+    let mut files = Vec::new();
+    for (b, w) in words.iter().enumerate() {
+        let text: String = (0..300)
+            .map(|i| {
+                let s: Vec<&str> = (0..6).map(|j| w[(i * 7 + j * 3 + j * j) % 8]).collect();
+                format!("The {}.\n\n", s.join(" "))
+            })
+            .collect();
+        let path = dir.join(format!("book{b}.txt"));
+        std::fs::write(&path, text).unwrap();
+        files.push(path.display().to_string());
+    }
+    (dir, files.join(","))
+}
+
+fn tiny(data: &str, steps: u64) -> BertRunConfig {
+    let mut c = BertRunConfig::defaults();
+    c.data = data.into();
+    c.vocab_size = 100;
+    c.model.max_positions = 16;
+    c.model.dim = 16;
+    c.model.depth = 1;
+    c.model.heads = 2;
+    c.model.intermediate = 32;
+    c.steps = steps;
+    c.batch = 8;
+    c
+}
+
+#[test]
+fn a_resumed_bert_run_is_bit_identical() {
+    let (dir, data) = books("resume");
+    let cpu = Device::cpu();
+    let mut config = tiny(&data, 6);
+    let corpus = read_corpus(&config, None).unwrap();
+    config.model.vocab = corpus.tokenizer.vocab_size();
+    let specials = || Specials::of(&corpus.tokenizer).unwrap();
+    let mut straight = MlmRun::new(config.clone(), specials(), &cpu);
+    for _ in 0..6 {
+        straight.train_step(&corpus.train).unwrap();
+    }
+    let mut first = MlmRun::new(config.clone(), specials(), &cpu);
+    for _ in 0..3 {
+        first.train_step(&corpus.train).unwrap();
+    }
+    let path = dir.join("ck.safetensors");
+    first.save(&path, &corpus).unwrap();
+    let ck = checkpoint::load(&path).unwrap();
+    assert_eq!(MlmRun::config_of(&ck, &path).unwrap(), config);
+    let mut resumed = MlmRun::resume(&ck, &path, config, specials(), &cpu).unwrap();
+    for _ in 0..3 {
+        resumed.train_step(&corpus.train).unwrap();
+    }
+    assert_eq!(resumed.history, straight.history);
+    for ((name, a), (_, b)) in straight
+        .model
+        .state_dict()
+        .iter()
+        .zip(resumed.model.state_dict().iter())
+    {
+        let (a, b) = (a.to_vec(), b.to_vec());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} differs after resuming"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn argv(extra: &[&str]) -> Vec<String> {
+    ["bert", "--device", "cpu"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn a_tiny_run_reports_and_bad_input_names_its_flag() {
+    let (dir, data) = books("job");
+    let out = dir.join("run").display().to_string();
+    let small = [
+        "--data",
+        &data,
+        "--vocab-size",
+        "100",
+        "--ctx",
+        "16",
+        "--dim",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--batch",
+        "8",
+        "--eval-sentences",
+        "60",
+    ];
+    let done = main_with(argv(
+        &[&small[..], &["--steps", "30", "--out", &out]].concat(),
+    ))
+    .unwrap();
+    assert_eq!(done.steps, 30);
+    for v in [
+        done.masked_accuracy,
+        done.unigram_accuracy,
+        done.probe,
+        done.random_probe,
+        done.bag_of_words_probe,
+    ] {
+        assert!((0.0..=100.0).contains(&v), "{done:?}");
+    }
+    // Each book has words of its own: bag-of-words tells them apart.
+    assert!(done.bag_of_words_probe > 90.0, "{done:?}");
+    for f in [
+        "checkpoint.safetensors",
+        "config.json",
+        "loss.png",
+        "loss.csv",
+    ] {
+        assert!(dir.join("run").join(f).exists(), "{f}");
+    }
+    let ckpt = dir.join("run/checkpoint.safetensors").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--mask-rate", "1.5"], "--mask-rate"),
+        (vec!["--ctx", "4"], "--ctx"),
+        (vec!["--heads", "3"], "--dim"),
+        (
+            vec!["--data", "/no/such/book.txt,/no/other.txt"],
+            "/no/such/book.txt",
+        ),
+        (vec!["--data", &data[..data.find(',').unwrap()]], "--data"),
+        (vec!["--out", &out], "--overwrite"),
+        (vec!["--resume", &ckpt, "--dim", "32"], "--dim"),
+        (vec!["--resume", &ckpt, "--steps", "10"], "--steps"),
+    ];
+    for (extra, want) in cases {
+        let err = main_with(argv(&[&small[..], &extra].concat()))
+            .err()
+            .unwrap_or_else(|| panic!("{extra:?} was accepted"));
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
