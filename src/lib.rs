@@ -1,5 +1,6 @@
 //! selfsup: what the programs share — the generic pre-training run, its flags and main job, the
-//! GPT run and job, the results report and plots — over the engine and the models, re-exported here.
+//! GPT and BERT runs and jobs, the embed job, the results report and plots — over the engine and
+//! the models, re-exported here.
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod allocator;
