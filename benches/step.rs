@@ -9,6 +9,7 @@
 //!     cargo bench --bench step                      # every method on the CPU, SimCLR on the GPU
 //!     cargo bench --bench step -- cpu/byol/256      # a filter
 //!     cargo bench --bench step -- cpu/gpt           # the char-GPT step
+//!     cargo bench --bench step -- cpu/bert          # the BERT MLM step (tools/bert_torch.py)
 
 #[global_allocator]
 static GLOBAL: selfsup::allocator::Allocator = selfsup::allocator::Allocator;
@@ -18,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{Device, SeededRng};
+use selfsup_models::bert::{mlm_mask, Batch, BertConfig, BertMlm};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::mae::MaeConfig;
 use selfsup_models::method::{MethodConfig, Progress};
@@ -117,6 +119,56 @@ fn gpt_step(c: &mut Criterion, name: &str, device: &Device, batch: usize) {
     g.finish();
 }
 
+/// One step of the `bert` example's model (4 × 128, vocabulary 4,096) on `batch` random
+/// sentences of 40 tokens with BERT's masking, as `tools/bert_torch.py` times it in PyTorch;
+/// "elem/s" is tokens per second.
+fn bert_step(c: &mut Criterion, name: &str, device: &Device, batch: usize) {
+    let (t, vocab) = (40, 4096);
+    let config = BertConfig {
+        vocab,
+        max_positions: 64,
+        type_vocab: 2,
+        dim: 128,
+        depth: 4,
+        heads: 4,
+        intermediate: 512,
+        // Off, as in the PyTorch twin (the example trains with 0.1).
+        dropout: 0.0,
+        ln_eps: 1e-12,
+    };
+    let model = BertMlm::new(&mut Init::new(0, device), config);
+    let mut opt = AdamW::new(
+        param_groups(model.named_parameters(), 0.01),
+        0.9,
+        0.999,
+        1e-6,
+    );
+    let mut rng = SeededRng::seed_from_u64(0);
+    let rows: Vec<Vec<u32>> = (0..batch)
+        .map(|_| (0..t).map(|_| rng.random_range(5..vocab as u32)).collect())
+        .collect();
+    let batch_ids = Batch::pad(&rows, 0);
+    let (ids, targets) = mlm_mask(&batch_ids, 0.15, 4, 5..vocab as u32, &[], &mut rng);
+    let masked = Batch {
+        ids,
+        ..batch_ids.clone()
+    };
+    let mut g = c.benchmark_group(format!("{name}/bert"));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(8))
+        .throughput(Throughput::Elements((batch * t) as u64));
+    g.bench_function(batch.to_string(), |b| {
+        b.iter(|| {
+            opt.zero_grad();
+            let loss = model.loss(&masked, &targets);
+            loss.backward();
+            opt.step(1e-3);
+            loss.item()
+        })
+    });
+    g.finish();
+}
+
 fn steps(c: &mut Criterion) {
     selfsup::allocator::keep_freed_pages();
     let cpu = Device::cpu();
@@ -126,6 +178,7 @@ fn steps(c: &mut Criterion) {
     }
     method_step(c, "cpu", "simclr", &cpu, 128);
     gpt_step(c, "cpu", &cpu, 32);
+    bert_step(c, "cpu", &cpu, 64);
     match Device::gpu() {
         // A software adapter takes seconds per step; a small batch keeps the run short.
         Ok(gpu) => {

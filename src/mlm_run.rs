@@ -334,15 +334,21 @@ impl MlmRun {
         let rows: Vec<Vec<u32>> = (0..self.config.batch)
             .map(|_| train[rng.random_range(0..train.len())].0.clone())
             .collect();
-        let batch = Batch::pad(&rows, self.specials.pad);
+        self.masked(&rows, &mut rng)
+    }
+
+    /// `rows` padded into a batch, with BERT's masking drawn from `rng`: the batch, its
+    /// corrupted ids and the targets.
+    fn masked(&self, rows: &[Vec<u32>], rng: &mut SeededRng) -> (Batch, Vec<u32>, Vec<i64>) {
         let s = &self.specials;
+        let batch = Batch::pad(rows, s.pad);
         let (ids, targets) = mlm_mask(
             &batch,
             self.config.mask_rate,
             s.mask,
             s.words.clone(),
             &s.skip,
-            &mut rng,
+            rng,
         );
         (batch, ids, targets)
     }
@@ -381,16 +387,7 @@ impl MlmRun {
         model.set_training(false);
         for chunk in rows.chunks(64) {
             let r: Vec<Vec<u32>> = chunk.iter().map(|(ids, _)| ids.clone()).collect();
-            let batch = Batch::pad(&r, self.specials.pad);
-            let s = &self.specials;
-            let (ids, targets) = mlm_mask(
-                &batch,
-                self.config.mask_rate,
-                s.mask,
-                s.words.clone(),
-                &s.skip,
-                &mut rng,
-            );
+            let (batch, ids, targets) = self.masked(&r, &mut rng);
             let chosen: Vec<i64> = targets.iter().copied().filter(|&t| t != IGNORE).collect();
             if chosen.is_empty() {
                 continue;
