@@ -16,6 +16,7 @@ pub mod mae;
 pub mod method;
 pub mod moco_v2;
 pub mod moco_v3;
+pub mod noising;
 pub mod simclr;
 pub mod simsiam;
 pub mod views;
