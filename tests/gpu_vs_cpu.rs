@@ -1278,6 +1278,43 @@ fn gpu_multi_head_attention() {
     }
 }
 
+#[test]
+fn gpu_cross_attention() {
+    use selfsup_engine::nn::{CrossAttention, Linear};
+    let Some(gpu) = gpu_or_skip("gpu_cross_attention") else {
+        return;
+    };
+    let (b, tq, tk, c, heads) = (3usize, 7usize, 11usize, 32usize, 4usize);
+    // Weights of std 1/√c, as an initialised layer's: std-1 weights give logits of std ~30, a
+    // one-hot softmax whose gradient f32 rounding decides.
+    let scale = 1.0 / (c as f64).sqrt();
+    let w = |rows: usize, seed: u64| {
+        let v: Vec<f64> = normal(&[rows, c], seed).iter().map(|x| x * scale).collect();
+        leaf32(v, &[rows, c])
+    };
+    let bias = |rows: usize, seed: u64| leaf32(normal(&[rows], seed), &[rows]);
+    let inputs = vec![
+        leaf32(normal(&[b, tq, c], 70), &[b, tq, c]),
+        leaf32(normal(&[b, tk, c], 71), &[b, tk, c]),
+        w(c, 72),
+        bias(c, 73),
+        w(2 * c, 74),
+        bias(2 * c, 75),
+        w(c, 76),
+        bias(c, 77),
+        const32(padding_mask(b, tk, 78), &[b, tk]),
+    ];
+    gpu_check_with("cross_attention", &gpu, &inputs, reduce_tol(c), |t| {
+        let layer = CrossAttention {
+            q: Linear::from_tensors(t[2].clone(), Some(t[3].clone())),
+            kv: Linear::from_tensors(t[4].clone(), Some(t[5].clone())),
+            proj: Linear::from_tensors(t[6].clone(), Some(t[7].clone())),
+            heads,
+        };
+        layer.forward(&t[0], &t[1], Some(&t[8]))
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gathers and shape ops
 // ---------------------------------------------------------------------------------------------

@@ -1075,6 +1075,39 @@ fn grad_multi_head_attention() {
     );
 }
 
+/// Cross-attention (a decoder's queries over an encoder's memory of another length), through
+/// its input, its memory and every projection weight, with memory padding hidden.
+#[test]
+fn grad_cross_attention() {
+    use selfsup_engine::nn::{CrossAttention, Linear};
+    let (b, tq, tk, c) = (2, 3, 5, 6);
+    let x = leaf64(normal(&[b, tq, c], 60), &[b, tq, c]);
+    let memory = leaf64(normal(&[b, tk, c], 61), &[b, tk, c]);
+    let w = |rows: usize, seed: u64| leaf64(normal(&[rows, c], seed), &[rows, c]);
+    let bias = |rows: usize, seed: u64| leaf64(normal(&[rows], seed), &[rows]);
+    let mask = const64(vec![0., 0., 0., 1., 1., 0., 0., 0., 0., 0.], &[b, tk]);
+    let inputs = [
+        x,
+        memory,
+        w(c, 62),
+        bias(c, 63),
+        w(2 * c, 64),
+        bias(2 * c, 65),
+        w(c, 66),
+        bias(c, 67),
+        mask,
+    ];
+    gradcheck("cross_attention", &inputs, |t| {
+        let layer = CrossAttention {
+            q: Linear::from_tensors(t[2].clone(), Some(t[3].clone())),
+            kv: Linear::from_tensors(t[4].clone(), Some(t[5].clone())),
+            proj: Linear::from_tensors(t[6].clone(), Some(t[7].clone())),
+            heads: 2,
+        };
+        layer.forward(&t[0], &t[1], Some(&t[8]))
+    });
+}
+
 /// The packed op equals splitting the projection into heads, attending, and merging the heads.
 #[test]
 fn multi_head_attention_matches_split_heads() {

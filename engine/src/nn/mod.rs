@@ -10,7 +10,7 @@ mod init;
 mod layers;
 mod transformer;
 
-pub use attention::MultiHeadAttention;
+pub use attention::{CrossAttention, MultiHeadAttention};
 pub use init::{trunc_normal, Init};
 pub use layers::{BatchNorm1d, Dropout, Embedding, LayerNorm, Linear, Mlp};
 pub use transformer::Block;
