@@ -25,10 +25,13 @@ bert_tiny.safetensors: a tiny BERT for masked language modelling written as Hugg
 BertForMaskedLM (separate query/key/value, post-LN blocks, LN eps 1e-12, erf GELU, the additive
 padding mask, tied decoder with its own bias) under HF's parameter names, padded rows of token and
 segment ids, the last hidden states, the MLM loss on chosen positions, and every gradient.
+bart_tiny.safetensors: a tiny BART (post-LN encoder and decoder, causal self-attention, cross-attention
+with source padding, tied output with final_logits_bias) written functionally under selfsup's
+parameter names: padded source and decoder-input rows, the teacher-forced loss and every gradient.
 resize.safetensors: a (2, 3, 7, 7) tensor resized bicubically (align_corners=False) to 3×3, 12×12
 and 5×9, as DINO interpolates a ViT's position grid.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino clip bert
+    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino clip bert bart
 """
 import math
 import os
@@ -503,11 +506,103 @@ def bert_fixture():
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "bert_tiny.safetensors"), meta)
 
 
+def bart_fixture():
+    torch.manual_seed(6)
+    V, P, C, H, FF, LE, LD = 19, 12, 16, 2, 24, 2, 2
+    shapes = {"embed_tokens.weight": (V, C), "embed_positions.weight": (P, C), "final_logits_bias": (V,)}
+    ln = lambda n: {f"{n}.weight": (C,), f"{n}.bias": (C,)}
+    lin = lambda n, o, i: {f"{n}.weight": (o, i), f"{n}.bias": (o,)}
+    shapes.update(ln("encoder.layernorm_embedding"))
+    shapes.update(ln("decoder.layernorm_embedding"))
+    for i in range(LE):
+        e = f"encoder.layers.{i}"
+        shapes.update(lin(f"{e}.attention.qkv", 3 * C, C)); shapes.update(lin(f"{e}.attention.proj", C, C))
+        shapes.update(ln(f"{e}.attention.output.LayerNorm")); shapes.update(lin(f"{e}.intermediate.dense", FF, C))
+        shapes.update(lin(f"{e}.output.dense", C, FF)); shapes.update(ln(f"{e}.output.LayerNorm"))
+    for i in range(LD):
+        d = f"decoder.layers.{i}"
+        shapes.update(lin(f"{d}.self_attn.qkv", 3 * C, C)); shapes.update(lin(f"{d}.self_attn.proj", C, C))
+        shapes.update(ln(f"{d}.self_attn_layer_norm"))
+        shapes.update(lin(f"{d}.cross_attn.q", C, C)); shapes.update(lin(f"{d}.cross_attn.kv", 2 * C, C))
+        shapes.update(lin(f"{d}.cross_attn.proj", C, C)); shapes.update(ln(f"{d}.cross_attn_layer_norm"))
+        shapes.update(lin(f"{d}.fc1", FF, C)); shapes.update(lin(f"{d}.fc2", C, FF)); shapes.update(ln(f"{d}.final_layer_norm"))
+    P_ = {}
+    for n, sh in shapes.items():
+        if n.endswith("LayerNorm.weight") or n.endswith("norm.weight") or n.endswith("embedding.weight"):
+            v = 1.0 + 0.1 * torch.randn(sh)
+        else:
+            v = (0.3 if len(sh) == 2 else 0.1) * torch.randn(sh)
+        P_[n] = v.requires_grad_(True)
+    lin_f = lambda n, x: F.linear(x, P_[f"{n}.weight"], P_[f"{n}.bias"])
+    ln_f = lambda n, x: F.layer_norm(x, (C,), P_[f"{n}.weight"], P_[f"{n}.bias"], 1e-5)
+
+    def heads(x):
+        B, T, _ = x.shape
+        return x.reshape(B, T, H, C // H).transpose(1, 2)
+
+    def merge(y):
+        B, _, T, _ = y.shape
+        return y.transpose(1, 2).reshape(B, T, C)
+
+    def self_attn(n, x, pad=None, causal=False):
+        q, k, v = lin_f(f"{n}.qkv", x).chunk(3, dim=-1)
+        mask = None
+        if pad is not None:
+            mask = ~pad[:, None, None, :]
+        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=mask, is_causal=causal)
+        return lin_f(f"{n}.proj", merge(y))
+
+    def cross(n, x, mem, pad):
+        q = lin_f(f"{n}.q", x)
+        k, v = lin_f(f"{n}.kv", mem).chunk(2, dim=-1)
+        y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=~pad[:, None, None, :])
+        return lin_f(f"{n}.proj", merge(y))
+
+    def embed(ids, norm):
+        T = ids.shape[1]
+        return ln_f(norm, F.embedding(ids, P_["embed_tokens.weight"]) + P_["embed_positions.weight"][:T])
+
+    src_lens, tgt_lens = [7, 4, 6], [8, 5, 3]
+    B, Ts, Tt = 3, max(src_lens), max(tgt_lens)
+    src = torch.randint(0, V, (B, Ts))
+    tgt = torch.randint(0, V, (B, Tt))
+    targets = torch.randint(0, V, (B, Tt))
+    src_pad = torch.zeros(B, Ts, dtype=torch.bool)
+    for b in range(B):
+        src_pad[b, src_lens[b]:] = True
+        src[b, src_lens[b]:] = 0
+        tgt[b, tgt_lens[b]:] = 0
+        targets[b, tgt_lens[b]:] = -100
+    x = embed(src, "encoder.layernorm_embedding")
+    for i in range(LE):
+        e = f"encoder.layers.{i}"
+        x = ln_f(f"{e}.attention.output.LayerNorm", x + self_attn(f"{e}.attention", x, pad=src_pad))
+        x = ln_f(f"{e}.output.LayerNorm", x + lin_f(f"{e}.output.dense", F.gelu(lin_f(f"{e}.intermediate.dense", x))))
+    mem = x
+    y = embed(tgt, "decoder.layernorm_embedding")
+    for i in range(LD):
+        d = f"decoder.layers.{i}"
+        y = ln_f(f"{d}.self_attn_layer_norm", y + self_attn(f"{d}.self_attn", y, causal=True))
+        y = ln_f(f"{d}.cross_attn_layer_norm", y + cross(f"{d}.cross_attn", y, mem, src_pad))
+        y = ln_f(f"{d}.final_layer_norm", y + lin_f(f"{d}.fc2", F.gelu(lin_f(f"{d}.fc1", y))))
+    logits = y.reshape(B * Tt, C) @ P_["embed_tokens.weight"].t() + P_["final_logits_bias"]
+    loss = F.cross_entropy(logits, targets.reshape(-1), ignore_index=-100)
+    loss.backward()
+    t = {"src": src.float(), "tgt": tgt.float(), "targets": targets.float(), "src_lens": torch.tensor(src_lens).float(),
+         "tgt_lens": torch.tensor(tgt_lens).float(), "loss": loss.detach().reshape(1)}
+    for n, p in P_.items():
+        t[f"param.{n}"] = p.detach()
+        t[f"grad.{n}"] = p.grad
+    meta = {"vocab": str(V), "max_pos": str(P), "dim": str(C), "heads": str(H), "ffn": str(FF),
+            "encoder_depth": str(LE), "decoder_depth": str(LD), "torch": torch.__version__}
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "bart_tiny.safetensors"), meta)
+
+
 if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "clip": clip_fixture, "bert": bert_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "clip": clip_fixture, "bert": bert_fixture, "bart": bart_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

@@ -62,7 +62,7 @@ fn layer_norm(init: &Init, c: &BertConfig) -> LayerNorm {
 }
 
 impl BertLayer {
-    fn new(init: &mut Init, c: &BertConfig) -> BertLayer {
+    pub(crate) fn new(init: &mut Init, c: &BertConfig) -> BertLayer {
         BertLayer {
             attention: MultiHeadAttention::new(init, c.dim, c.heads, false),
             attention_norm: layer_norm(init, c),
@@ -75,7 +75,7 @@ impl BertLayer {
     }
 
     /// `(B, T, C)` → `(B, T, C)`; `pad` `(B, T)` is 1 at padding keys.
-    fn forward(&self, x: &Tensor, pad: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor, pad: &Tensor) -> Tensor {
         let a = self
             .drop_attn
             .forward(&self.attention.forward(x, Some(pad)));

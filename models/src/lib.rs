@@ -4,6 +4,7 @@
 //! (before any projection head) is what the evaluation protocols in `eval` measure.
 
 pub mod barlow;
+pub mod bart;
 pub mod bert;
 pub mod byol;
 pub mod captions;
