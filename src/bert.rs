@@ -157,9 +157,21 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
     config.validate()?;
     let started = Instant::now();
     let corpus = match &resumed {
-        None => read_corpus(&config, None)?,
+        None => read_corpus(
+            &config.data,
+            config.vocab_size,
+            config.model.max_positions,
+            None,
+        )?,
         Some((path, ck)) => {
-            let corpus = read_corpus(&config, Some(MlmRun::tokenizer_of(ck, path)?))?;
+            let tokenizer = MlmRun::tokenizer_of(ck, path)?;
+            let m = &config.model;
+            let corpus = read_corpus(
+                &config.data,
+                config.vocab_size,
+                m.max_positions,
+                Some(tokenizer),
+            )?;
             if ck.meta("data_crc32", path).map_err(|e| e.to_string())? != corpus.crc32 {
                 return Err(format!(
                     "--data: the texts differ from those {} was trained on",
@@ -223,7 +235,16 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
     let held_out = &corpus.held_out[..n_eval];
     let ckpt = out.join("checkpoint.safetensors");
     train(&args, &mut run, &corpus, &ckpt, held_out, unigram)?;
-    plot(&out, &run)?;
+    let title = format!(
+        "BERT MLM d{} L{} ({} steps of batch {})",
+        m.dim, m.depth, config.steps, config.batch
+    );
+    plot_loss(
+        &out,
+        &title,
+        "masked-token cross-entropy (nats)",
+        &run.history,
+    )?;
 
     // The measurements, each beside the same thing from the untrained initial weights.
     let random = BertMlm::new(&mut Init::new(config.seed, &device), config.model.clone());
@@ -395,25 +416,26 @@ fn train(
     Ok(())
 }
 
-/// `loss.csv` and `loss.png` (the MLM loss of every step) under `out`.
-fn plot(out: &Path, run: &MlmRun) -> Result<(), String> {
+/// `loss.csv` and `loss.png` (the training loss of every step, `history`) under `out`.
+pub(crate) fn plot_loss(
+    out: &Path,
+    title: &str,
+    y_label: &str,
+    history: &[f32],
+) -> Result<(), String> {
     let mut csv = String::from("step,loss\n");
-    for (i, l) in run.history.iter().enumerate() {
+    for (i, l) in history.iter().enumerate() {
         csv.push_str(&format!("{},{l}\n", i + 1));
     }
     let csv_path = out.join("loss.csv");
     std::fs::write(&csv_path, csv).map_err(|e| format!("{}: {e}", csv_path.display()))?;
     let chart = Chart {
-        title: format!(
-            "BERT MLM d{} L{} ({} steps of batch {})",
-            run.config.model.dim, run.config.model.depth, run.config.steps, run.config.batch
-        ),
+        title: title.into(),
         x_label: "step".into(),
-        y_label: "masked-token cross-entropy (nats)".into(),
+        y_label: y_label.into(),
         series: vec![Series {
             name: "train".into(),
-            points: run
-                .history
+            points: history
                 .iter()
                 .enumerate()
                 .map(|(i, &l)| ((i + 1) as f64, l as f64))

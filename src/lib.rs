@@ -4,6 +4,7 @@
 pub use selfsup_engine as engine;
 pub use selfsup_models as models;
 pub mod allocator;
+pub mod bart;
 pub mod bert;
 pub mod embed;
 pub mod flags;

@@ -168,11 +168,16 @@ pub struct Corpus {
 /// Sentences held out of each book for evaluation, a tenth, chosen by a fixed seed.
 const HELD_OUT: f64 = 0.1;
 
-/// Reads the books of `config.data`, splits their sentences (a seeded tenth held out) and
-/// tokenises them with `tokenizer` (a resumed run's) or a WordPiece learnt from the training
-/// sentences.
-pub fn read_corpus(config: &BertRunConfig, tokenizer: Option<Tokenizer>) -> Result<Corpus, String> {
-    let files: Vec<&str> = config.data.split(',').filter(|f| !f.is_empty()).collect();
+/// Reads the books of `data` (comma-separated files), splits their sentences (a seeded tenth
+/// held out) and tokenises them, cut to `ctx` tokens with `[CLS]` and `[SEP]`, with `tokenizer`
+/// (a resumed run's) or a WordPiece of `vocab_size` learnt from the training sentences.
+pub fn read_corpus(
+    data: &str,
+    vocab_size: usize,
+    ctx: usize,
+    tokenizer: Option<Tokenizer>,
+) -> Result<Corpus, String> {
+    let files: Vec<&str> = data.split(',').filter(|f| !f.is_empty()).collect();
     require(
         files.len() >= 2,
         "data",
@@ -208,7 +213,7 @@ pub fn read_corpus(config: &BertRunConfig, tokenizer: Option<Tokenizer>) -> Resu
         Some(t) => t,
         None => {
             let lines: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
-            Tokenizer::train_wordpiece(&lines.join("\n"), config.vocab_size)?
+            Tokenizer::train_wordpiece(&lines.join("\n"), vocab_size)?
         }
     };
     let special = |t: &str| {
@@ -217,7 +222,6 @@ pub fn read_corpus(config: &BertRunConfig, tokenizer: Option<Tokenizer>) -> Resu
             .ok_or_else(|| format!("the tokenizer has no {t}"))
     };
     let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
-    let ctx = config.model.max_positions;
     let encode = |set: Vec<(String, u32)>| -> Result<Vec<(Vec<u32>, u32)>, String> {
         set.into_iter()
             .map(|(t, y)| {

@@ -1,7 +1,8 @@
-//! The BERT job as a user meets it: a tiny run on two small books writes its checkpoint and
-//! reports, a resumed run is bit-identical to an uninterrupted one, and bad input is one line
-//! naming the flag or file.
+//! The BERT and BART jobs as a user meets them: a tiny run on two small books writes its
+//! checkpoint and reports, a resumed run is bit-identical to an uninterrupted one, and bad input
+//! is one line naming the flag or file.
 
+use selfsup::bart::{BartRun, BartRunConfig};
 use selfsup::bert::main_with;
 use selfsup::mlm_run::{read_corpus, BertRunConfig, MlmRun, Specials};
 use selfsup_engine::checkpoint;
@@ -55,7 +56,7 @@ fn a_resumed_bert_run_is_bit_identical() {
     let (dir, data) = books("resume");
     let cpu = Device::cpu();
     let mut config = tiny(&data, 6);
-    let corpus = read_corpus(&config, None).unwrap();
+    let corpus = read_corpus(&config.data, 100, 16, None).unwrap();
     config.model.vocab = corpus.tokenizer.vocab_size();
     let specials = || Specials::of(&corpus.tokenizer).unwrap();
     let mut straight = MlmRun::new(config.clone(), specials(), &cpu);
@@ -160,6 +161,126 @@ fn a_tiny_run_reports_and_bad_input_names_its_flag() {
     ];
     for (extra, want) in cases {
         let err = main_with(argv(&[&small[..], &extra].concat()))
+            .err()
+            .unwrap_or_else(|| panic!("{extra:?} was accepted"));
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn tiny_bart(data: &str, steps: u64) -> BartRunConfig {
+    let mut c = BartRunConfig::defaults();
+    c.data = data.into();
+    c.vocab_size = 100;
+    c.model.max_positions = 24;
+    c.model.dim = 16;
+    c.model.encoder_depth = 1;
+    c.model.decoder_depth = 1;
+    c.model.heads = 2;
+    c.model.ffn = 32;
+    c.steps = steps;
+    c.batch = 4;
+    c
+}
+
+#[test]
+fn a_resumed_bart_run_is_bit_identical() {
+    let (dir, data) = books("bart-resume");
+    let cpu = Device::cpu();
+    let mut config = tiny_bart(&data, 6);
+    let corpus = read_corpus(&config.data, 100, 24, None).unwrap();
+    config.model.vocab = corpus.tokenizer.vocab_size();
+    let tk = &corpus.tokenizer;
+    let mut straight = BartRun::new(config.clone(), tk, &cpu).unwrap();
+    for _ in 0..6 {
+        straight.train_step(&corpus.train).unwrap();
+    }
+    let mut first = BartRun::new(config.clone(), tk, &cpu).unwrap();
+    for _ in 0..3 {
+        first.train_step(&corpus.train).unwrap();
+    }
+    let path = dir.join("ck.safetensors");
+    first.save(&path, &corpus).unwrap();
+    let ck = checkpoint::load(&path).unwrap();
+    let mut resumed = BartRun::resume(&ck, &path, config, tk, &cpu).unwrap();
+    for _ in 0..3 {
+        resumed.train_step(&corpus.train).unwrap();
+    }
+    assert_eq!(resumed.history, straight.history);
+    for ((name, a), (_, b)) in straight
+        .model
+        .state_dict()
+        .iter()
+        .zip(resumed.model.state_dict().iter())
+    {
+        let (a, b) = (a.to_vec(), b.to_vec());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} differs after resuming"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_tiny_bart_run_learns_to_reconstruct_and_bad_input_names_its_flag() {
+    let (dir, data) = books("bart-job");
+    let out = dir.join("run").display().to_string();
+    let small = [
+        "bart",
+        "--device",
+        "cpu",
+        "--data",
+        &data,
+        "--vocab-size",
+        "100",
+        "--ctx",
+        "24",
+        "--dim",
+        "32",
+        "--encoder-depth",
+        "1",
+        "--decoder-depth",
+        "1",
+        "--heads",
+        "2",
+        "--batch",
+        "16",
+        "--dropout",
+        "0",
+        "--eval-sentences",
+        "40",
+    ];
+    let run = |extra: &[&str]| {
+        selfsup::bart::main_with(small.iter().chain(extra).map(|s| s.to_string()).collect())
+    };
+    let done = run(&["--steps", "400", "--lr", "3e-3", "--out", &out]).unwrap();
+    assert_eq!(done.steps, 400);
+    // Eight words per book: copying the visible words and guessing the hidden ones from the
+    // book's vocabulary is learnable in 400 steps (measured 86 %; 46 % after 150 steps, mostly
+    // "the").
+    assert!(done.accuracy > 70.0, "{done:?}");
+    assert_eq!(done.examples.len(), 3);
+    assert!(done
+        .examples
+        .iter()
+        .all(|(noisy, _, _)| noisy.contains("[MASK]")));
+    for f in ["checkpoint.safetensors", "config.json", "loss.png"] {
+        assert!(dir.join("run").join(f).exists(), "{f}");
+    }
+    let ckpt = dir.join("run/checkpoint.safetensors").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--noise", "shuffle"], "--noise shuffle"),
+        (vec!["--noise-ratio", "1.5"], "--noise-ratio"),
+        (vec!["--ctx", "8"], "--ctx"),
+        (
+            vec!["--resume", &ckpt, "--noise", "token-deletion"],
+            "--noise",
+        ),
+    ];
+    for (extra, want) in cases {
+        let err = run(&extra)
             .err()
             .unwrap_or_else(|| panic!("{extra:?} was accepted"));
         assert!(err.contains(want), "{extra:?}: {err}");

@@ -4,6 +4,39 @@
 use rand::seq::SliceRandom;
 use rand::Rng;
 use selfsup_engine::SeededRng;
+use serde::{Deserialize, Serialize};
+
+/// Which corruption a run trains on, as `--noise` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Noise {
+    TokenMasking,
+    TokenDeletion,
+    TextInfilling,
+    SentencePermutation,
+    DocumentRotation,
+}
+
+impl Noise {
+    /// The corrupted form of a document given as its `sentences`: masking, deletion and
+    /// infilling act on `ratio` of the tokens (infilling with Poisson(3) spans, the paper's).
+    pub fn apply(
+        self,
+        sentences: &[Vec<u32>],
+        ratio: f64,
+        mask: u32,
+        rng: &mut SeededRng,
+    ) -> Vec<u32> {
+        let doc = sentences.concat();
+        match self {
+            Noise::TokenMasking => token_masking(&doc, ratio, mask, rng),
+            Noise::TokenDeletion => token_deletion(&doc, ratio, rng),
+            Noise::TextInfilling => text_infilling(&doc, ratio, 3.0, mask, rng),
+            Noise::SentencePermutation => sentence_permutation(sentences, rng),
+            Noise::DocumentRotation => document_rotation(&doc, rng),
+        }
+    }
+}
 
 /// Each token becomes `mask` with probability `p`.
 pub fn token_masking(ids: &[u32], p: f64, mask: u32, rng: &mut SeededRng) -> Vec<u32> {
