@@ -6,12 +6,12 @@
 
 use crate::bert::plot_loss;
 use crate::flags;
-use crate::mlm_run::{read_corpus, Corpus};
+use crate::mlm_run::{read_corpus, Corpus, Specials};
 use crate::run::{
     backward_checked, check_finite, restore, run_tensors, stored_config, stored_step, Diverged,
 };
 use crate::setup::{cadence, load_checkpoint, parse_args, prepare_out};
-use crate::training::{diverged, progress_bar};
+use crate::training::{diverged, Heartbeat};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use selfsup_engine::checkpoint::{self, Checkpoint};
@@ -26,7 +26,6 @@ use selfsup_models::noising::Noise;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Sentences per document: two, so that sentence permutation has something to permute.
 const SENTENCES: usize = 2;
@@ -135,31 +134,7 @@ pub struct BartRun {
     pub optimizer: AdamW,
     pub step: u64,
     pub history: Vec<f32>,
-    ids: Ids,
-}
-
-/// The special ids: `[PAD]`, `[CLS]` (begin), `[SEP]` (end), `[MASK]`.
-#[derive(Clone, Copy)]
-struct Ids {
-    pad: u32,
-    cls: u32,
-    sep: u32,
-    mask: u32,
-}
-
-impl Ids {
-    fn of(tk: &Tokenizer) -> Result<Ids, String> {
-        let id = |t: &str| {
-            tk.token_id(t)
-                .ok_or_else(|| format!("the tokenizer has no {t}"))
-        };
-        Ok(Ids {
-            pad: id("[PAD]")?,
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            mask: id("[MASK]")?,
-        })
-    }
+    specials: Specials,
 }
 
 /// A sentence row without its `[CLS]` and `[SEP]`.
@@ -177,7 +152,7 @@ impl BartRun {
             1e-6,
         );
         Ok(BartRun {
-            ids: Ids::of(tk)?,
+            specials: Specials::of(tk)?,
             config,
             model,
             optimizer,
@@ -209,12 +184,13 @@ impl BartRun {
     /// `docs` (each a list of sentence rows) corrupted with `rng` into one batch.
     pub fn example(&self, docs: &[Vec<&[u32]>], rng: &mut SeededRng) -> Example {
         let room = self.config.model.max_positions - 2;
-        let Ids {
+        let Specials {
             pad,
             cls,
             sep,
             mask,
-        } = self.ids;
+            ..
+        } = self.specials;
         let (mut src, mut tgt, mut out) = (Vec::new(), Vec::new(), Vec::new());
         for doc in docs {
             let sentences: Vec<Vec<u32>> = doc.iter().map(|s| body(s)).collect();
@@ -556,7 +532,7 @@ fn examples(
         return Vec::new();
     };
     run.model.set_training(false);
-    let ids = run.ids;
+    let ids = &run.specials;
     let rebuilt = run.model.greedy(&ex.src, ids.cls, ids.sep, ex.tgt.t + 8);
     run.model.set_training(true);
     let tk = &corpus.tokenizer;
@@ -586,52 +562,28 @@ fn train(
     held_out: &[(Vec<u32>, u32)],
 ) -> Result<(), String> {
     let total = run.config.steps;
-    let bar = progress_bar(total, run.step);
-    let (t0, start) = (Instant::now(), run.step);
-    let mut last_log = Instant::now();
+    let mut heartbeat = Heartbeat::new(total, run.step, args.log_every);
     let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
     while run.step < total {
         let loss = run
             .train_step(&corpus.train)
             .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
-        match &bar {
-            Some(bar) => {
-                bar.set_message(format!("loss {loss:.3}"));
-                bar.inc(1);
-            }
-            None if last_log.elapsed().as_secs_f64() >= args.log_every => {
-                let rate = (run.step - start) as f64 / t0.elapsed().as_secs_f64();
-                println!(
-                    "step {}/{total} loss {loss:.4} {rate:.2} steps/s ETA {:.0} s",
-                    run.step,
-                    (total - run.step) as f64 / rate.max(1e-9)
-                );
-                last_log = Instant::now();
-            }
-            None => {}
-        }
+        heartbeat.beat(run.step, loss);
         if run.step.is_multiple_of(args.eval_every) || run.step == total {
             let (acc, loss) = run.evaluate(held_out);
             let line = format!(
                 "step {}: held-out token accuracy {acc:.1} %, loss {loss:.3}",
                 run.step
             );
-            match &bar {
-                Some(bar) => bar.println(line),
-                None => println!("{line}"),
-            }
+            heartbeat.say(line);
         }
         if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
             run.save(ckpt, corpus)?;
             saved = Some(run.step);
         }
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    let trained = total.saturating_sub(start);
+    let (trained, secs) = heartbeat.finish();
     if trained > 0 {
-        let secs = t0.elapsed().as_secs_f64();
         println!(
             "training: {trained} steps in {secs:.1} s ({:.1} ms/step); checkpoint {}",
             1e3 * secs / trained as f64,

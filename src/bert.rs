@@ -7,11 +7,11 @@ use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
 use crate::plot::{Chart, Kind, Series};
 use crate::setup::{cadence, load_checkpoint, parse_args, prepare_out};
-use crate::training::{diverged, progress_bar};
+use crate::training::{diverged, Heartbeat};
 use clap::Parser;
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{no_grad, Device};
-use selfsup_models::bert::{Batch, BertMlm};
+use selfsup_models::bert::{mean_pool, Batch, BertMlm};
 use selfsup_models::eval::{linear_probe, Features};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -313,15 +313,7 @@ fn embed(model: &BertMlm, rows: &[(Vec<u32>, u32)], run: &MlmRun) -> Features {
         for chunk in rows.chunks(128) {
             let r: Vec<Vec<u32>> = chunk.iter().map(|(ids, _)| ids.clone()).collect();
             let batch = Batch::pad(&r, run.specials.pad);
-            let (b, t) = (batch.rows(), batch.t);
-            let h = model.bert.forward(&batch); // (B, T, D)
-            let mask: Vec<f64> = batch.padding().iter().map(|p| 1.0 - p).collect();
-            let m = h.new_from(&mask, &[b, t, 1]);
-            let lens = h.new_from(
-                &batch.lens.iter().map(|&l| l as f64).collect::<Vec<_>>(),
-                &[b, 1],
-            );
-            x.extend((&h * &m).sum(1, false).div(&lens).to_vec()); // (B, D)
+            x.extend(mean_pool(&model.bert.forward(&batch), &batch).to_vec()); // (B, D)
         }
     });
     model.set_training(true);
@@ -360,30 +352,13 @@ fn train(
     unigram: u32,
 ) -> Result<(), String> {
     let total = run.config.steps;
-    let bar = progress_bar(total, run.step);
-    let (t0, start) = (Instant::now(), run.step);
-    let mut last_log = Instant::now();
+    let mut heartbeat = Heartbeat::new(total, run.step, args.log_every);
     let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
     while run.step < total {
         let loss = run
             .train_step(&corpus.train)
             .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
-        match &bar {
-            Some(bar) => {
-                bar.set_message(format!("loss {loss:.3}"));
-                bar.inc(1);
-            }
-            None if last_log.elapsed().as_secs_f64() >= args.log_every => {
-                let rate = (run.step - start) as f64 / t0.elapsed().as_secs_f64();
-                println!(
-                    "step {}/{total} loss {loss:.4} {rate:.2} steps/s ETA {:.0} s",
-                    run.step,
-                    (total - run.step) as f64 / rate.max(1e-9)
-                );
-                last_log = Instant::now();
-            }
-            None => {}
-        }
+        heartbeat.beat(run.step, loss);
         if run.step.is_multiple_of(args.eval_every) || run.step == total {
             let (acc, _) = run.masked_accuracy(&run.model, held_out, unigram);
             run.evals.push((run.step, acc as f32));
@@ -391,22 +366,15 @@ fn train(
                 "step {}: held-out masked-token accuracy {acc:.1} %",
                 run.step
             );
-            match &bar {
-                Some(bar) => bar.println(line),
-                None => println!("{line}"),
-            }
+            heartbeat.say(line);
         }
         if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
             run.save(ckpt, corpus)?;
             saved = Some(run.step);
         }
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    let trained = total.saturating_sub(start);
+    let (trained, secs) = heartbeat.finish();
     if trained > 0 {
-        let secs = t0.elapsed().as_secs_f64();
         println!(
             "training: {trained} steps in {secs:.1} s ({:.1} ms/step); checkpoint {}",
             1e3 * secs / trained as f64,

@@ -193,13 +193,13 @@ pub fn embed(model: &Bert, rows: &[Vec<u32>], pad: u32) -> Result<Embedded, Stri
             model.config.max_positions
         ));
     }
-    let mask: Vec<f64> = batch.padding().iter().map(|p| 1.0 - p).collect();
+    let mask = batch.attention_mask();
     let (hidden, pooled) = no_grad(|| {
         let x = model.forward(&batch); // (B, T, H)
-        let m = x.new_from(&mask, &[b, t, 1]);
-        let sum = (&x * &m).sum(1, false); // (B, H)
-        let count = m.sum(1, false).clamp(1e-9, f64::INFINITY); // (B, 1)
-        (x.to_vec(), sum.div(&count).normalize(1, 1e-12).to_vec())
+        (
+            x.to_vec(),
+            bert::mean_pool(&x, &batch).normalize(1, 1e-12).to_vec(),
+        )
     });
     Ok(Embedded {
         input_ids: batch.ids.iter().map(|&i| i as i64).collect(),

@@ -7,7 +7,7 @@ use crate::flags;
 use crate::plot::{Chart, Kind, Series};
 use crate::setup::{cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
-use crate::training::{diverged, progress_bar};
+use crate::training::{diverged, Heartbeat};
 use clap::Parser;
 use selfsup_engine::nn::Module;
 use selfsup_engine::Device;
@@ -317,42 +317,21 @@ fn top_k(args: &Args) -> Option<usize> {
 /// `--checkpoint-every`; a divergence stops with the last good checkpoint named.
 fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<(), String> {
     let total = run.config.steps;
-    let bar = progress_bar(total, run.step);
-    let say = |line: String| match &bar {
-        Some(bar) => bar.println(line),
-        None => println!("{line}"),
-    };
-    let (t0, start) = (Instant::now(), run.step);
-    let mut last_log = Instant::now();
+    let mut heartbeat = Heartbeat::new(total, run.step, args.log_every);
     let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
     while run.step < total {
         let loss = run
             .train_step()
             .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
-        match &bar {
-            Some(bar) => {
-                bar.set_message(format!("loss {loss:.3}"));
-                bar.inc(1);
-            }
-            None if last_log.elapsed().as_secs_f64() >= args.log_every => {
-                let rate = (run.step - start) as f64 / t0.elapsed().as_secs_f64();
-                println!(
-                    "step {}/{total} loss {loss:.4} {rate:.2} steps/s ETA {:.0} s",
-                    run.step,
-                    (total - run.step) as f64 / rate.max(1e-9)
-                );
-                last_log = Instant::now();
-            }
-            None => {}
-        }
+        heartbeat.beat(run.step, loss);
         if run.step.is_multiple_of(args.eval_every) || run.step == total {
             let t = run.evaluate(&corpus.train, args.eval_batches)?;
             let v = run.evaluate(&corpus.val, args.eval_batches)?;
             run.evals.push((run.step, t, v));
-            say(format!(
+            heartbeat.say(format!(
                 "step {}: train loss {t:.3} val loss {v:.3} ({:.0} s)",
                 run.step,
-                t0.elapsed().as_secs_f64()
+                heartbeat.elapsed()
             ));
         }
         if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
@@ -360,12 +339,8 @@ fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<
             saved = Some(run.step);
         }
     }
-    if let Some(bar) = bar {
-        bar.finish();
-    }
-    let trained = total.saturating_sub(start);
+    let (trained, secs) = heartbeat.finish();
     if trained > 0 {
-        let secs = t0.elapsed().as_secs_f64();
         let tokens = trained as f64 * (run.config.batch * run.config.model.ctx) as f64;
         println!(
             "training: {trained} steps in {secs:.1} s ({:.1} ms/step, {:.0} tokens/s); checkpoint {}",

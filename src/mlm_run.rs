@@ -216,12 +216,7 @@ pub fn read_corpus(
             Tokenizer::train_wordpiece(&lines.join("\n"), vocab_size)?
         }
     };
-    let special = |t: &str| {
-        tokenizer
-            .token_id(t)
-            .ok_or_else(|| format!("the tokenizer has no {t}"))
-    };
-    let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+    let Specials { cls, sep, .. } = Specials::of(&tokenizer)?;
     let encode = |set: Vec<(String, u32)>| -> Result<Vec<(Vec<u32>, u32)>, String> {
         set.into_iter()
             .map(|(t, y)| {
@@ -242,10 +237,13 @@ pub fn read_corpus(
     })
 }
 
-/// The ids the masking needs: `[PAD]`, `[MASK]`, the specials it never chooses, and the words a
-/// random replacement draws from (everything after the five specials).
+/// The special ids: `[PAD]`, `[CLS]`, `[SEP]`, `[MASK]`, the specials masking never chooses, and
+/// the words a random replacement draws from (everything after the five specials).
 pub struct Specials {
     pub pad: u32,
+    /// Where a sequence begins (BART's decoder starts from it) and ends.
+    pub cls: u32,
+    pub sep: u32,
     pub mask: u32,
     pub skip: Vec<u32>,
     pub words: std::ops::Range<u32>,
@@ -257,10 +255,13 @@ impl Specials {
             tk.token_id(t)
                 .ok_or_else(|| format!("the tokenizer has no {t}"))
         };
+        let (pad, cls, sep) = (id("[PAD]")?, id("[CLS]")?, id("[SEP]")?);
         Ok(Specials {
-            pad: id("[PAD]")?,
+            pad,
+            cls,
+            sep,
             mask: id("[MASK]")?,
-            skip: vec![id("[CLS]")?, id("[SEP]")?, id("[PAD]")?, id("[UNK]")?],
+            skip: vec![cls, sep, pad, id("[UNK]")?],
             words: 5..tk.vocab_size() as u32,
         })
     }

@@ -30,6 +30,72 @@ pub(crate) fn progress_bar(total: u64, pos: u64) -> Option<ProgressBar> {
     })
 }
 
+/// The heartbeat of the text jobs' loops (GPT, BERT, BART): a bar on a terminal, else a line
+/// `step S/N loss L R steps/s ETA T s` every `log_every` seconds.
+pub(crate) struct Heartbeat {
+    bar: Option<ProgressBar>,
+    total: u64,
+    start: u64,
+    t0: Instant,
+    last_log: Instant,
+    log_every: f64,
+}
+
+impl Heartbeat {
+    /// A loop at step `pos` of `total`.
+    pub(crate) fn new(total: u64, pos: u64, log_every: f64) -> Heartbeat {
+        Heartbeat {
+            bar: progress_bar(total, pos),
+            total,
+            start: pos,
+            t0: Instant::now(),
+            last_log: Instant::now(),
+            log_every,
+        }
+    }
+
+    /// Step `step` is done with training loss `loss`.
+    pub(crate) fn beat(&mut self, step: u64, loss: f32) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_message(format!("loss {loss:.3}"));
+                bar.inc(1);
+            }
+            None if self.last_log.elapsed().as_secs_f64() >= self.log_every => {
+                let rate = (step - self.start) as f64 / self.t0.elapsed().as_secs_f64();
+                println!(
+                    "step {step}/{} loss {loss:.4} {rate:.2} steps/s ETA {:.0} s",
+                    self.total,
+                    (self.total - step) as f64 / rate.max(1e-9)
+                );
+                self.last_log = Instant::now();
+            }
+            None => {}
+        }
+    }
+
+    /// A line that does not break the bar.
+    pub(crate) fn say(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
+        }
+    }
+
+    /// Seconds since the loop began.
+    pub(crate) fn elapsed(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64()
+    }
+
+    /// Ends the bar: the steps this loop took and the seconds they took.
+    pub(crate) fn finish(self) -> (u64, f64) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+        (self.total.saturating_sub(self.start), self.elapsed())
+    }
+}
+
 /// What to tell a user whose run diverged: what happened, and which checkpoint (if any) to
 /// resume at a tenth of the peak rate `lr`.
 pub(crate) fn diverged(d: &Diverged, saved: Option<u64>, ckpt: &Path, lr: f64) -> String {

@@ -37,6 +37,17 @@ fn books(name: &str) -> (PathBuf, String) {
     (dir, files.join(","))
 }
 
+/// Every weight of `a` equals `b`'s bit for bit.
+fn assert_bit_identical(a: &dyn Module, b: &dyn Module) {
+    for ((name, x), (_, y)) in a.state_dict().iter().zip(b.state_dict().iter()) {
+        let (x, y) = (x.to_vec(), y.to_vec());
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{name} differs after resuming"
+        );
+    }
+}
+
 fn tiny(data: &str, steps: u64) -> BertRunConfig {
     let mut c = BertRunConfig::defaults();
     c.data = data.into();
@@ -76,18 +87,7 @@ fn a_resumed_bert_run_is_bit_identical() {
         resumed.train_step(&corpus.train).unwrap();
     }
     assert_eq!(resumed.history, straight.history);
-    for ((name, a), (_, b)) in straight
-        .model
-        .state_dict()
-        .iter()
-        .zip(resumed.model.state_dict().iter())
-    {
-        let (a, b) = (a.to_vec(), b.to_vec());
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{name} differs after resuming"
-        );
-    }
+    assert_bit_identical(&straight.model, &resumed.model);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -208,18 +208,7 @@ fn a_resumed_bart_run_is_bit_identical() {
         resumed.train_step(&corpus.train).unwrap();
     }
     assert_eq!(resumed.history, straight.history);
-    for ((name, a), (_, b)) in straight
-        .model
-        .state_dict()
-        .iter()
-        .zip(resumed.model.state_dict().iter())
-    {
-        let (a, b) = (a.to_vec(), b.to_vec());
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{name} differs after resuming"
-        );
-    }
+    assert_bit_identical(&straight.model, &resumed.model);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

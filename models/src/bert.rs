@@ -148,6 +148,19 @@ impl Batch {
             })
             .collect()
     }
+
+    /// 1 on tokens and 0 on padding (HF's `attention_mask`), `(B, T)` on the host.
+    pub fn attention_mask(&self) -> Vec<f64> {
+        self.padding().iter().map(|p| 1.0 - p).collect()
+    }
+}
+
+/// The mean of `hidden` `(B, T, D)` over each row's tokens, padding excluded: `(B, D)` (the
+/// sentence embedding of sentence-transformers).
+pub fn mean_pool(hidden: &Tensor, batch: &Batch) -> Tensor {
+    let m = hidden.new_from(&batch.attention_mask(), &[batch.rows(), batch.t, 1]);
+    let count = m.sum(1, false).clamp(1e-9, f64::INFINITY); // (B, 1)
+    (hidden * &m).sum(1, false).div(&count)
 }
 
 impl Bert {
