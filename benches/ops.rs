@@ -59,6 +59,24 @@ fn matmul(c: &mut Criterion) {
                 |bench| bench.iter(|| run(&dev, || a.matmul(&b))),
             );
         }
+        // The char-GPT's linear layers over 4,096 tokens (batch 32 × ctx 128): forward
+        // x·wᵀ + b, and the backward products dx = dy·w and dw = dyᵀ·x.
+        for (i, o) in [(128, 384), (128, 128), (128, 512), (512, 128)] {
+            let x = Tensor::randn(&[4096, i], 1, &dev);
+            let w = Tensor::randn(&[o, i], 2, &dev);
+            let b = Tensor::randn(&[o], 3, &dev);
+            let dy = Tensor::randn(&[4096, o], 4, &dev);
+            g.throughput(Throughput::Elements(2 * (4096 * i * o) as u64));
+            g.bench_function(format!("linear 4096x{i}->{o}"), |bench| {
+                bench.iter(|| run(&dev, || x.linear(&w, Some(&b))))
+            });
+            g.bench_function(format!("dx 4096x{o}x{i}"), |bench| {
+                bench.iter(|| run(&dev, || dy.matmul(&w)))
+            });
+            g.bench_function(format!("dw {o}x4096x{i}"), |bench| {
+                bench.iter(|| run(&dev, || dy.matmul_tn(&x)))
+            });
+        }
         g.finish();
     }
 }
@@ -75,6 +93,36 @@ fn row_ops(c: &mut Criterion) {
         });
         g.bench_function("layer_norm 4096x1024", |bench| {
             bench.iter(|| run(&dev, || x.layer_norm(Some(&w), Some(&b), 1e-5)))
+        });
+        // The char-GPT's row ops (4,096 tokens): GELU on the 512-wide hidden layer, layer norm
+        // and the residual add on the 128-wide stream, forward and forward+backward.
+        let h = Tensor::randn(&[4096, 512], 4, &dev);
+        let r = Tensor::randn(&[4096, 128], 5, &dev);
+        let (w, b) = (Tensor::ones(&[128], &dev), Tensor::zeros(&[128], &dev));
+        g.throughput(Throughput::Bytes(2 * 4 * h.numel() as u64));
+        g.bench_function("gelu 4096x512", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| h.gelu())))
+        });
+        g.bench_function("gelu forward+backward 4096x512", |bench| {
+            bench.iter(|| {
+                let h = h.detach().requires_grad_(true);
+                h.gelu().sum_all().backward();
+                run(&dev, || h.grad().unwrap());
+            })
+        });
+        g.throughput(Throughput::Bytes(2 * 4 * r.numel() as u64));
+        g.bench_function("layer_norm 4096x128", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| r.layer_norm(Some(&w), Some(&b), 1e-5))))
+        });
+        g.bench_function("layer_norm forward+backward 4096x128", |bench| {
+            bench.iter(|| {
+                let (r, w) = (r.detach().requires_grad_(true), w.detach().requires_grad_(true));
+                r.layer_norm(Some(&w), Some(&b), 1e-5).sum_all().backward();
+                run(&dev, || r.grad().unwrap());
+            })
+        });
+        g.bench_function("add 4096x128", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| &r + &r)))
         });
         g.finish();
     }
@@ -107,6 +155,24 @@ fn attention(c: &mut Criterion) {
                     .sum_all()
                     .backward();
                 run(&dev, || q.grad().unwrap());
+            })
+        });
+        // The char-GPT's attention: packed qkv (B 32, T 128, 3 × 4 heads × 32), causal.
+        let qkv = Tensor::randn(&[32, 128, 384], 7, &dev);
+        g.bench_function("causal packed forward b32 t128 h4 d32", |bench| {
+            bench.iter(|| {
+                run(&dev, || {
+                    no_grad(|| Tensor::multi_head_attention(&qkv, 4, true, None))
+                })
+            })
+        });
+        g.bench_function("causal packed forward+backward b32 t128 h4 d32", |bench| {
+            bench.iter(|| {
+                let qkv = qkv.detach().requires_grad_(true);
+                Tensor::multi_head_attention(&qkv, 4, true, None)
+                    .sum_all()
+                    .backward();
+                run(&dev, || qkv.grad().unwrap());
             })
         });
         g.finish();
