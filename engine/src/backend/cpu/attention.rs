@@ -359,7 +359,7 @@ fn problem_backward<T: Elem>(
         // dp's row becomes dS's row; keys the mask hides (never computed) get 0.
         let seen = seen_keys(s, i);
         let (pi, p_hidden) = pi.split_at_mut(seen);
-        map_in_place(pi, |v| (v - lse[i]).exp_fast());
+        T::exp_shifted(pi, lse[i]);
         p_hidden.fill(T::zero());
         let (dpi, hidden) = dpi.split_at_mut(seen);
         for (d, &p) in dpi.iter_mut().zip(pi.iter()) {

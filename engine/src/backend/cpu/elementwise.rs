@@ -11,50 +11,62 @@ const CHUNK: usize = 1 << 14;
 /// Maps `f` over `x`; each task runs a plain slice loop, which the compiler vectorises. The
 /// output is written once, without a zero-filling pass first.
 fn map<T: Elem>(x: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = Vec::with_capacity(x.len());
-    let run = |(o, x): (&mut [MaybeUninit<T>], &[T])| {
+    map_slices(x, |x, o| {
         o.iter_mut().zip(x).for_each(|(o, &v)| {
             o.write(f(v));
         })
-    };
+    })
+}
+
+/// Runs `kernel(x_chunk, out_chunk)` over matching chunks of `x` and a new output, in parallel
+/// when large; the kernel must write every element of its output chunk.
+fn map_slices<T: Elem>(x: &[T], kernel: impl Fn(&[T], &mut [MaybeUninit<T>]) + Sync) -> Vec<T> {
+    let mut out = Vec::with_capacity(x.len());
     let spare = &mut out.spare_capacity_mut()[..x.len()];
     if x.len() >= PAR_MIN {
         spare
             .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(run);
+            .for_each(|(o, x)| kernel(x, o));
     } else {
-        run((spare, x));
+        kernel(x, spare);
     }
-    // SAFETY: every one of the first x.len() elements was written above.
+    // SAFETY: the kernel wrote every one of the first x.len() elements.
     unsafe { out.set_len(x.len()) };
     out
 }
 
 fn zip<T: Elem>(x: &[T], y: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    zip_slices(x, y, |x, y, o| {
+        o.iter_mut().zip(x).zip(y).for_each(|((o, &a), &b)| {
+            o.write(f(a, b));
+        })
+    })
+}
+
+/// As [`map_slices`] over two operands of the same length.
+fn zip_slices<T: Elem>(
+    x: &[T],
+    y: &[T],
+    kernel: impl Fn(&[T], &[T], &mut [MaybeUninit<T>]) + Sync,
+) -> Vec<T> {
     assert_eq!(
         x.len(),
         y.len(),
         "internal: element-wise operands of different lengths"
     );
     let mut out = Vec::with_capacity(x.len());
-    type Task<'a, T> = ((&'a mut [MaybeUninit<T>], &'a [T]), &'a [T]);
-    let run = |((o, x), y): Task<T>| {
-        o.iter_mut().zip(x).zip(y).for_each(|((o, &a), &b)| {
-            o.write(f(a, b));
-        })
-    };
     let spare = &mut out.spare_capacity_mut()[..x.len()];
     if x.len() >= PAR_MIN {
         spare
             .par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .zip(y.par_chunks(CHUNK))
-            .for_each(run);
+            .for_each(|((o, x), y)| kernel(x, y, o));
     } else {
-        run(((spare, x), y));
+        kernel(x, y, spare);
     }
-    // SAFETY: x and y have equal lengths (asserted above), so every element was written.
+    // SAFETY: x and y have equal lengths (asserted above) and the kernel wrote every element.
     unsafe { out.set_len(x.len()) };
     out
 }
@@ -268,6 +280,9 @@ macro_rules! specialise_unary {
 
 pub fn unary(op: Unary, x: &CpuData) -> CpuData {
     fn go<T: Elem>(op: Unary, x: &[T]) -> Vec<T> {
+        if op == Unary::GeluErf {
+            return map_slices(x, T::gelu);
+        }
         specialise_unary!(op, apply_unary, |f| map(x, f))
     }
     map1!(x, v => go(op, v))
@@ -275,6 +290,9 @@ pub fn unary(op: Unary, x: &CpuData) -> CpuData {
 
 pub fn unary_backward(op: Unary, x: &CpuData, g: &CpuData) -> CpuData {
     fn go<T: Elem>(op: Unary, x: &[T], g: &[T]) -> Vec<T> {
+        if op == Unary::GeluErf {
+            return zip_slices(x, g, T::gelu_backward);
+        }
         specialise_unary!(op, unary_derivative, |f| zip(x, g, |a, d| d * f(a)))
     }
     map_same!("unary backward"; x, g => go(op, x, g))

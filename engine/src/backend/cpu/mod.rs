@@ -8,6 +8,8 @@ mod matmul;
 mod nn;
 mod optim;
 mod reduce;
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod simd;
 
 pub use attention::{attention, attention_backward};
 pub use elementwise::{binary, concat, gather_strided, select, unary, unary_backward};
@@ -19,8 +21,10 @@ pub use nn::{
 pub use optim::adamw;
 pub use reduce::reduce;
 
+use crate::backend::Unary;
 use crate::DType;
 use num_traits::Float;
+use std::mem::MaybeUninit;
 
 /// Work below this many elements runs on the calling thread: splitting costs more than it saves.
 pub(crate) const PAR_MIN: usize = 1 << 15;
@@ -35,6 +39,26 @@ pub trait Elem: Float + Default + Send + Sync + std::fmt::Debug + 'static {
     /// eˣ; for f32 a branch-free polynomial that the compiler vectorises (libm's expf is a call
     /// per element), for f64 the exact function gradient checks rely on.
     fn exp_fast(self) -> Self;
+
+    /// out ← GELU(x) (the erf form) over a slice: the hot loops get a slice-level entry so that
+    /// f32 can use explicit 512-bit code where it is built (module `simd`).
+    fn gelu(x: &[Self], out: &mut [MaybeUninit<Self>]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| {
+            o.write(elementwise::apply_unary(Unary::GeluErf, v));
+        });
+    }
+
+    /// out ← g·GELU′(x).
+    fn gelu_backward(x: &[Self], g: &[Self], out: &mut [MaybeUninit<Self>]) {
+        out.iter_mut().zip(x).zip(g).for_each(|((o, &v), &d)| {
+            o.write(d * elementwise::unary_derivative(Unary::GeluErf, v));
+        });
+    }
+
+    /// row ← e^(row − m): softmax's exponentials.
+    fn exp_shifted(row: &mut [Self], m: Self) {
+        map_in_place(row, |v| (v - m).exp_fast());
+    }
 }
 
 impl Elem for f32 {
@@ -52,6 +76,19 @@ impl Elem for f32 {
     #[inline(always)]
     fn exp_fast(self) -> Self {
         exp_f32(self)
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    fn gelu(x: &[f32], out: &mut [MaybeUninit<f32>]) {
+        // SAFETY (the three calls): this code is built only for targets with AVX-512F.
+        unsafe { simd::gelu(x, out) }
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    fn gelu_backward(x: &[f32], g: &[f32], out: &mut [MaybeUninit<f32>]) {
+        unsafe { simd::gelu_backward(x, g, out) }
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    fn exp_shifted(row: &mut [f32], m: f32) {
+        unsafe { simd::exp_shifted(row, m) }
     }
 }
 

@@ -32,7 +32,7 @@ pub(super) fn softmax_row<T: Elem>(row: &mut [T], log: bool) -> T {
         row.iter_mut().for_each(|v| *v = *v - lse);
         lse
     } else {
-        map_in_place(row, |v| (v - m).exp_fast());
+        T::exp_shifted(row, m);
         let sum = sum_by(row, |v| v);
         let inv = T::one() / sum;
         map_in_place(row, |v| v * inv);
