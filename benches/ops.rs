@@ -116,7 +116,10 @@ fn row_ops(c: &mut Criterion) {
         });
         g.bench_function("layer_norm forward+backward 4096x128", |bench| {
             bench.iter(|| {
-                let (r, w) = (r.detach().requires_grad_(true), w.detach().requires_grad_(true));
+                let (r, w) = (
+                    r.detach().requires_grad_(true),
+                    w.detach().requires_grad_(true),
+                );
                 r.layer_norm(Some(&w), Some(&b), 1e-5).sum_all().backward();
                 run(&dev, || r.grad().unwrap());
             })
