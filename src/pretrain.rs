@@ -278,7 +278,7 @@ pub struct Args {
     /// Only pre-train: skip the evaluation after training (use --eval-only later)
     #[arg(long)]
     pub skip_eval: bool,
-    /// Add a supervised ceiling: the same ViT trained on every training label
+    /// Add a supervised ceiling: the same ViT trained on every training label, on the recipe's views
     #[arg(long)]
     pub supervised_baseline: bool,
     /// Epochs of the supervised ceiling
@@ -437,9 +437,9 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
         &args,
         &title,
         run.model.as_ref(),
+        &config,
         (&train, &test),
         &device,
-        config.seed,
         Some(&out.join("pca.png")),
     )?;
     Ok(Outcome {
@@ -492,9 +492,9 @@ fn eval_only(
         args,
         &title,
         model.as_ref(),
+        &config,
         (train, test),
         device,
-        config.seed,
         None,
     )?;
     Ok(Outcome {
@@ -513,13 +513,16 @@ fn measure(
     args: &Args,
     title: &str,
     method: &dyn Method,
+    config: &RunConfig,
     (train, test): (&Dataset, &Dataset),
     device: &Device,
-    seed: u64,
     scatter: Option<&Path>,
 ) -> Result<(Vec<Row>, Option<ZeroShot>), String> {
-    let encoder = method.encoder();
-    let supervised = args.supervised_baseline.then_some(args.supervised_epochs);
+    let (encoder, views, seed) = (method.encoder(), &config.views, config.seed);
+    // The ceiling trains on the run's base recipe (without any method's per-view extras).
+    let supervised = args
+        .supervised_baseline
+        .then(|| (args.supervised_epochs, views.base(encoder.config.image)));
     let rows = report::evaluate(title, encoder, train, test, device, seed, supervised);
     report::print_table(&rows);
     let zero_shot = method.clip().map(|clip| {

@@ -3,7 +3,7 @@
 //! ceiling, the collapse monitor, a PCA scatter of the held-out embeddings, and fine-tuning.
 
 use crate::plot::{Chart, Kind, Series};
-use selfsup_engine::data::Dataset;
+use selfsup_engine::data::{Augment, Dataset};
 use selfsup_engine::nn::Init;
 use selfsup_engine::Device;
 use selfsup_models::eval::{
@@ -67,8 +67,8 @@ pub fn normalised_std(f: &Features) -> f64 {
 }
 
 /// The results rows: the encoder, a random-init encoder of the same shape, raw pixels, and with
-/// `supervised = Some(epochs)` the same ViT trained on every training label — all scored by the
-/// same probe and kNN.
+/// `supervised = Some((epochs, recipe))` the same ViT trained on every training label, each epoch
+/// on fresh views of `recipe` — all scored by the same probe and kNN.
 pub fn evaluate(
     title: &str,
     encoder: &VisionTransformer,
@@ -76,7 +76,7 @@ pub fn evaluate(
     test: &Dataset,
     device: &Device,
     seed: u64,
-    supervised: Option<usize>,
+    supervised: Option<(usize, Augment)>,
 ) -> Vec<Row> {
     let classes = train.classes.max(test.classes);
     let t = Instant::now();
@@ -114,7 +114,7 @@ pub fn evaluate(
         seed,
         false,
     ));
-    if let Some(epochs) = supervised {
+    if let Some((epochs, augment)) = supervised {
         let vit = VisionTransformer::new(
             &mut Init::new(seed.wrapping_add(2), device),
             encoder.config.clone(),
@@ -123,12 +123,13 @@ pub fn evaluate(
             epochs,
             encoder_lr_scale: 1.0,
             seed,
+            augment: Some(augment),
             ..FinetuneConfig::default()
         };
         let head = finetune(&vit, train, test, &cfg, device) * 100.0;
         let (str_, ste) = feats(&vit);
         let label = format!(
-            "supervised ViT ({} labels, {epochs} epochs; its own head {head:.1} %)",
+            "supervised ViT ({} labels, {epochs} epochs of the recipe's views; its own head {head:.1} %)",
             train.n
         );
         rows.push(score(&label, &str_, &ste, classes, seed, true));

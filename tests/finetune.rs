@@ -1,7 +1,8 @@
 //! Full fine-tuning trains the encoder (at its own, smaller learning rate) together with a new
-//! head, and learns the labels; a zero encoder learning rate leaves the encoder untouched.
+//! head, and learns the labels; a zero encoder learning rate leaves the encoder untouched; a
+//! recipe, when given, is what the training images go through.
 
-use selfsup_engine::data::Dataset;
+use selfsup_engine::data::{Augment, Dataset, Transform};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::Device;
 use selfsup_models::eval::{finetune, FinetuneConfig};
@@ -82,4 +83,26 @@ fn finetune_with_zero_encoder_rate_keeps_the_encoder() {
         before,
         "encoder weights moved with an encoder learning rate of 0"
     );
+}
+
+#[test]
+fn finetune_trains_on_the_recipes_views() {
+    let (train, test) = digits();
+    let run = |augment: Option<Augment>| {
+        let enc = encoder();
+        let cfg = FinetuneConfig {
+            epochs: 1,
+            batch: 100,
+            augment,
+            ..FinetuneConfig::default()
+        };
+        finetune(&enc, &train, &test, &cfg, &Device::cpu());
+        weights(&enc)
+    };
+    let plain = run(None);
+    // A recipe that changes nothing trains exactly as no recipe: images and labels stay paired.
+    assert_eq!(run(Some(Augment::new())), plain);
+    // A real one is applied: other images, other weights.
+    let flip = Augment::new().then(Transform::HorizontalFlip);
+    assert_ne!(run(Some(flip)), plain);
 }

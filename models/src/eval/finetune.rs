@@ -2,10 +2,11 @@
 //! with a smaller learning rate so that pre-trained features are adjusted, not overwritten.
 
 use super::Encoder;
-use selfsup_engine::data::Dataset;
+use rand::SeedableRng;
+use selfsup_engine::data::{Augment, Dataset, Image};
 use selfsup_engine::nn::{Init, Linear, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
-use selfsup_engine::{no_grad, Device, Tensor};
+use selfsup_engine::{no_grad, Device, SeededRng, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct FinetuneConfig {
@@ -16,6 +17,9 @@ pub struct FinetuneConfig {
     pub encoder_lr_scale: f64,
     pub weight_decay: f64,
     pub seed: u64,
+    /// A recipe each training image goes through afresh every epoch (the supervised ceiling
+    /// trains on the pre-training views); `None`: the images as they are.
+    pub augment: Option<Augment>,
 }
 
 impl Default for FinetuneConfig {
@@ -27,15 +31,31 @@ impl Default for FinetuneConfig {
             encoder_lr_scale: 0.1,
             weight_decay: 0.05,
             seed: 0,
+            augment: None,
         }
     }
 }
 
-fn batch_tensor(data: &Dataset, idx: &[usize], device: &Device) -> Tensor {
-    let x: Vec<f32> = idx
-        .iter()
-        .flat_map(|&i| data.image(i).iter().copied())
-        .collect();
+/// Images `idx` of `data` as `(B, C, H, W)`, each through `augment` when given.
+fn batch_tensor(
+    data: &Dataset,
+    idx: &[usize],
+    device: &Device,
+    augment: Option<(&Augment, &mut SeededRng)>,
+) -> Tensor {
+    let x: Vec<f32> = match augment {
+        None => idx
+            .iter()
+            .flat_map(|&i| data.image(i).iter().copied())
+            .collect(),
+        Some((aug, rng)) => idx
+            .iter()
+            .flat_map(|&i| {
+                let img = Image::new(data.c, data.h, data.w, data.image(i).to_vec());
+                aug.apply(&img, rng).data
+            })
+            .collect(),
+    };
     Tensor::from_vec(x, &[idx.len(), data.c, data.h, data.w], device)
 }
 
@@ -67,6 +87,7 @@ pub fn finetune(
     };
     let mut step = 0;
     let mut s = cfg.seed ^ 0xD1B5_4A32_D192_ED03;
+    let mut aug_rng = SeededRng::seed_from_u64(cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B);
     for _ in 0..cfg.epochs {
         let mut order: Vec<usize> = (0..train.n).collect();
         for i in (1..order.len()).rev() {
@@ -78,7 +99,9 @@ pub fn finetune(
         for idx in order.chunks(cfg.batch) {
             opt.zero_grad();
             let targets: Vec<i64> = idx.iter().map(|&i| train.labels[i] as i64).collect();
-            let logits = head.forward(&encoder.features(&batch_tensor(train, idx, device)));
+            let augment = cfg.augment.as_ref().map(|a| (a, &mut aug_rng));
+            let x = batch_tensor(train, idx, device, augment);
+            let logits = head.forward(&encoder.features(&x));
             logits.cross_entropy(&targets, -100, 0.0).backward();
             opt.step(schedule.lr(step));
             step += 1;
@@ -89,7 +112,7 @@ pub fn finetune(
         for start in (0..test.n).step_by(256) {
             let idx: Vec<usize> = (start..(start + 256).min(test.n)).collect();
             let pred = head
-                .forward(&encoder.features(&batch_tensor(test, &idx, device)))
+                .forward(&encoder.features(&batch_tensor(test, &idx, device, None)))
                 .argmax(1, false)
                 .to_vec();
             correct += idx
