@@ -129,7 +129,7 @@ pub fn evaluate(
         let head = finetune(&vit, train, test, &cfg, device) * 100.0;
         let (str_, ste) = feats(&vit);
         let label = format!(
-            "supervised ViT ({} labels, {epochs} epochs of the recipe's views; its own head {head:.1} %)",
+            "supervised ViT ({} labels, {epochs} epochs, augmented; its own head {head:.1} %)",
             train.n
         );
         rows.push(score(&label, &str_, &ste, classes, seed, true));
