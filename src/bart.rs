@@ -7,10 +7,8 @@
 use crate::bert::plot_loss;
 use crate::flags;
 use crate::mlm_run::{read_corpus, Corpus, Specials};
-use crate::run::{
-    backward_checked, check_finite, restore, run_tensors, stored_config, stored_step, Diverged,
-};
-use crate::setup::{cadence, load_checkpoint, parse_args, prepare_out};
+use crate::run::{backward_checked, check_finite, restore, run_tensors, stored_step, Diverged};
+use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{diverged, Heartbeat};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
@@ -403,39 +401,17 @@ pub fn main_with(argv: Vec<String>) -> Result<BartOutcome, String> {
     let Some((args, matches)) = parse_args::<Args>(&argv)? else {
         return Ok(BartOutcome::default());
     };
-    let given: Vec<(String, String)> = flags::given(&matches, &CONFIG_FLAGS)
-        .into_iter()
-        .map(|(f, v)| {
-            (
-                if f == "ctx" {
-                    "max-positions".into()
-                } else {
-                    f
-                },
-                v,
-            )
-        })
-        .collect();
+    let given: Vec<(String, String)> =
+        setup::ctx_as_max_positions(flags::given(&matches, &CONFIG_FLAGS));
     cadence(args.checkpoint_every, args.log_every)?;
-    let device = match &args.device {
-        Some(d) => Device::parse(d),
-        None => Device::from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+    let device = setup::device(args.device.as_deref())?;
     println!("device: {}", device.name());
-    let fields = flags::field_names(&BartRunConfig::defaults());
-    let (mut config, resumed) = match &args.resume {
-        None => (
-            flags::apply(&BartRunConfig::defaults(), &given, &fields, false, "bart")?,
-            None,
-        ),
-        Some(path) => {
-            let ck = load_checkpoint(path)?;
-            let stored: BartRunConfig = stored_config(&ck, path)?;
-            let config = flags::apply(&stored, &given, &fields, true, "bart")?;
-            (config, Some((path.clone(), ck)))
-        }
-    };
+    let (mut config, resumed) = setup::text_config(
+        &BartRunConfig::defaults(),
+        &given,
+        args.resume.as_ref(),
+        "bart",
+    )?;
     config.validate()?;
     let ctx = config.model.max_positions;
     let corpus = match &resumed {

@@ -6,11 +6,11 @@
 use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
 use crate::plot::{Chart, Kind, Series};
-use crate::setup::{cadence, load_checkpoint, parse_args, prepare_out};
+use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{diverged, Heartbeat};
 use clap::Parser;
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::{no_grad, Device};
+use selfsup_engine::no_grad;
 use selfsup_models::bert::{mean_pool, Batch, BertMlm};
 use selfsup_models::eval::{linear_probe, Features};
 use std::path::{Path, PathBuf};
@@ -121,39 +121,17 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
         return Ok(BertOutcome::default());
     };
     // `--ctx` is the model's `max_positions`.
-    let given: Vec<(String, String)> = flags::given(&matches, &CONFIG_FLAGS)
-        .into_iter()
-        .map(|(f, v)| {
-            (
-                if f == "ctx" {
-                    "max-positions".into()
-                } else {
-                    f
-                },
-                v,
-            )
-        })
-        .collect();
+    let given: Vec<(String, String)> =
+        setup::ctx_as_max_positions(flags::given(&matches, &CONFIG_FLAGS));
     cadence(args.checkpoint_every, args.log_every)?;
-    let device = match &args.device {
-        Some(d) => Device::parse(d),
-        None => Device::from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+    let device = setup::device(args.device.as_deref())?;
     println!("device: {}", device.name());
-    let fields = flags::field_names(&BertRunConfig::defaults());
-    let (mut config, resumed) = match &args.resume {
-        None => (
-            flags::apply(&BertRunConfig::defaults(), &given, &fields, false, "bert")?,
-            None,
-        ),
-        Some(path) => {
-            let ck = load_checkpoint(path)?;
-            let stored = MlmRun::config_of(&ck, path)?;
-            let config = flags::apply(&stored, &given, &fields, true, "bert")?;
-            (config, Some((path.clone(), ck)))
-        }
-    };
+    let (mut config, resumed) = setup::text_config(
+        &BertRunConfig::defaults(),
+        &given,
+        args.resume.as_ref(),
+        "bert",
+    )?;
     config.validate()?;
     let started = Instant::now();
     let corpus = match &resumed {

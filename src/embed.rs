@@ -3,7 +3,7 @@
 //! `BertTokenizer` does (`[CLS] … [SEP]`, padded to the longest), and their hidden states and
 //! mean-pooled, L2-normalised sentence embeddings written to a safetensors file.
 
-use crate::setup::parse_args;
+use crate::setup::{self, parse_args};
 use clap::Parser;
 use safetensors::tensor::{Dtype, TensorView};
 use selfsup_engine::data::Tokenizer;
@@ -250,11 +250,7 @@ pub fn main_with(argv: Vec<String>) -> Result<Option<Embedded>, String> {
     let Some((args, _)) = parse_args::<Args>(&argv)? else {
         return Ok(None);
     };
-    let device = match &args.device {
-        Some(d) => Device::parse(d),
-        None => Device::from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+    let device = setup::device(args.device.as_deref())?;
     let model = load_bert(&args.model, &device).map_err(|e| format!("--model {e}"))?;
     let (rows, pad) = tokenize(&args.model.join("vocab.txt"), &args.sentences)?;
     let e = embed(&model, &rows, pad)?;

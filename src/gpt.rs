@@ -5,7 +5,7 @@
 
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
-use crate::setup::{cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
+use crate::setup::{self, cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
 use crate::training::{diverged, Heartbeat};
 use clap::Parser;
@@ -153,11 +153,7 @@ pub fn main_with(argv: Vec<String>) -> Result<GptOutcome, String> {
     };
     let given = flags::given(&matches, &CONFIG_FLAGS);
     validate_options(&args)?;
-    let device = match &args.device {
-        Some(d) => Device::parse(d),
-        None => Device::from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+    let device = setup::device(args.device.as_deref())?;
     println!("device: {}", device.name());
     if let Some(path) = &args.sample {
         if let Some((flag, _)) = given.first() {
@@ -168,19 +164,12 @@ pub fn main_with(argv: Vec<String>) -> Result<GptOutcome, String> {
         return sample_only(&args, path, &device);
     }
     let started = Instant::now();
-    let fields = flags::field_names(&GptRunConfig::defaults());
-    let (mut config, resumed) = match &args.resume {
-        None => (
-            flags::apply(&GptRunConfig::defaults(), &given, &fields, false, "gpt")?,
-            None,
-        ),
-        Some(path) => {
-            let ck = load_checkpoint(path)?;
-            let stored = GptRun::config_of(&ck, path)?;
-            let config = flags::apply(&stored, &given, &fields, true, "gpt")?;
-            (config, Some((path.clone(), ck)))
-        }
-    };
+    let (mut config, resumed) = setup::text_config(
+        &GptRunConfig::defaults(),
+        &given,
+        args.resume.as_ref(),
+        "gpt",
+    )?;
     config.validate()?;
     let text = read_corpus(&config.data)?;
     let corpus = match &resumed {

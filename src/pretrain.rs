@@ -7,7 +7,7 @@ use crate::flags;
 use crate::report::{self, Row};
 use crate::run::{OptimConfig, OptimizerKind, Run, RunConfig};
 use crate::setup::{
-    all_fields, check_memory, configure, load_checkpoint, load_data, owner, parse_args,
+    self, all_fields, check_memory, configure, load_checkpoint, load_data, owner, parse_args,
     prepare_out, validate_options,
 };
 use crate::training::{plot_curves, train_loop};
@@ -369,11 +369,7 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     };
     let given = flags::given(&matches, &CONFIG_FLAGS);
     validate_options(&args)?;
-    let device = match &args.device {
-        Some(d) => Device::parse(d),
-        None => Device::from_env(),
-    }
-    .map_err(|e| e.to_string())?;
+    let device = setup::device(args.device.as_deref())?;
     println!("device: {}", device.name());
     let (train, test) = load_data(&args)?;
 

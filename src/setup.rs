@@ -4,11 +4,14 @@
 
 use crate::flags;
 use crate::pretrain::{defaults, Args};
-use crate::run::{stored_step, Run, RunConfig};
+use crate::run::{stored_config, stored_step, Run, RunConfig};
 use selfsup_engine::checkpoint;
 use selfsup_engine::data::Dataset;
+use selfsup_engine::Device;
 use selfsup_models::method::{require, MethodConfig};
 use selfsup_models::views::Recipe;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// `argv` parsed into `A`, or `None` when it asked for `--help` or `--version` (printed here).
@@ -33,6 +36,53 @@ pub(crate) fn parse_args<A: clap::CommandFactory + clap::FromArgMatches>(
 }
 
 /// `--checkpoint-every` (steps) and `--log-every` (seconds).
+/// The device `--device` names, else `$SELFSUP_DEVICE`'s (auto when unset).
+pub(crate) fn device(flag: Option<&str>) -> Result<Device, String> {
+    match flag {
+        Some(d) => Device::parse(d),
+        None => Device::from_env(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The typed flags with `--ctx` read as the encoder's `max_positions` (BERT, BART).
+pub(crate) fn ctx_as_max_positions(given: Vec<(String, String)>) -> Vec<(String, String)> {
+    given
+        .into_iter()
+        .map(|(f, v)| {
+            (
+                if f == "ctx" {
+                    "max-positions".into()
+                } else {
+                    f
+                },
+                v,
+            )
+        })
+        .collect()
+}
+
+/// A text job's run config: `defaults` under the typed flags, or with `--resume` the
+/// checkpoint's own under the flags that may change on resume (the opened checkpoint comes back
+/// with it). `job` names the config's owner in errors.
+pub(crate) fn text_config<C: Serialize + DeserializeOwned>(
+    defaults: &C,
+    given: &[(String, String)],
+    resume: Option<&PathBuf>,
+    job: &str,
+) -> Result<(C, Option<(PathBuf, checkpoint::Checkpoint)>), String> {
+    let fields = flags::field_names(defaults);
+    match resume {
+        None => Ok((flags::apply(defaults, given, &fields, false, job)?, None)),
+        Some(path) => {
+            let ck = load_checkpoint(path)?;
+            let stored: C = stored_config(&ck, path)?;
+            let config = flags::apply(&stored, given, &fields, true, job)?;
+            Ok((config, Some((path.clone(), ck))))
+        }
+    }
+}
+
 pub(crate) fn cadence(checkpoint_every: u64, log_every: f64) -> Result<(), String> {
     require(
         checkpoint_every >= 1,
