@@ -7,7 +7,9 @@
 use crate::bert::plot_loss;
 use crate::flags;
 use crate::mlm_run::{read_corpus, Corpus, Specials};
-use crate::run::{backward_checked, check_finite, restore, run_tensors, stored_step, Diverged};
+use crate::run::{
+    backward_checked, check_finite, restore, run_tensors, stored_step, stored_tokenizer, Diverged,
+};
 use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{diverged, Heartbeat};
 use clap::Parser;
@@ -417,8 +419,7 @@ pub fn main_with(argv: Vec<String>) -> Result<BartOutcome, String> {
     let corpus = match &resumed {
         None => read_corpus(&config.data, config.vocab_size, ctx, None)?,
         Some((path, ck)) => {
-            let text = ck.meta("tokenizer", path).map_err(|e| e.to_string())?;
-            let tk = Tokenizer::from_json(text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let tk = stored_tokenizer(ck, path)?;
             let corpus = read_corpus(&config.data, config.vocab_size, ctx, Some(tk))?;
             if ck.meta("data_crc32", path).map_err(|e| e.to_string())? != corpus.crc32 {
                 return Err(format!(

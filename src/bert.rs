@@ -6,6 +6,7 @@
 use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
 use crate::plot::{Chart, Kind, Series};
+use crate::run::stored_tokenizer;
 use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{diverged, Heartbeat};
 use clap::Parser;
@@ -142,7 +143,7 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
             None,
         )?,
         Some((path, ck)) => {
-            let tokenizer = MlmRun::tokenizer_of(ck, path)?;
+            let tokenizer = stored_tokenizer(ck, path)?;
             let m = &config.model;
             let corpus = read_corpus(
                 &config.data,

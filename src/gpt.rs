@@ -5,6 +5,7 @@
 
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
+use crate::run::stored_tokenizer;
 use crate::setup::{self, cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
 use crate::training::{diverged, Heartbeat};
@@ -175,7 +176,7 @@ pub fn main_with(argv: Vec<String>) -> Result<GptOutcome, String> {
     let corpus = match &resumed {
         None => tokenize(&text, &config, None)?,
         Some((path, ck)) => {
-            let corpus = tokenize(&text, &config, Some(GptRun::tokenizer_of(ck, path)?))?;
+            let corpus = tokenize(&text, &config, Some(stored_tokenizer(ck, path)?))?;
             let stored = ck.meta("data_crc32", path).map_err(|e| e.to_string())?;
             if stored != corpus.crc32 {
                 return Err(format!(
@@ -375,7 +376,7 @@ fn sample_only(args: &Args, path: &Path, device: &Device) -> Result<GptOutcome, 
     let ck = load_checkpoint(path)?;
     let config = GptRun::config_of(&ck, path)?;
     let corpus = Corpus {
-        tokenizer: GptRun::tokenizer_of(&ck, path)?,
+        tokenizer: stored_tokenizer(&ck, path)?,
         train: Vec::new(),
         val: Vec::new(),
         crc32: String::new(),

@@ -302,11 +302,6 @@ impl MlmRun {
         stored_config(ck, path)
     }
 
-    pub fn tokenizer_of(ck: &Checkpoint, path: &Path) -> Result<Tokenizer, String> {
-        let text = ck.meta("tokenizer", path).map_err(|e| e.to_string())?;
-        Tokenizer::from_json(text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
     /// Continues the run saved in `ck` under `config` (which may differ only in steps and rate).
     pub fn resume(
         ck: &Checkpoint,

@@ -8,7 +8,7 @@
 //! before every save, so a checkpoint on disk only ever holds finite weights.
 
 use selfsup_engine::checkpoint::{self, Checkpoint};
-use selfsup_engine::data::{n_views, Dataset, Loader, Views};
+use selfsup_engine::data::{n_views, Dataset, Loader, Tokenizer, Views};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{
     clip_grad_norm, grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine,
@@ -394,6 +394,12 @@ pub fn run_tensors(
         ));
     }
     Ok(tensors)
+}
+
+/// The tokenizer a text run's checkpoint stores (its `tokenizer` metadata, JSON).
+pub fn stored_tokenizer(ck: &Checkpoint, path: &Path) -> Result<Tokenizer, String> {
+    let text = ck.meta("tokenizer", path).map_err(|e| e.to_string())?;
+    Tokenizer::from_json(text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The configuration stored as JSON under a checkpoint's `config` metadata.

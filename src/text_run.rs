@@ -261,12 +261,6 @@ impl GptRun {
         stored_config(ck, path)
     }
 
-    /// The tokenizer stored in a checkpoint.
-    pub fn tokenizer_of(ck: &Checkpoint, path: &Path) -> Result<Tokenizer, String> {
-        let text = ck.meta("tokenizer", path).map_err(|e| e.to_string())?;
-        Tokenizer::from_json(text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
     /// The model alone, from a checkpoint (for sampling).
     pub fn model_of(ck: &Checkpoint, path: &Path, device: &Device) -> Result<Gpt, String> {
         let config = GptRun::config_of(ck, path)?;
