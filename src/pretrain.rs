@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Flags that set a field of the run configuration (the rest say where and how to run).
-const CONFIG_FLAGS: [&str; 51] = [
+const CONFIG_FLAGS: [&str; 52] = [
     "method",
     "steps",
     "batch",
@@ -36,6 +36,7 @@ const CONFIG_FLAGS: [&str; 51] = [
     "depth",
     "heads",
     "patch",
+    "stem",
     "pool",
     "recipe",
     "crop-min",
@@ -125,6 +126,10 @@ pub struct Args {
     /// Patch size in pixels
     #[arg(long)]
     pub patch: Option<String>,
+    /// Pixels to tokens: patch (a linear map of each patch) or conv (3×3 stride-2 convolutions
+    /// down to the patch grid; not with mae)
+    #[arg(long)]
+    pub stem: Option<String>,
     /// Representation: cls (class token) or mean (of patch tokens)
     #[arg(long)]
     pub pool: Option<String>,
@@ -339,6 +344,7 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
             heads: 4,
             mlp_ratio: 4,
             pool: Pool::Mean,
+            stem: Default::default(),
         },
         views: ViewsConfig {
             recipe,
@@ -398,13 +404,14 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     let config = run.config.clone();
     let v = &config.vit;
     println!(
-        "method: {}; ViT dim {} depth {} heads {} patch {} ({} pool); {} trainable parameters; \
-         {} steps of batch {}, {:?} lr {:.1e}; recipe {:?}",
+        "method: {}; ViT dim {} depth {} heads {} patch {} ({:?} stem, {} pool); {} trainable \
+         parameters; {} steps of batch {}, {:?} lr {:.1e}; recipe {:?}",
         config.method.title(),
         v.dim,
         v.depth,
         v.heads,
         v.patch,
+        v.stem,
         v.pool,
         run.model.num_parameters(),
         config.steps,

@@ -18,7 +18,7 @@ use selfsup_models::method::{
     positive, require, transformer_shape, Method, MethodConfig, Progress,
 };
 use selfsup_models::views::ViewsConfig;
-use selfsup_models::vit::VitConfig;
+use selfsup_models::vit::{Stem, VitConfig};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -73,6 +73,21 @@ impl RunConfig {
             v.patch,
             &format!("a divisor of the image size {}", v.image),
         )?;
+        if v.stem == Stem::Conv {
+            require(
+                v.patch >= 2 && v.patch.is_power_of_two(),
+                "patch",
+                v.patch,
+                "a power of two ≥ 2 with --stem conv",
+            )?;
+            if matches!(self.method, MethodConfig::Mae(_)) {
+                return Err(
+                    "--stem conv does not apply to --method mae: the convolutions would \
+                            see the masked patches' pixels"
+                        .into(),
+                );
+            }
+        }
         require(v.mlp_ratio >= 1, "mlp_ratio", v.mlp_ratio, "at least 1")?;
         require(
             self.views.crop_min > 0.0 && self.views.crop_min <= 1.0,

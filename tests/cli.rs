@@ -136,6 +136,15 @@ fn bad_flags_and_files_are_refused_in_one_line_and_leave_the_earlier_run_alone()
         (argv(&data, Some(&out), &["--heads", "0"]), "--heads"),
         (argv(&data, Some(&out), &["--patch", "5"]), "--patch"),
         (
+            argv(&data, Some(&out), &["--stem", "conv", "--patch", "7"]),
+            "--patch",
+        ),
+        (argv(&data, Some(&out), &["--stem", "convex"]), "--stem"),
+        (
+            argv(&data, Some(&out), &["--stem", "conv", "--method", "mae"]),
+            "--stem",
+        ),
+        (
             argv(&data, Some(&out), &["--temperature", "0"]),
             "--temperature",
         ),

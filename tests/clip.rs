@@ -31,6 +31,7 @@ fn tiny_clip(seed: u64) -> Clip {
         heads: 2,
         mlp_ratio: 2,
         pool: Pool::Mean,
+        stem: Default::default(),
     };
     let views = ViewsConfig {
         recipe: Recipe::Digits,

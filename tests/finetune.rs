@@ -25,6 +25,7 @@ fn encoder() -> VisionTransformer {
         heads: 2,
         mlp_ratio: 2,
         pool: Pool::Mean,
+        stem: Default::default(),
     };
     VisionTransformer::new(&mut Init::new(5, &Device::cpu()), config)
 }

@@ -1772,3 +1772,31 @@ fn gpu_long_rows_use_the_workgroup_kernels() {
         t[0].layer_norm(Some(&t[1]), None, 1e-5)
     });
 }
+
+/// conv2d (a window gather with a zero row for padding, then `linear`) on both backends.
+#[test]
+fn gpu_conv2d() {
+    let Some(gpu) = gpu_or_skip("gpu_conv2d") else {
+        return;
+    };
+    // A convolutional stem's shapes: (B, 28, 28, 1) → (B, 14, 14, 16) → (B, 7, 7, 32).
+    let x = leaf32(normal(&[3, 28, 28, 1], 1), &[3, 28, 28, 1]);
+    let w1 = leaf32(normal(&[16, 9], 2), &[16, 9]);
+    let b1 = leaf32(normal(&[16], 3), &[16]);
+    gpu_check_with(
+        "conv2d 28×28×1 → 14×14×16",
+        &gpu,
+        [x, w1, b1],
+        reduce_tol(16),
+        |t| selfsup_engine::nn::conv2d(&t[0], &t[1], Some(&t[2]), 3, 2, 1),
+    );
+    let x = leaf32(normal(&[2, 14, 13, 16], 4), &[2, 14, 13, 16]);
+    let w2 = leaf32(normal(&[32, 9 * 16], 5), &[32, 9 * 16]);
+    gpu_check_with(
+        "conv2d 14×13×16 → 7×7×32",
+        &gpu,
+        [x, w2],
+        reduce_tol(144),
+        |t| selfsup_engine::nn::conv2d(&t[0], &t[1], None, 3, 2, 1),
+    );
+}

@@ -18,6 +18,7 @@ fn mae(seed: u64) -> Mae {
         heads: 2,
         mlp_ratio: 2,
         pool: Pool::Mean,
+        stem: Default::default(),
     };
     let views = ViewsConfig {
         recipe: Recipe::Digits,

@@ -39,6 +39,7 @@ fn tiny_vit() -> VitConfig {
         heads: 2,
         mlp_ratio: 2,
         pool: Pool::Mean,
+        stem: Default::default(),
     }
 }
 

@@ -90,6 +90,7 @@ fn vit_config(ck: &Checkpoint, path: &Path) -> VitConfig {
         heads: need("heads"),
         mlp_ratio: meta("mlp_ratio").unwrap_or(4),
         pool: Pool::Cls,
+        stem: Default::default(),
     }
 }
 

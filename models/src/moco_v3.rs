@@ -6,7 +6,7 @@
 //!
 //! (q, k normalised; the 2τ factor is the paper's, making the gradient scale independent of τ.)
 //! For ViTs the paper stabilises training by freezing the randomly initialised patch projection
-//! (`freeze_patch_embed`).
+//! (`freeze_patch_embed`; with a convolutional stem, the whole stem).
 
 use crate::heads::{HeadNorm, MlpHead, Tower};
 use crate::method::{momentum, temperature, width, Method, Progress};
@@ -98,7 +98,7 @@ impl MocoV3 {
             HeadNorm::HiddenAndOutput,
         );
         if c.freeze_patch_embed {
-            query.encoder.patch_embed.proj.set_frozen(true);
+            query.encoder.embedding.module().set_frozen(true);
         }
         MocoV3 {
             key: query.momentum_copy(),

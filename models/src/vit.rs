@@ -1,7 +1,8 @@
 //! The Vision Transformer (Dosovitskiy et al., 2021): image → patches → linear embedding
-//! + learned positions, a class token, pre-LN Transformer blocks, a final LayerNorm.
+//! (or a convolutional stem) + learned positions, a class token, pre-LN Transformer blocks, a
+//! final LayerNorm.
 
-use selfsup_engine::nn::{Block, Init, LayerNorm, Linear, Module};
+use selfsup_engine::nn::{Block, Conv2d, Init, LayerNorm, Linear, Module};
 use selfsup_engine::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,17 @@ impl std::str::FromStr for Pool {
     }
 }
 
+/// How pixels become tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stem {
+    /// A linear map of each non-overlapping patch (the ViT's own).
+    #[default]
+    Patch,
+    /// log₂(patch) 3×3 stride-2 convolutions, then a linear map: the same token grid.
+    Conv,
+}
+
 /// Shape of a ViT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +59,9 @@ pub struct VitConfig {
     pub heads: usize,
     pub mlp_ratio: usize,
     pub pool: Pool,
+    /// Absent from checkpoints written before the convolutional stem: a patch embedding.
+    #[serde(default)]
+    pub stem: Stem,
 }
 
 impl VitConfig {
@@ -61,6 +76,7 @@ impl VitConfig {
             heads: 4,
             mlp_ratio: 4,
             pool: Pool::Cls,
+            stem: Stem::Patch,
         }
     }
 
@@ -97,9 +113,98 @@ impl PatchEmbed {
     }
 }
 
+/// Early convolutions (Xiao et al., 2021, "Early convolutions help transformers see better"):
+/// 3×3 stride-2 convolutions, each followed by layer norm and GELU, halve the image log₂(patch)
+/// times — the patch embedding's token grid, from overlapping windows — and a linear map takes
+/// the last one's channels to the width. Channels double per stage, ending at the width.
+pub struct ConvStem {
+    pub convs: Vec<(Conv2d, LayerNorm)>,
+    pub proj: Linear,
+}
+
+impl ConvStem {
+    #[track_caller]
+    pub fn new(init: &mut Init, channels: usize, patch: usize, dim: usize) -> ConvStem {
+        assert!(
+            patch >= 2 && patch.is_power_of_two(),
+            "ConvStem: the patch size must be a power of two ≥ 2, got {patch}"
+        );
+        let stages = patch.trailing_zeros() as usize;
+        let mut convs = Vec::with_capacity(stages);
+        let mut inputs = channels;
+        for s in 0..stages {
+            let outputs = (dim >> (stages - 1 - s)).max(8);
+            convs.push((
+                Conv2d::new(init, inputs, outputs, 3, 2, 1),
+                LayerNorm::new(init, outputs),
+            ));
+            inputs = outputs;
+        }
+        ConvStem {
+            convs,
+            proj: Linear::new(init, inputs, dim, true),
+        }
+    }
+
+    /// `(B, C, H, W)` → `(B, (H/patch)·(W/patch), dim)`, tokens in row-major grid order.
+    pub fn forward(&self, images: &Tensor) -> Tensor {
+        // (B, C, H, W) → channel-last (B, H, W, C)
+        let mut x = images.permute(&[0, 2, 3, 1]);
+        for (conv, norm) in &self.convs {
+            x = norm.forward(&conv.forward(&x)).gelu();
+        }
+        let s = x.shape().to_vec();
+        // (B, H', W', C') → (B, H'·W', C')
+        self.proj.forward(&x.reshape_to(&[s[0], s[1] * s[2], s[3]]))
+    }
+}
+
+impl Module for ConvStem {
+    fn children(&self) -> Vec<(String, &dyn Module)> {
+        let mut v: Vec<(String, &dyn Module)> = Vec::new();
+        for (i, (conv, norm)) in self.convs.iter().enumerate() {
+            v.push((format!("convs.{i}.conv"), conv));
+            v.push((format!("convs.{i}.norm"), norm));
+        }
+        v.push(("proj".into(), &self.proj));
+        v
+    }
+}
+
+/// What turns pixels into tokens, per [`Stem`].
+pub enum Embedding {
+    Patch(PatchEmbed),
+    Conv(ConvStem),
+}
+
+impl Embedding {
+    pub fn forward(&self, images: &Tensor) -> Tensor {
+        match self {
+            Embedding::Patch(p) => p.forward(images),
+            Embedding::Conv(c) => c.forward(images),
+        }
+    }
+
+    /// The module, for freezing (MoCo v3's random patch projection) and traversal.
+    pub fn module(&self) -> &dyn Module {
+        match self {
+            Embedding::Patch(p) => &p.proj,
+            Embedding::Conv(c) => c,
+        }
+    }
+
+    /// Its name in the state dict: `patch_embed.proj` as in timm, or `stem`.
+    fn name(&self) -> &'static str {
+        match self {
+            Embedding::Patch(_) => "patch_embed.proj",
+            Embedding::Conv(_) => "stem",
+        }
+    }
+}
+
 pub struct VisionTransformer {
     pub config: VitConfig,
-    pub patch_embed: PatchEmbed,
+    pub embedding: Embedding,
     pub cls_token: Tensor,
     pub pos_embed: Tensor,
     pub blocks: Vec<Block>,
@@ -118,9 +223,14 @@ impl VisionTransformer {
         let (d, n) = (config.dim, config.patches());
         let patch_dim = config.patch * config.patch * config.channels;
         VisionTransformer {
-            patch_embed: PatchEmbed {
-                proj: Linear::new(init, patch_dim, d, true),
-                patch: config.patch,
+            embedding: match config.stem {
+                Stem::Patch => Embedding::Patch(PatchEmbed {
+                    proj: Linear::new(init, patch_dim, d, true),
+                    patch: config.patch,
+                }),
+                Stem::Conv => {
+                    Embedding::Conv(ConvStem::new(init, config.channels, config.patch, d))
+                }
             },
             cls_token: init.trunc_normal(&[1, 1, d], 0.02).requires_grad_(true),
             pos_embed: init.trunc_normal(&[1, n + 1, d], 0.02).requires_grad_(true),
@@ -159,7 +269,7 @@ impl VisionTransformer {
         );
         let b = s[0];
         let n = (s[2] / c.patch).pow(2);
-        let mut x = &self.patch_embed.forward(images) + &self.patch_positions(s[2] / c.patch);
+        let mut x = &self.embedding.forward(images) + &self.patch_positions(s[2] / c.patch);
         if let Some((keep, k)) = keep {
             assert!(
                 keep.len() == b * k && keep.iter().all(|&p| (p as usize) < n),
@@ -220,7 +330,7 @@ impl Module for VisionTransformer {
 
     fn children(&self) -> Vec<(String, &dyn Module)> {
         let mut v: Vec<(String, &dyn Module)> =
-            vec![("patch_embed.proj".into(), &self.patch_embed.proj)];
+            vec![(self.embedding.name().into(), self.embedding.module())];
         for (i, b) in self.blocks.iter().enumerate() {
             v.push((format!("blocks.{i}"), b));
         }
@@ -244,6 +354,7 @@ mod tests {
             heads: 2,
             mlp_ratio: 2,
             pool: Pool::Mean,
+            stem: Stem::Patch,
         };
         VisionTransformer::new(&mut Init::new(0, &Device::cpu()), config)
     }
@@ -267,6 +378,43 @@ mod tests {
             .grad()
             .expect("a gradient for the position grid");
         assert!(g.to_vec().iter().skip(16).any(|&v| v != 0.0));
+    }
+
+    /// A convolutional stem gives the patch embedding's token grid, at the training size and at
+    /// DINO's smaller crops; its parameters are named under `stem` and get gradients.
+    #[test]
+    fn a_conv_stem_gives_the_patch_grid() {
+        let config = VitConfig {
+            stem: Stem::Conv,
+            ..vit().config
+        };
+        let vit = VisionTransformer::new(&mut Init::new(0, &Device::cpu()), config);
+        let names: Vec<(String, Vec<usize>)> = vit
+            .named_parameters()
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("stem."))
+            .map(|(n, t)| (n, t.shape().to_vec()))
+            .collect();
+        // Channels double up to the width: 1 → 8 → 16, then a 16 → 16 linear map.
+        assert!(names.contains(&("stem.convs.0.conv.proj.weight".into(), vec![8, 9])));
+        assert!(names.contains(&("stem.convs.1.conv.proj.weight".into(), vec![16, 72])));
+        assert!(names.contains(&("stem.convs.1.norm.weight".into(), vec![16])));
+        assert!(names.contains(&("stem.proj.weight".into(), vec![16, 16])));
+        let images = Tensor::rand(&[2, 1, 28, 28], 1, &Device::cpu());
+        assert_eq!(vit.tokens(&images).shape(), &[2, 50, 16]);
+        let crops = Tensor::rand(&[2, 1, 12, 12], 2, &Device::cpu());
+        let t = vit.tokens(&crops);
+        assert_eq!(t.shape(), &[2, 10, 16]);
+        t.square().sum_all().backward();
+        for (name, p) in vit.named_parameters() {
+            if name.starts_with("stem.") {
+                let g = p.grad().unwrap_or_else(|| panic!("no gradient for {name}"));
+                assert!(
+                    g.to_vec().iter().any(|&v| v != 0.0),
+                    "{name}: zero gradient"
+                );
+            }
+        }
     }
 
     #[test]

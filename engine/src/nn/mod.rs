@@ -6,11 +6,13 @@
 //! optimizer, a checkpoint, a freeze) must see.
 
 mod attention;
+mod conv;
 mod init;
 mod layers;
 mod transformer;
 
 pub use attention::{CrossAttention, MultiHeadAttention};
+pub use conv::{conv2d, Conv2d};
 pub use init::{trunc_normal, Init};
 pub use layers::{BatchNorm1d, Dropout, Embedding, LayerNorm, Linear, Mlp};
 pub use transformer::Block;
