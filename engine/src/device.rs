@@ -1,6 +1,6 @@
 //! Compute devices and how programs choose one.
 
-use crate::backend::gpu::GpuContext;
+use crate::backend::gpu::{GpuContext, GpuCounters};
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
@@ -75,6 +75,15 @@ impl Device {
         match self {
             Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
             Device::Gpu(g) => g.adapter_name(),
+        }
+    }
+
+    /// The GPU's work counters (launches, submissions, uploads, read-backs) so far; `None` on
+    /// the CPU.
+    pub fn gpu_counters(&self) -> Option<GpuCounters> {
+        match self {
+            Device::Cpu => None,
+            Device::Gpu(g) => Some(g.counters()),
         }
     }
 

@@ -21,7 +21,39 @@ pub struct GpuContext {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
+    features: wgpu::Features,
     state: Mutex<State>,
+}
+
+/// Work handed to the device since the context was created. The difference of two snapshots is
+/// what the code between them cost in launches, submissions and host↔device traffic (a training
+/// step's dispatch count, or the bytes it uploads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuCounters {
+    /// Kernel launches recorded.
+    pub dispatches: u64,
+    /// Command buffers submitted to the queue.
+    pub submits: u64,
+    /// Queue writes from the host (tensor uploads, index tables, kernel parameters).
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    /// Reads back to the host, each of which waits for the device.
+    pub readbacks: u64,
+    pub readback_bytes: u64,
+}
+
+impl std::ops::Sub for GpuCounters {
+    type Output = GpuCounters;
+    fn sub(self, o: GpuCounters) -> GpuCounters {
+        GpuCounters {
+            dispatches: self.dispatches - o.dispatches,
+            submits: self.submits - o.submits,
+            uploads: self.uploads - o.uploads,
+            upload_bytes: self.upload_bytes - o.upload_bytes,
+            readbacks: self.readbacks - o.readbacks,
+            readback_bytes: self.readback_bytes - o.readback_bytes,
+        }
+    }
 }
 
 struct Recorded {
@@ -40,6 +72,7 @@ struct State {
     params: Vec<u8>,
     params_buf: wgpu::Buffer,
     slot: u64,
+    counters: GpuCounters,
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
@@ -52,7 +85,7 @@ impl GpuContext {
             .get_or_init(|| GpuContext::create().map(Arc::new))
             .clone()
             .map_err(Error::Device)?;
-        if hardware_only && ctx.info.device_type == wgpu::DeviceType::Cpu {
+        if hardware_only && ctx.is_software() {
             return Err(Error::Device(format!(
                 "only a software adapter is present ({})",
                 ctx.adapter_name()
@@ -95,6 +128,7 @@ impl GpuContext {
             })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let features = adapter.features();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("selfsup"),
             required_features: wgpu::Features::empty(),
@@ -118,6 +152,7 @@ impl GpuContext {
             queue,
             info,
             limits,
+            features,
             state: Mutex::new(State {
                 pipelines: HashMap::new(),
                 pool: HashMap::new(),
@@ -126,6 +161,7 @@ impl GpuContext {
                 params: Vec::new(),
                 params_buf,
                 slot: align,
+                counters: GpuCounters::default(),
             }),
         })
     }
@@ -133,6 +169,61 @@ impl GpuContext {
     /// The adapter's name and graphics API, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
     pub fn adapter_name(&self) -> String {
         format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// The adapter as the driver describes it, one `(what, value)` per line: type, driver,
+    /// the compute limits and the optional features the kernels could use.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let (i, l) = (&self.info, &self.limits);
+        let mut v: Vec<(String, String)> = vec![
+            ("adapter".into(), i.name.clone()),
+            ("backend".into(), format!("{:?}", i.backend)),
+            ("device type".into(), format!("{:?}", i.device_type)),
+            ("driver".into(), format!("{} {}", i.driver, i.driver_info)),
+            (
+                "max workgroup size".into(),
+                format!(
+                    "{} × {} × {} ({} invocations)",
+                    l.max_compute_workgroup_size_x,
+                    l.max_compute_workgroup_size_y,
+                    l.max_compute_workgroup_size_z,
+                    l.max_compute_invocations_per_workgroup
+                ),
+            ),
+            (
+                "workgroup shared memory".into(),
+                format!("{} bytes", l.max_compute_workgroup_storage_size),
+            ),
+            (
+                "max workgroups per dimension".into(),
+                l.max_compute_workgroups_per_dimension.to_string(),
+            ),
+            (
+                "max storage binding".into(),
+                format!("{} MiB", self.max_binding() >> 20),
+            ),
+        ];
+        for (name, f) in [
+            ("shader f16", wgpu::Features::SHADER_F16),
+            ("subgroups", wgpu::Features::SUBGROUP),
+            ("timestamp queries", wgpu::Features::TIMESTAMP_QUERY),
+        ] {
+            v.push((
+                format!("feature {name}"),
+                self.features.contains(f).to_string(),
+            ));
+        }
+        v
+    }
+
+    /// A software rasteriser's compute (lavapipe, WARP, SwiftShader) rather than a GPU.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// A snapshot of the work counters (see [`GpuCounters`]).
+    pub fn counters(&self) -> GpuCounters {
+        self.state.lock().unwrap().counters
     }
 
     /// Largest buffer one kernel may bind, in bytes.
@@ -189,6 +280,9 @@ impl GpuContext {
     /// Copies host bytes into a buffer (ordered before the next submitted batch).
     pub(crate) fn write(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
         if !bytes.is_empty() {
+            let mut st = self.state.lock().unwrap();
+            st.counters.uploads += 1;
+            st.counters.upload_bytes += bytes.len() as u64;
             self.queue.write_buffer(buffer, 0, bytes);
         }
     }
@@ -273,6 +367,7 @@ impl GpuContext {
             bind_group,
             grid,
         });
+        st.counters.dispatches += 1;
     }
 
     /// Encodes and submits the open batch, then recycles the buffers it freed.
@@ -290,6 +385,9 @@ impl GpuContext {
                 }
             }
             self.queue.submit([encoder.finish()]);
+            st.counters.submits += 1;
+            st.counters.uploads += 1;
+            st.counters.upload_bytes += st.params.len() as u64;
             st.ops.clear();
             st.params.clear();
         }
@@ -327,6 +425,9 @@ impl GpuContext {
         {
             let mut st = self.state.lock().unwrap();
             self.submit(&mut st);
+            st.counters.submits += 1;
+            st.counters.readbacks += 1;
+            st.counters.readback_bytes += bytes;
         }
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);

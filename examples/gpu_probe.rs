@@ -1,0 +1,239 @@
+//! What the GPU backend does on this machine's adapter, one figure per line: the adapter and its
+//! limits, copy bandwidth, matrix-product GFLOP/s (squares and the ViT's shapes), softmax, layer
+//! norm and reduction bandwidth, attention forward+backward, and the SimCLR training step split
+//! into forward, backward and optimizer with its kernel launches, submissions and uploads.
+//!
+//! Made to be run once on a borrowed GPU machine, so it is built portable (no `target-cpu=native`,
+//! which `.cargo/config.toml` sets for this machine's CPU backend), stripped, and finishes in a few
+//! minutes (on a software adapter such as lavapipe it shrinks its largest sizes):
+//!
+//!     CARGO_TARGET_DIR=target/portable RUSTFLAGS="" cargo build --release --example gpu_probe \
+//!         --config 'profile.release.strip="symbols"'
+//!     target/portable/release/examples/gpu_probe            # --quick: the smallest sizes only
+
+#[global_allocator]
+static GLOBAL: selfsup::allocator::Allocator = selfsup::allocator::Allocator;
+
+use clap::Parser;
+use selfsup::models::method::{MethodConfig, Progress};
+use selfsup::models::views::{Recipe, ViewsConfig};
+use selfsup::models::vit::{Pool, VitConfig};
+use selfsup_engine::nn::Init;
+use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
+use selfsup_engine::{no_grad, Device, Tensor};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(about = "Measure the GPU backend on this adapter, one figure per line")]
+struct Args {
+    /// Only the smallest sizes (a check that the probe runs)
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Median wall time of `f` in seconds over `reps` runs after one warm-up, each waited for.
+fn time(dev: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    dev.synchronize();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            dev.synchronize();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[reps / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let dev = match Device::gpu() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let Device::Gpu(ctx) = &dev else {
+        unreachable!("Device::gpu gives a GPU")
+    };
+    for (what, value) in ctx.describe() {
+        println!("{what}: {value}");
+    }
+    // Sizes shrink on a software adapter (minutes per large product) and with --quick.
+    let big = !(ctx.is_software() || args.quick);
+    let reps = if args.quick { 3 } else { 5 };
+
+    // Copy: one read and one write of every element.
+    let n = if big { 1 << 26 } else { 1 << 22 };
+    let x = Tensor::randn(&[n], 0, &dev);
+    let s = no_grad(|| time(&dev, reps, || drop(x.mul_scalar(1.0))));
+    println!(
+        "copy (x·1, one read and one write) {} MiB: {:.1} GB/s",
+        (n * 4) >> 20,
+        2.0 * 4.0 * n as f64 / s / 1e9
+    );
+    drop(x);
+
+    // Matrix products: squares, then the ViT-tiny's at batch 256 (256 × 2 views × 50 tokens).
+    let squares: &[usize] = match (big, args.quick) {
+        (_, true) => &[256],
+        (false, _) => &[256, 512, 1024],
+        (true, _) => &[256, 1024, 2048, 4096],
+    };
+    let mut shapes: Vec<(String, [usize; 3], bool)> = squares
+        .iter()
+        .map(|&n| (format!("matmul {n}³"), [n, n, n], false))
+        .collect();
+    if !args.quick {
+        let t = 25_600;
+        for (k, n) in [(64, 192), (64, 256), (256, 64)] {
+            shapes.push((format!("linear {t}×{k}→{n}"), [t, k, n], false));
+            shapes.push((format!("weight gradient {k}×{t}·{t}×{n}"), [k, t, n], true));
+        }
+    }
+    for (name, [m, k, n], transposed) in shapes {
+        let (a, b) = if transposed {
+            (
+                Tensor::randn(&[k, m], 1, &dev),
+                Tensor::randn(&[k, n], 2, &dev),
+            )
+        } else {
+            (
+                Tensor::randn(&[m, k], 1, &dev),
+                Tensor::randn(&[k, n], 2, &dev),
+            )
+        };
+        let s = no_grad(|| {
+            time(&dev, reps, || {
+                drop(if transposed {
+                    a.matmul_tn(&b)
+                } else {
+                    a.matmul(&b)
+                })
+            })
+        });
+        let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
+        println!("{name}: {gflops:.1} GFLOP/s ({:.3} ms)", s * 1e3);
+    }
+
+    // Row kernels: bytes moved per call (read + write) over time.
+    let (rows, cols) = if big { (16_384, 1024) } else { (4096, 256) };
+    let x = Tensor::randn(&[rows, cols], 3, &dev);
+    let gb = |bytes: usize, s: f64| bytes as f64 / s / 1e9;
+    let s = no_grad(|| time(&dev, reps, || drop(x.softmax(-1))));
+    println!(
+        "softmax {rows}×{cols}: {:.1} GB/s",
+        gb(2 * 4 * rows * cols, s)
+    );
+    let s = no_grad(|| time(&dev, reps, || drop(x.layer_norm(None, None, 1e-5))));
+    println!(
+        "layer norm {rows}×{cols}: {:.1} GB/s",
+        gb(2 * 4 * rows * cols, s)
+    );
+    let s = no_grad(|| time(&dev, reps, || drop(x.sum_axes(&[0], false))));
+    println!(
+        "column sum {rows}×{cols} (a bias gradient): {:.1} GB/s",
+        gb(4 * rows * cols, s)
+    );
+    drop(x);
+
+    // Attention forward + backward on packed qkv: the ViT's T = 50 and a long sequence.
+    let long = if big { 1024 } else { 256 };
+    for (b, t, heads, d) in [(64, 50, 4, 16), (4, long, 4, 32)] {
+        let qkv = Tensor::randn(&[b, t, 3 * heads * d], 4, &dev).requires_grad_(true);
+        let s = time(&dev, reps, || {
+            Tensor::multi_head_attention(&qkv, heads, false, None)
+                .sum_all()
+                .backward();
+        });
+        println!(
+            "attention b{b} t{t} {heads}×{d}, forward+backward: {:.2} ms",
+            s * 1e3
+        );
+    }
+
+    let batches: &[usize] = match (big, args.quick) {
+        (_, true) => &[8],
+        (false, _) => &[32, 128],
+        (true, _) => &[32, 128, 256],
+    };
+    for &batch in batches {
+        simclr_step(&dev, batch, if args.quick { 2 } else { 3 });
+    }
+}
+
+/// The SimCLR step of `benches/step.rs` at `batch` images (two views each), timed in its three
+/// parts, with one step's kernel launches, submissions and uploads.
+fn simclr_step(dev: &Device, batch: usize, reps: u64) {
+    let mut init = Init::new(0, dev);
+    let vit = VitConfig {
+        pool: Pool::Mean,
+        ..VitConfig::mnist()
+    };
+    let views = ViewsConfig {
+        recipe: Recipe::Digits,
+        crop_min: 0.4,
+        asymmetric: true,
+    };
+    let mut model = MethodConfig::named("simclr")
+        .expect("a known method")
+        .build(&mut init, vit, views);
+    let mut opt = AdamW::new(
+        param_groups(model.named_parameters(), 0.05),
+        0.9,
+        0.999,
+        1e-8,
+    );
+    let x = [
+        init.uniform(&[batch, 1, 28, 28], 1.0),
+        init.uniform(&[batch, 1, 28, 28], 1.0),
+    ];
+    let labels = vec![0u32; batch];
+    let mut parts = Vec::new();
+    let mut per_step = Default::default();
+    for step in 0..=reps {
+        let at = Progress {
+            step,
+            total: 1_000_000,
+        };
+        dev.synchronize();
+        let before = dev.gpu_counters().unwrap_or_default();
+        let t0 = Instant::now();
+        opt.zero_grad();
+        let loss = model.loss(&x, &labels, at);
+        dev.synchronize();
+        let t1 = Instant::now();
+        loss.backward();
+        dev.synchronize();
+        let t2 = Instant::now();
+        opt.step(1e-3);
+        model.after_step(at);
+        dev.synchronize();
+        let t3 = Instant::now();
+        per_step = dev.gpu_counters().unwrap_or_default() - before;
+        // The first step compiles kernels and fills the buffer pool.
+        if step > 0 {
+            parts.push([t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64()));
+        }
+    }
+    parts.sort_by(|a, b| a.iter().sum::<f64>().total_cmp(&b.iter().sum()));
+    let [f, b, o] = parts[parts.len() / 2];
+    println!(
+        "simclr step batch {batch}: {:.1} ms (forward {:.1}, backward {:.1}, optimizer {:.1})",
+        (f + b + o) * 1e3,
+        f * 1e3,
+        b * 1e3,
+        o * 1e3
+    );
+    println!(
+        "simclr step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} MB), {} readbacks",
+        per_step.dispatches,
+        per_step.submits,
+        per_step.uploads,
+        per_step.upload_bytes as f64 / 1e6,
+        per_step.readbacks
+    );
+}
