@@ -1800,3 +1800,58 @@ fn gpu_conv2d() {
         |t| selfsup_engine::nn::conv2d(&t[0], &t[1], None, 3, 2, 1),
     );
 }
+
+/// AdamW's fused GPU kernel against the CPU's over three steps with weight decay and bias
+/// correction, on a parameter that is not a multiple of the workgroup size; one launch per
+/// parameter per step.
+#[test]
+fn gpu_adamw_is_one_launch_and_matches_the_cpu() {
+    use selfsup_engine::optim::{AdamW, Optimizer, ParamGroup};
+    let Some(gpu) = gpu_or_skip("gpu_adamw_is_one_launch_and_matches_the_cpu") else {
+        return;
+    };
+    let n = 1000;
+    let run = |dev: &Device| -> (Vec<f32>, Vec<u64>) {
+        let p = Tensor::from_vec(
+            normal(&[n], 1).iter().map(|&v| v as f32).collect(),
+            &[n],
+            dev,
+        )
+        .requires_grad_(true);
+        let c = Tensor::from_vec(
+            normal(&[n], 2).iter().map(|&v| v as f32).collect(),
+            &[n],
+            dev,
+        );
+        let group = ParamGroup {
+            params: vec![("w".into(), p.clone())],
+            weight_decay: 0.1,
+            lr_scale: 1.0,
+            adapt: true,
+        };
+        let mut opt = AdamW::new(vec![group], 0.9, 0.99, 1e-8);
+        let mut launches = Vec::new();
+        for _ in 0..3 {
+            opt.zero_grad();
+            // ∇ = c + p: a gradient that changes with the parameter.
+            (&(&p * &c).sum_all() + &p.square().sum_all().mul_scalar(0.5)).backward();
+            let before = dev.gpu_counters();
+            opt.step(0.05);
+            if let (Some(a), Some(b)) = (dev.gpu_counters(), before) {
+                launches.push((a - b).dispatches);
+            }
+        }
+        (p.to_vec(), launches)
+    };
+    let (want, _) = run(&Device::cpu());
+    let (got, launches) = run(&gpu);
+    assert_eq!(launches, [1, 1, 1], "AdamW launches per step");
+    assert_close32("adamw, 3 steps", &[n], &got, &want, F32_TOL);
+    assert_ne!(
+        want,
+        normal(&[n], 1)
+            .iter()
+            .map(|&v| v as f32)
+            .collect::<Vec<_>>()
+    );
+}

@@ -299,8 +299,9 @@ pub struct AdamWStep {
     pub eps: f64,
 }
 
-/// The new (parameter, first moment, second moment) of an AdamW step in one pass, or `None`
-/// where the backend has no fused kernel and the optimizer composes it.
+/// The new (parameter, first moment, second moment) of an AdamW step in one pass (one launch on
+/// the GPU), or `None` for operands on different devices, which the optimizer's composed ops
+/// then refuse by name.
 pub fn adamw(
     p: &Storage,
     g: &Storage,
@@ -311,6 +312,9 @@ pub fn adamw(
     match (p, g, m, v) {
         (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
             Some(cpu::adamw(p, g, m, v, s).map(Storage::Cpu))
+        }
+        (Storage::Gpu(p), Storage::Gpu(g), Storage::Gpu(m), Storage::Gpu(v)) => {
+            Some(gpu::adamw(p, g, m, v, s).map(Storage::Gpu))
         }
         _ => None,
     }

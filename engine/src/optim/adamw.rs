@@ -132,8 +132,9 @@ mod tests {
         assert_eq!(opt.steps(), 2);
     }
 
-    /// The fused CPU kernel computes what the composed tensor ops (the GPU's path) compute, to
-    /// the bit, over a parameter long enough to be split across threads.
+    /// The fused CPU kernel computes what the composed tensor ops compute, to the bit, over a
+    /// parameter long enough to be split across threads (`tests/gpu_vs_cpu.rs` checks the
+    /// GPU's kernel against it).
     #[test]
     fn fused_matches_composed() {
         let cpu = crate::Device::cpu();

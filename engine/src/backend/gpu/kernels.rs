@@ -2,8 +2,10 @@
 
 use super::context::GpuContext;
 use super::data::GpuData;
-use super::shaders::{self, ATTENTION, COPY, ELEMENTWISE, LAYERNORM, MATMUL, REDUCE, SOFTMAX};
-use crate::backend::{AttnSpec, Binary, MatmulSpec, Reduce, Unary};
+use super::shaders::{
+    self, ATTENTION, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
+};
+use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Reduce, Unary};
 use std::sync::Arc;
 
 /// Most axes a strided kernel indexes after merging contiguous ones.
@@ -628,4 +630,30 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
         );
     }
     y
+}
+
+/// One AdamW step of a parameter in one launch: its new (value, first moment, second moment).
+pub fn adamw(p: &GpuData, g: &GpuData, m: &GpuData, v: &GpuData, s: AdamWStep) -> [GpuData; 3] {
+    let ctx = p.ctx();
+    let n = p.len();
+    let out = [(); 3].map(|_| GpuData::alloc(ctx, n));
+    let params = [
+        n as u32,
+        bits(s.decay),
+        bits(s.beta1),
+        bits(s.beta2),
+        bits(1.0 - s.beta1),
+        bits(1.0 - s.beta2),
+        bits(1.0 / s.bias2_sqrt),
+        bits(s.eps),
+        bits(s.step_size),
+    ];
+    launch(
+        ctx,
+        kernel!(OPTIM, "adamw"),
+        &params,
+        &[p, g, m, v, &out[0], &out[1], &out[2]],
+        grid(n, 256),
+    );
+    out
 }

@@ -11,6 +11,7 @@ pub const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
 pub const SOFTMAX: &str = include_str!("../../../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../../../shaders/layernorm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
+pub const OPTIM: &str = include_str!("../../../../shaders/optim.wgsl");
 
 /// The full WGSL module for kernel `name` of `family`.
 pub fn module(family: &str, name: &str) -> String {
@@ -37,6 +38,7 @@ mod tests {
             SOFTMAX,
             LAYERNORM,
             ATTENTION,
+            OPTIM,
         ];
         let mut count = 0;
         for family in families {
@@ -54,6 +56,6 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!(count, 20);
+        assert_eq!(count, 21);
     }
 }
