@@ -229,11 +229,13 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         o * 1e3
     );
     println!(
-        "simclr step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} MB), {} readbacks",
+        "simclr step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} kB; kernel \
+         parameters {:.1} kB), {} readbacks",
         per_step.dispatches,
         per_step.submits,
         per_step.uploads,
-        per_step.upload_bytes as f64 / 1e6,
+        per_step.upload_bytes as f64 / 1e3,
+        per_step.param_bytes as f64 / 1e3,
         per_step.readbacks
     );
 }

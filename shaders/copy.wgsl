@@ -87,3 +87,37 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     Y[t] = acc;
 }
+
+//!kernel scatter_rows
+// index_add for distinct indices: row j of G goes to row IDX[j] of Y (zeros elsewhere, written
+// before). P: [total, n, inner, nidx]; Y is (outer, n, inner), G is (outer, nidx, inner).
+@group(0) @binding(1) var<storage, read> G: array<f32>;
+@group(0) @binding(2) var<storage, read> IDX: array<u32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = flat_id(gid, nwg);
+    if (t >= P[0]) {
+        return;
+    }
+    let inner = P[2];
+    let nidx = P[3];
+    let i = t % inner;
+    let j = (t / inner) % nidx;
+    let o = t / (inner * nidx);
+    Y[(o * P[1] + IDX[j]) * inner + i] = G[t];
+}
+
+//!kernel fill
+// Every element set to one value, made on the device rather than uploaded. P: [n, value]
+@group(0) @binding(1) var<storage, read_write> Y: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if (i >= P[0]) {
+        return;
+    }
+    Y[i] = pf(1u);
+}

@@ -1355,8 +1355,12 @@ fn gpu_embedding_index_select() {
     gpu_check("index_select axis -1", &gpu, [x.clone()], |t| {
         t[0].index_select(-1, &[6, 0, 6, 6, 2])
     });
-    gpu_check("index_select axis 0", &gpu, &[x], |t| {
+    gpu_check("index_select axis 0", &gpu, [x.clone()], |t| {
         t[0].index_select(0, &[4, 4, 0])
+    });
+    // Distinct indices take the scatter path of the backward pass.
+    gpu_check("index_select axis 1 distinct", &gpu, &[x], |t| {
+        t[0].index_select(1, &[30, 2, 7, 0, 32])
     });
 }
 

@@ -273,6 +273,51 @@ fn every_method_trains_on_the_gpu() {
 }
 
 /// Weights, buffers (teacher, queue) and optimizer state, sorted by name.
+/// A GPU training step keeps its data on the device: past the batch itself (already there), it
+/// uploads only index lists of a few hundred bytes — no zero pads, masks or weights built on the
+/// host — and the optimizer is one launch per parameter.
+#[test]
+fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
+    let Some(gpu) = common::gpu_or_skip("a_gpu_simclr_step_uploads_only_a_few_kilobytes") else {
+        return;
+    };
+    let config = tiny("simclr", 2);
+    let mut model = config.method.build(
+        &mut Init::new(3, &gpu),
+        config.vit.clone(),
+        config.views.clone(),
+    );
+    let mut opt = AdamW::new(
+        param_groups(model.named_parameters(), 0.05),
+        0.9,
+        0.999,
+        1e-8,
+    );
+    let params = model.named_parameters().len() as u64;
+    let (views, labels) = fixed_views(&gpu);
+    let mut step = |step| {
+        let at = Progress { step, total: 2 };
+        let before = gpu.gpu_counters().expect("GPU counters");
+        opt.zero_grad();
+        model.loss(&views, &labels, at).backward();
+        let mid = gpu.gpu_counters().expect("GPU counters");
+        opt.step(1e-3);
+        model.after_step(at);
+        let after = gpu.gpu_counters().expect("GPU counters");
+        (mid - before, after - mid)
+    };
+    step(0);
+    let (pass, optimizer) = step(1);
+    assert!(
+        pass.upload_bytes <= 2048,
+        "forward + backward uploaded {} bytes in {} writes",
+        pass.upload_bytes,
+        pass.uploads
+    );
+    assert_eq!(optimizer.upload_bytes, 0, "the optimizer uploaded data");
+    assert_eq!(optimizer.dispatches, params, "AdamW launches per parameter");
+}
+
 fn state(run: &Run) -> Vec<(String, Vec<f32>)> {
     let mut v: Vec<(String, Vec<f32>)> = run
         .model

@@ -114,8 +114,16 @@ impl Tensor {
         Tensor::from_vec(vec![v], &[], device)
     }
 
+    /// `value` everywhere; on the GPU written by a kernel rather than uploaded.
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Tensor {
-        Tensor::from_vec(vec![value; numel(shape)], shape, device)
+        match device {
+            Device::Cpu => Tensor::from_vec(vec![value; numel(shape)], shape, device),
+            Device::Gpu(ctx) => Tensor::from_storage(
+                Storage::Gpu(crate::backend::gpu::fill(ctx, numel(shape), value as f64)),
+                shape.to_vec(),
+                device.clone(),
+            ),
+        }
     }
 
     pub fn zeros(shape: &[usize], device: &Device) -> Tensor {
@@ -154,13 +162,19 @@ impl Tensor {
 
     /// A tensor of `value` with this tensor's shape, dtype and device.
     pub fn full_like(&self, value: f64) -> Tensor {
-        let n = self.numel();
+        self.full_shaped(self.shape(), value)
+    }
+
+    /// A tensor of `value` in `shape`, with this tensor's dtype and device (no gradient); on
+    /// the GPU written by a kernel rather than uploaded.
+    pub fn full_shaped(&self, shape: &[usize], value: f64) -> Tensor {
+        let n = numel(shape);
         let storage = match (&self.device(), self.dtype()) {
             (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(vec![value; n])),
             (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(vec![value as f32; n])),
-            (Device::Gpu(ctx), _) => Storage::Gpu(GpuData::upload(ctx, &vec![value as f32; n])),
+            (Device::Gpu(ctx), _) => Storage::Gpu(crate::backend::gpu::fill(ctx, n, value)),
         };
-        Tensor::from_storage(storage, self.shape().to_vec(), self.device())
+        Tensor::from_storage(storage, shape.to_vec(), self.device())
     }
 
     pub fn zeros_like(&self) -> Tensor {

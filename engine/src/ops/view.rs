@@ -174,7 +174,7 @@ impl Tensor {
             let pad = |n: usize| {
                 let mut s = x.shape().to_vec();
                 s[a] = n;
-                g.new_from(&vec![0.0; numel(&s)], &s)
+                g.full_shaped(&s, 0.0)
             };
             let (before, after) = (pad(start), pad(size - start - len));
             parts.push(&before);

@@ -34,9 +34,11 @@ pub struct GpuCounters {
     pub dispatches: u64,
     /// Command buffers submitted to the queue.
     pub submits: u64,
-    /// Queue writes from the host (tensor uploads, index tables, kernel parameters).
+    /// Queue writes of data from the host (tensors, index tables); kernel parameters apart.
     pub uploads: u64,
     pub upload_bytes: u64,
+    /// Kernel parameter bytes written with each submission (one slot per launch).
+    pub param_bytes: u64,
     /// Reads back to the host, each of which waits for the device.
     pub readbacks: u64,
     pub readback_bytes: u64,
@@ -50,6 +52,7 @@ impl std::ops::Sub for GpuCounters {
             submits: self.submits - o.submits,
             uploads: self.uploads - o.uploads,
             upload_bytes: self.upload_bytes - o.upload_bytes,
+            param_bytes: self.param_bytes - o.param_bytes,
             readbacks: self.readbacks - o.readbacks,
             readback_bytes: self.readback_bytes - o.readback_bytes,
         }
@@ -386,8 +389,7 @@ impl GpuContext {
             }
             self.queue.submit([encoder.finish()]);
             st.counters.submits += 1;
-            st.counters.uploads += 1;
-            st.counters.upload_bytes += st.params.len() as u64;
+            st.counters.param_bytes += st.params.len() as u64;
             st.ops.clear();
             st.params.clear();
         }

@@ -253,12 +253,11 @@ const MATMUL_K_SLICE: usize = 2048;
 
 pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     let ctx = a.ctx();
-    let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
     if s.k == 0 {
         // An empty sum: the product is all zeros.
-        let zeros = GpuData::upload(ctx, &vec![0.0; c.len()]);
-        return zeros;
+        return fill(ctx, s.batch * s.m * s.n, 0.0);
     }
+    let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
     let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
     let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
     let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
@@ -592,6 +591,26 @@ pub fn index_select(x: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u3
 pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32]) -> GpuData {
     let ctx = g.ctx();
     let total = outer * n * inner;
+    // Distinct indices (a cross-entropy's targets, MAE's kept patches) write each row at most
+    // once: zeros made on the device and one scatter, uploading only the indices.
+    let mut seen = vec![false; n];
+    if idx
+        .iter()
+        .all(|&i| !std::mem::replace(&mut seen[i as usize], true))
+    {
+        let y = fill(ctx, total, 0.0);
+        let ids = upload_u32(ctx, idx);
+        let moved = outer * idx.len() * inner;
+        let p = [moved, n, inner, idx.len()].map(|v| v as u32);
+        launch(
+            ctx,
+            kernel!(COPY, "scatter_rows"),
+            &p,
+            &[g, &ids, &y],
+            grid(moved, 256),
+        );
+        return y;
+    }
     let y = GpuData::alloc(ctx, total);
     // Group the selecting positions by destination row (a counting sort on the host).
     let mut offs = vec![0u32; n + 1];
@@ -656,4 +675,17 @@ pub fn adamw(p: &GpuData, g: &GpuData, m: &GpuData, v: &GpuData, s: AdamWStep) -
         grid(n, 256),
     );
     out
+}
+
+/// `n` copies of `value`, written by a kernel (no host upload).
+pub fn fill(ctx: &Arc<GpuContext>, n: usize, value: f64) -> GpuData {
+    let y = GpuData::alloc(ctx, n);
+    launch(
+        ctx,
+        kernel!(COPY, "fill"),
+        &[n as u32, bits(value)],
+        &[&y],
+        grid(n, 256),
+    );
+    y
 }
