@@ -1276,6 +1276,19 @@ fn gpu_multi_head_attention() {
             |x| Tensor::multi_head_attention(&x[0], heads, true, Some(&x[1])),
         );
     }
+    // Read in place from the packed projection: one launch forward, four backward (no split,
+    // permute, merge or padding copies).
+    let data = normal(&[2, 50, 96], 40).iter().map(|&v| v as f32).collect();
+    let qkv = Tensor::from_vec(data, &[2, 50, 96], &gpu).requires_grad_(true);
+    let before = gpu.gpu_counters().unwrap();
+    let y = Tensor::multi_head_attention(&qkv, 4, true, None);
+    let mid = gpu.gpu_counters().unwrap();
+    let seed = y.ones_like();
+    let mid = (mid, gpu.gpu_counters().unwrap());
+    y.backward_with(seed);
+    let after = gpu.gpu_counters().unwrap();
+    assert_eq!((mid.0 - before).dispatches, 1, "forward launches");
+    assert_eq!((after - mid.1).dispatches, 4, "backward launches");
 }
 
 #[test]

@@ -456,7 +456,7 @@ pub fn attention(
                 Storage::Gpu(b) => b,
                 Storage::Cpu(_) => panic!("attention: mask lives on a different device"),
             });
-            let (o, l) = gpu::attention(q, k, v, b, spec);
+            let (o, l) = gpu::attention(q, k, v, b, spec, Packing::Separate);
             (Storage::Gpu(o), Storage::Gpu(l))
         }
         _ => panic!("attention: operands live on different devices"),
@@ -470,8 +470,16 @@ fn cpu_data(s: &Storage) -> &cpu::CpuData {
     }
 }
 
-/// Attention on a packed qkv projection ([`Packing::Qkv`]): `None` where the backend has no such
-/// kernel, and the op composes it from a split and [`attention`] instead.
+fn gpu_data(s: &Storage) -> &gpu::GpuData {
+    match s {
+        Storage::Gpu(g) => g,
+        Storage::Cpu(_) => panic!("attention: operands live on different devices"),
+    }
+}
+
+/// Attention on a packed qkv projection ([`Packing::Qkv`]): `None` where the backend's fused
+/// kernels cannot run it (a GPU's loop limit on long sequences), and the op composes it from a
+/// split and [`attention`] instead.
 pub fn attention_packed(
     qkv: &Storage,
     bias: Option<&Storage>,
@@ -481,6 +489,10 @@ pub fn attention_packed(
         Storage::Cpu(x) => {
             let (o, l) = cpu::attention(x, x, x, bias.map(cpu_data), spec, Packing::Qkv);
             Some((Storage::Cpu(o), Storage::Cpu(l)))
+        }
+        Storage::Gpu(x) if gpu::attention_fits(&spec) => {
+            let (o, l) = gpu::attention(x, x, x, bias.map(gpu_data), spec, Packing::Qkv);
+            Some((Storage::Gpu(o), Storage::Gpu(l)))
         }
         Storage::Gpu(_) => None,
     }
@@ -496,15 +508,43 @@ pub struct AttnSaved<'a> {
 }
 
 /// Fused attention backward from the saved forward pass and the output gradient `g`: the input
-/// gradients in the layout of `saved.inputs`, or `None` where the backend has no such kernel and
-/// the op composes the gradient from primitives.
+/// gradients in the layout of `saved.inputs`, or `None` where the backend's fused kernels cannot
+/// run it (a GPU's loop limit on long sequences) and the op composes the gradient from
+/// primitives.
 pub fn attention_backward(
     saved: &AttnSaved,
     g: &Storage,
     spec: AttnSpec,
     packing: Packing,
 ) -> Option<Vec<Storage>> {
-    let Storage::Cpu(g) = g else { return None };
+    let g = match g {
+        Storage::Cpu(g) => g,
+        Storage::Gpu(g) => {
+            if !gpu::attention_fits(&spec) {
+                return None;
+            }
+            let (q, k, v) = match (packing, saved.inputs) {
+                (Packing::Separate, [q, k, v]) => (gpu_data(q), gpu_data(k), gpu_data(v)),
+                (Packing::Qkv, [x]) => (gpu_data(x), gpu_data(x), gpu_data(x)),
+                _ => panic!(
+                    "attention backward: {packing:?} attention saved {} inputs",
+                    saved.inputs.len()
+                ),
+            };
+            let grads = gpu::attention_backward(
+                q,
+                k,
+                v,
+                gpu_data(saved.out),
+                gpu_data(saved.lse),
+                g,
+                saved.bias.map(gpu_data),
+                spec,
+                packing,
+            );
+            return Some(grads.into_iter().map(Storage::Gpu).collect());
+        }
+    };
     let (q, k, v) = match (packing, saved.inputs) {
         (Packing::Separate, [q, k, v]) => (cpu_data(q), cpu_data(k), cpu_data(v)),
         (Packing::Qkv, [x]) => (cpu_data(x), cpu_data(x), cpu_data(x)),

@@ -5,7 +5,7 @@ use super::data::GpuData;
 use super::shaders::{
     self, ATTENTION, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
 };
-use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Reduce, Unary};
+use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Packing, Reduce, Unary};
 use std::sync::Arc;
 
 /// Most axes a strided kernel indexes after merging contiguous ones.
@@ -448,9 +448,60 @@ pub fn layer_norm_backward(
     dx
 }
 
-/// Head dimensions the fused kernel keeps in registers.
+/// Head dimensions the fused kernels keep in registers.
 const MAX_HEAD_DIM: usize = 128;
 
+/// Whether the fused kernels can run `s`: head dimensions in registers, and each invocation's
+/// loop over the other sequence (about 2d + dv multiply-adds per key or query) within llvmpipe's
+/// loop limit. Elsewhere attention is composed from matmuls and a softmax.
+pub fn attention_fits(s: &AttnSpec) -> bool {
+    s.d <= MAX_HEAD_DIM
+        && s.dv <= MAX_HEAD_DIM
+        && s.d + s.dv + s.tq.max(s.tk) * (2 * s.d + s.dv + 2) <= 4 * LOOP_BUDGET - 4096
+}
+
+/// The kernels' parameters: the shape, then where each row of q, k, v and the output starts
+/// (`[n_stride, h_stride, row_stride, offset]` each; see shaders/attention.wgsl).
+fn attention_params(s: &AttnSpec, bias: bool, packing: Packing) -> Vec<u32> {
+    let (h, d, dv) = (s.heads, s.d, s.dv);
+    let layout = match packing {
+        // (bh, T, D) each.
+        Packing::Separate => [
+            [h * s.tq * d, s.tq * d, d, 0],
+            [h * s.tk * d, s.tk * d, d, 0],
+            [h * s.tk * dv, s.tk * dv, dv, 0],
+            [h * s.tq * dv, s.tq * dv, dv, 0],
+        ],
+        // q, k, v in place in (B, T, 3·C); the output (B, T, C) with heads side by side.
+        Packing::Qkv => {
+            let c = h * d;
+            [
+                [s.tq * 3 * c, d, 3 * c, 0],
+                [s.tk * 3 * c, d, 3 * c, c],
+                [s.tk * 3 * c, d, 3 * c, 2 * c],
+                [s.tq * c, d, c, 0],
+            ]
+        }
+    };
+    let mut p = vec![
+        s.bh as u32,
+        h as u32,
+        s.tq as u32,
+        s.tk as u32,
+        d as u32,
+        dv as u32,
+        bits(s.scale),
+        s.causal as u32,
+        bias as u32,
+        f32::INFINITY.to_bits(),
+    ];
+    p.extend(layout.iter().flatten().map(|&v| v as u32));
+    p
+}
+
+/// Fused attention forward: the output (in `packing`'s layout) and each query row's log-sum-exp.
+/// For [`Packing::Qkv`], `q`, `k` and `v` are the same packed buffer and the caller has checked
+/// [`attention_fits`].
 #[track_caller]
 pub fn attention(
     q: &GpuData,
@@ -458,6 +509,7 @@ pub fn attention(
     v: &GpuData,
     bias: Option<&GpuData>,
     s: AttnSpec,
+    packing: Packing,
 ) -> (GpuData, GpuData) {
     assert!(
         s.d <= MAX_HEAD_DIM && s.dv <= MAX_HEAD_DIM,
@@ -465,42 +517,94 @@ pub fn attention(
         s.d,
         s.dv
     );
-    // The fused kernel loops over every key for each query; where that would pass llvmpipe's loop
-    // limit, the same function is composed from matmuls and a softmax instead.
-    if s.d + s.dv + s.tk * (s.d + s.dv + 2) > 4 * LOOP_BUDGET - 4096 {
+    if !attention_fits(&s) {
+        assert_eq!(
+            packing,
+            Packing::Separate,
+            "internal: packed attention too long"
+        );
         return attention_composed(q, k, v, bias, s);
     }
     let ctx = q.ctx();
     let o = GpuData::alloc(ctx, s.bh * s.tq * s.dv);
     let lse = GpuData::alloc(ctx, s.bh * s.tq);
-    let dummy;
-    let bias_buf = match bias {
-        Some(b) => b,
-        None => {
-            dummy = GpuData::alloc(ctx, 1);
-            &dummy
-        }
-    };
-    let p = [
-        s.bh as u32,
-        s.heads as u32,
-        s.tq as u32,
-        s.tk as u32,
-        s.d as u32,
-        s.dv as u32,
-        bits(s.scale),
-        s.causal as u32,
-        bias.is_some() as u32,
-        f32::INFINITY.to_bits(),
-    ];
+    // Without a mask, a one-element stand-in the kernel never reads.
+    let dummy = GpuData::alloc(ctx, 1);
     launch(
         ctx,
         kernel!(ATTENTION, "attention"),
-        &p,
-        &[q, k, v, bias_buf, &o, &lse],
+        &attention_params(&s, bias.is_some(), packing),
+        &[q, k, v, bias.unwrap_or(&dummy), &o, &lse],
         grid(s.bh * s.tq, 64),
     );
     (o, lse)
+}
+
+/// Fused attention backward from the forward's inputs, output and log-sum-exp and the output
+/// gradient `g`: `[dq, dk, dv]`, or `[dqkv]` for [`Packing::Qkv`], whose three kernels each
+/// write their own part of the packed gradient. Four launches, no atomics; the caller has
+/// checked [`attention_fits`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &GpuData,
+    k: &GpuData,
+    v: &GpuData,
+    o: &GpuData,
+    lse: &GpuData,
+    g: &GpuData,
+    bias: Option<&GpuData>,
+    s: AttnSpec,
+    packing: Packing,
+) -> Vec<GpuData> {
+    let ctx = q.ctx();
+    let p = attention_params(&s, bias.is_some(), packing);
+    let dummy = GpuData::alloc(ctx, 1);
+    let bias = bias.unwrap_or(&dummy);
+    let ld = GpuData::alloc(ctx, 2 * s.bh * s.tq);
+    let rows = |n: usize| grid(n, 64);
+    launch(
+        ctx,
+        kernel!(ATTENTION, "attention_delta"),
+        &p,
+        &[g, o, lse, &ld],
+        rows(s.bh * s.tq),
+    );
+    // Packed, the three kernels write disjoint parts (q's, k's, v's places) of one gradient.
+    let out: Vec<GpuData> = match packing {
+        Packing::Separate => vec![
+            GpuData::alloc(ctx, s.bh * s.tq * s.d),
+            GpuData::alloc(ctx, s.bh * s.tk * s.d),
+            GpuData::alloc(ctx, s.bh * s.tk * s.dv),
+        ],
+        Packing::Qkv => vec![GpuData::alloc(ctx, q.len())],
+    };
+    let (dq, dk, dv) = match &out[..] {
+        [dq, dk, dv] => (dq, dk, dv),
+        [dqkv] => (dqkv, dqkv, dqkv),
+        _ => unreachable!("one or three gradients"),
+    };
+    launch(
+        ctx,
+        kernel!(ATTENTION, "attention_dq"),
+        &p,
+        &[q, k, v, bias, g, &ld, dq],
+        rows(s.bh * s.tq),
+    );
+    launch(
+        ctx,
+        kernel!(ATTENTION, "attention_dk"),
+        &p,
+        &[q, k, v, bias, g, &ld, dk],
+        rows(s.bh * s.tk),
+    );
+    launch(
+        ctx,
+        kernel!(ATTENTION, "attention_dv"),
+        &p,
+        &[q, k, bias, g, &ld, dv],
+        rows(s.bh * s.tk),
+    );
+    out
 }
 
 /// Attention as softmax(q kᵀ · scale + masks) v from separate kernels, with the same outputs
