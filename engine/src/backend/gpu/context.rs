@@ -25,9 +25,11 @@ pub struct GpuContext {
     state: Mutex<State>,
 }
 
-/// Work handed to the device since the context was created. The difference of two snapshots is
-/// what the code between them cost in launches, submissions and host↔device traffic (a training
-/// step's dispatch count, or the bytes it uploads).
+/// Work the calling thread handed to the device. The difference of two snapshots is what the code
+/// between them cost in launches, submissions and host↔device traffic (a training step's dispatch
+/// count, or the bytes it uploads); counting per thread keeps other threads' work (a loader,
+/// concurrent tests) out of it. A submission, with its batch's kernel parameters, counts for the
+/// thread that triggers it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuCounters {
     /// Kernel launches recorded.
@@ -75,7 +77,29 @@ struct State {
     params: Vec<u8>,
     params_buf: wgpu::Buffer,
     slot: u64,
-    counters: GpuCounters,
+}
+
+thread_local! {
+    static COUNTERS: std::cell::Cell<GpuCounters> = const {
+        std::cell::Cell::new(GpuCounters {
+            dispatches: 0,
+            submits: 0,
+            uploads: 0,
+            upload_bytes: 0,
+            param_bytes: 0,
+            readbacks: 0,
+            readback_bytes: 0,
+        })
+    };
+}
+
+/// Adds to the calling thread's counters.
+fn count(f: impl FnOnce(&mut GpuCounters)) {
+    COUNTERS.with(|c| {
+        let mut v = c.get();
+        f(&mut v);
+        c.set(v);
+    });
 }
 
 static SHARED: OnceLock<std::result::Result<Arc<GpuContext>, String>> = OnceLock::new();
@@ -164,7 +188,6 @@ impl GpuContext {
                 params: Vec::new(),
                 params_buf,
                 slot: align,
-                counters: GpuCounters::default(),
             }),
         })
     }
@@ -224,9 +247,9 @@ impl GpuContext {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
-    /// A snapshot of the work counters (see [`GpuCounters`]).
+    /// A snapshot of the calling thread's work counters (see [`GpuCounters`]).
     pub fn counters(&self) -> GpuCounters {
-        self.state.lock().unwrap().counters
+        COUNTERS.with(|c| c.get())
     }
 
     /// Largest buffer one kernel may bind, in bytes.
@@ -283,9 +306,10 @@ impl GpuContext {
     /// Copies host bytes into a buffer (ordered before the next submitted batch).
     pub(crate) fn write(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
         if !bytes.is_empty() {
-            let mut st = self.state.lock().unwrap();
-            st.counters.uploads += 1;
-            st.counters.upload_bytes += bytes.len() as u64;
+            count(|c| {
+                c.uploads += 1;
+                c.upload_bytes += bytes.len() as u64;
+            });
             self.queue.write_buffer(buffer, 0, bytes);
         }
     }
@@ -370,7 +394,7 @@ impl GpuContext {
             bind_group,
             grid,
         });
-        st.counters.dispatches += 1;
+        count(|c| c.dispatches += 1);
     }
 
     /// Encodes and submits the open batch, then recycles the buffers it freed.
@@ -388,8 +412,11 @@ impl GpuContext {
                 }
             }
             self.queue.submit([encoder.finish()]);
-            st.counters.submits += 1;
-            st.counters.param_bytes += st.params.len() as u64;
+            let bytes = st.params.len() as u64;
+            count(|c| {
+                c.submits += 1;
+                c.param_bytes += bytes;
+            });
             st.ops.clear();
             st.params.clear();
         }
@@ -427,9 +454,11 @@ impl GpuContext {
         {
             let mut st = self.state.lock().unwrap();
             self.submit(&mut st);
-            st.counters.submits += 1;
-            st.counters.readbacks += 1;
-            st.counters.readback_bytes += bytes;
+            count(|c| {
+                c.submits += 1;
+                c.readbacks += 1;
+                c.readback_bytes += bytes;
+            });
         }
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
