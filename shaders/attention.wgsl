@@ -4,8 +4,8 @@
 //   off + (b / heads)·n_stride + (b % heads)·h_stride + i·row_stride,
 // four layout words per tensor in P (`attention_params` in kernels.rs). One invocation per row,
 // without barriers (software adapters run those fastest); head dimensions up to 128 in registers.
-// P: [bh, heads, tq, tk, d, dv, scale, causal, has_bias, +inf, q layout @10, k @14, v @18, o @22]
-// (the output gradient has the output's layout).
+// P: [bh, heads, tq, tk, d, dv, scale, causal, has_bias, +inf, q layout @10, k @14, v @18, o @22,
+// then one kernel-specific word @26] (the output gradient has the output's layout).
 
 const LQ: u32 = 10u;
 const LK: u32 = 14u;
@@ -180,16 +180,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
-//!kernel attention_dk
-// dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ over the queries that see key j; one invocation per key
-// row, written in k's layout (zeros for a masked key).
+//!kernel attention_dkv
+// One invocation per key row j, over the queries that see it, with pᵢⱼ = exp(scale·qᵢ·kⱼ +
+// biasⱼ − lseᵢ); launched twice, writing OUT in k's or v's layout (zeros for a masked key):
+//   P[26] = 0:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
+//   P[26] = 1:  dvⱼ = Σᵢ pᵢⱼ dOᵢ
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
 @group(0) @binding(2) var<storage, read> K: array<f32>;
 @group(0) @binding(3) var<storage, read> V: array<f32>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read> G: array<f32>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
-@group(0) @binding(7) var<storage, read_write> DK: array<f32>;
+@group(0) @binding(7) var<storage, read_write> OUT: array<f32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -199,12 +201,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let d = P[4];
     let dv = P[5];
     let scale = pf(6u);
+    let want_dv = P[26] != 0u;
     if (t >= P[0] * tk) {
         return;
     }
     let b = t / tk;
     let j = t % tk;
     let rk = row_at(LK, b, j);
+    let rv = row_at(LV, b, j);
     var bias = 0.0;
     if (P[8] != 0u) {
         bias = BIAS[(b / P[1]) * tk + j];
@@ -215,7 +219,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     for (var c = 0u; c < d; c++) {
         k[c] = K[rk + c] * scale;
     }
-    let rv = row_at(LV, b, j);
     for (var c = 0u; c < dv; c++) {
         v[c] = V[rv + c];
     }
@@ -232,71 +235,28 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         let p = exp(s - LD[2u * (b * tq + i)]);
         let ro = row_at(LO, b, i);
-        var dp = 0.0;
+        if (want_dv) {
+            for (var c = 0u; c < dv; c++) {
+                acc[c] += p * G[ro + c];
+            }
+        } else {
+            var dp = 0.0;
+            for (var c = 0u; c < dv; c++) {
+                dp += G[ro + c] * v[c];
+            }
+            let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
+            for (var c = 0u; c < d; c++) {
+                acc[c] += ds * Q[rq + c];
+            }
+        }
+    }
+    if (want_dv) {
         for (var c = 0u; c < dv; c++) {
-            dp += G[ro + c] * v[c];
+            OUT[rv + c] = acc[c];
         }
-        let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
+    } else {
         for (var c = 0u; c < d; c++) {
-            acc[c] += ds * Q[rq + c];
+            OUT[rk + c] = acc[c] * scale;
         }
-    }
-    for (var c = 0u; c < d; c++) {
-        DK[rk + c] = acc[c] * scale;
-    }
-}
-
-//!kernel attention_dv
-// dvⱼ = Σᵢ pᵢⱼ dOᵢ over the queries that see key j; one invocation per key row, written in v's
-// layout (zeros for a masked key).
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> BIAS: array<f32>;
-@group(0) @binding(4) var<storage, read> G: array<f32>;
-@group(0) @binding(5) var<storage, read> LD: array<f32>;
-@group(0) @binding(6) var<storage, read_write> DV: array<f32>;
-
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = row_id(gid, nwg);
-    let tq = P[2];
-    let tk = P[3];
-    let d = P[4];
-    let dv = P[5];
-    let scale = pf(6u);
-    if (t >= P[0] * tk) {
-        return;
-    }
-    let b = t / tk;
-    let j = t % tk;
-    let rk = row_at(LK, b, j);
-    var bias = 0.0;
-    if (P[8] != 0u) {
-        bias = BIAS[(b / P[1]) * tk + j];
-    }
-    var k: array<f32, 128>;
-    var acc: array<f32, 128>;
-    for (var c = 0u; c < d; c++) {
-        k[c] = K[rk + c] * scale;
-    }
-    var istart = select(0u, j, P[7] != 0u);
-    if (bias < -3.0e38) {
-        istart = tq;
-    }
-    for (var i = istart; i < tq; i++) {
-        let rq = row_at(LQ, b, i);
-        var s = bias;
-        for (var c = 0u; c < d; c++) {
-            s += Q[rq + c] * k[c];
-        }
-        let p = exp(s - LD[2u * (b * tq + i)]);
-        let ro = row_at(LO, b, i);
-        for (var c = 0u; c < dv; c++) {
-            acc[c] += p * G[ro + c];
-        }
-    }
-    let rv = row_at(LV, b, j);
-    for (var c = 0u; c < dv; c++) {
-        DV[rv + c] = acc[c];
     }
 }

@@ -517,54 +517,38 @@ pub fn attention_backward(
     spec: AttnSpec,
     packing: Packing,
 ) -> Option<Vec<Storage>> {
-    let g = match g {
-        Storage::Cpu(g) => g,
-        Storage::Gpu(g) => {
-            if !gpu::attention_fits(&spec) {
-                return None;
-            }
-            let (q, k, v) = match (packing, saved.inputs) {
-                (Packing::Separate, [q, k, v]) => (gpu_data(q), gpu_data(k), gpu_data(v)),
-                (Packing::Qkv, [x]) => (gpu_data(x), gpu_data(x), gpu_data(x)),
-                _ => panic!(
-                    "attention backward: {packing:?} attention saved {} inputs",
-                    saved.inputs.len()
-                ),
-            };
-            let grads = gpu::attention_backward(
-                q,
-                k,
-                v,
-                gpu_data(saved.out),
-                gpu_data(saved.lse),
-                g,
-                saved.bias.map(gpu_data),
-                spec,
-                packing,
-            );
-            return Some(grads.into_iter().map(Storage::Gpu).collect());
+    // q, k, v as one backend's data: three saved tensors, or the packed one three times.
+    fn qkv<'a, T>(
+        saved: &[&'a Storage],
+        packing: Packing,
+        data: fn(&'a Storage) -> &'a T,
+    ) -> (&'a T, &'a T, &'a T) {
+        match (packing, saved) {
+            (Packing::Separate, [q, k, v]) => (data(q), data(k), data(v)),
+            (Packing::Qkv, [x]) => (data(x), data(x), data(x)),
+            _ => panic!(
+                "attention backward: {packing:?} attention saved {} inputs",
+                saved.len()
+            ),
         }
-    };
-    let (q, k, v) = match (packing, saved.inputs) {
-        (Packing::Separate, [q, k, v]) => (cpu_data(q), cpu_data(k), cpu_data(v)),
-        (Packing::Qkv, [x]) => (cpu_data(x), cpu_data(x), cpu_data(x)),
-        _ => panic!(
-            "attention backward: {packing:?} attention saved {} inputs",
-            saved.inputs.len()
-        ),
-    };
-    let grads = cpu::attention_backward(
-        q,
-        k,
-        v,
-        cpu_data(saved.out),
-        cpu_data(saved.lse),
-        g,
-        saved.bias.map(cpu_data),
-        spec,
-        packing,
-    );
-    Some(grads.into_iter().map(Storage::Cpu).collect())
+    }
+    Some(match g {
+        Storage::Cpu(g) => {
+            let (q, k, v) = qkv(saved.inputs, packing, cpu_data);
+            let (o, lse, bias) = (cpu_data(saved.out), cpu_data(saved.lse), saved.bias);
+            let grads =
+                cpu::attention_backward(q, k, v, o, lse, g, bias.map(cpu_data), spec, packing);
+            grads.into_iter().map(Storage::Cpu).collect()
+        }
+        Storage::Gpu(_) if !gpu::attention_fits(&spec) => return None,
+        Storage::Gpu(g) => {
+            let (q, k, v) = qkv(saved.inputs, packing, gpu_data);
+            let (o, lse, bias) = (gpu_data(saved.out), gpu_data(saved.lse), saved.bias);
+            let grads =
+                gpu::attention_backward(q, k, v, o, lse, g, bias.map(gpu_data), spec, packing);
+            grads.into_iter().map(Storage::Gpu).collect()
+        }
+    })
 }
 
 /// Selects `idx` entries along the middle extent of (outer, n, inner): out is (outer, idx.len(), inner).

@@ -541,8 +541,8 @@ pub fn attention(
 }
 
 /// Fused attention backward from the forward's inputs, output and log-sum-exp and the output
-/// gradient `g`: `[dq, dk, dv]`, or `[dqkv]` for [`Packing::Qkv`], whose three kernels each
-/// write their own part of the packed gradient. Four launches, no atomics; the caller has
+/// gradient `g`: `[dq, dk, dv]`, or `[dqkv]` for [`Packing::Qkv`], whose q, k and v parts three
+/// launches write separately. Four launches (row deltas, dq, dk, dv), no atomics; the caller has
 /// checked [`attention_fits`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
@@ -590,20 +590,17 @@ pub fn attention_backward(
         &[q, k, v, bias, g, &ld, dq],
         rows(s.bh * s.tq),
     );
-    launch(
-        ctx,
-        kernel!(ATTENTION, "attention_dk"),
-        &p,
-        &[q, k, v, bias, g, &ld, dk],
-        rows(s.bh * s.tk),
-    );
-    launch(
-        ctx,
-        kernel!(ATTENTION, "attention_dv"),
-        &p,
-        &[q, k, bias, g, &ld, dv],
-        rows(s.bh * s.tk),
-    );
+    for (which, grad) in [dk, dv].into_iter().enumerate() {
+        let mut p = p.clone();
+        p.push(which as u32);
+        launch(
+            ctx,
+            kernel!(ATTENTION, "attention_dkv"),
+            &p,
+            &[q, k, v, bias, g, &ld, grad],
+            rows(s.bh * s.tk),
+        );
+    }
     out
 }
 
