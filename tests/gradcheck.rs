@@ -2359,7 +2359,7 @@ fn grad_conv2d() {
         [x.clone(), wt.clone(), bias],
         |t| selfsup_engine::nn::conv2d(&t[0], &t[1], Some(&t[2]), k, 2, 1),
     );
-    // No padding, stride 1, a 1×1 map out of a 2×2 kernel's corner case.
+    // No padding, stride 1: a 2×2 kernel over the 5×6 map, 4×5 outputs.
     let w2 = leaf64(normal(&[o, 4 * c], 4), &[o, 4 * c]);
     gradcheck("conv2d 2×2 stride 1 no pad", [x, w2], |t| {
         selfsup_engine::nn::conv2d(&t[0], &t[1], None, 2, 1, 0)

@@ -91,19 +91,23 @@ fn fixed_views(device: &Device) -> (Vec<Tensor>, Vec<u32>) {
     (vec![img, shifted], data.labels.clone())
 }
 
-fn loss_falls(method: &str, device: &Device) {
-    let config = tiny(method, 30);
-    let mut model = config.method.build(
-        &mut Init::new(3, device),
-        config.vit.clone(),
-        config.views.clone(),
-    );
-    let mut opt = AdamW::new(
+/// `method`'s tiny model on `device` (a fixed initialisation) and AdamW without decay over it.
+fn tiny_model(method: &str, device: &Device) -> (Box<dyn Method>, AdamW) {
+    let config = tiny(method, 1);
+    let model = config
+        .method
+        .build(&mut Init::new(3, device), config.vit, config.views);
+    let opt = AdamW::new(
         param_groups(model.named_parameters(), 0.0),
         0.9,
         0.999,
         1e-8,
     );
+    (model, opt)
+}
+
+fn loss_falls(method: &str, device: &Device) {
+    let (mut model, mut opt) = tiny_model(method, device);
     let (views, labels) = fixed_views(device);
     let mut losses = Vec::new();
     for step in 0..30 {
@@ -272,7 +276,6 @@ fn every_method_trains_on_the_gpu() {
     every_method_trains(&gpu);
 }
 
-/// Weights, buffers (teacher, queue) and optimizer state, sorted by name.
 /// A GPU training step keeps its data on the device: past the batch itself (already there), it
 /// uploads only index lists of a few hundred bytes — no zero pads, masks or weights built on the
 /// host — and the optimizer is one launch per parameter.
@@ -281,18 +284,7 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
     let Some(gpu) = common::gpu_or_skip("a_gpu_simclr_step_uploads_only_a_few_kilobytes") else {
         return;
     };
-    let config = tiny("simclr", 2);
-    let mut model = config.method.build(
-        &mut Init::new(3, &gpu),
-        config.vit.clone(),
-        config.views.clone(),
-    );
-    let mut opt = AdamW::new(
-        param_groups(model.named_parameters(), 0.05),
-        0.9,
-        0.999,
-        1e-8,
-    );
+    let (mut model, mut opt) = tiny_model("simclr", &gpu);
     let params = model.named_parameters().len() as u64;
     let (views, labels) = fixed_views(&gpu);
     let mut step = |step| {
@@ -318,6 +310,7 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
     assert_eq!(optimizer.dispatches, params, "AdamW launches per parameter");
 }
 
+/// Weights, buffers (teacher, queue) and optimizer state, sorted by name.
 fn state(run: &Run) -> Vec<(String, Vec<f32>)> {
     let mut v: Vec<(String, Vec<f32>)> = run
         .model

@@ -114,16 +114,20 @@ impl Tensor {
         Tensor::from_vec(vec![v], &[], device)
     }
 
-    /// `value` everywhere; on the GPU written by a kernel rather than uploaded.
+    /// `value` everywhere (f32); on the GPU written by a kernel rather than uploaded.
     pub fn full(shape: &[usize], value: f32, device: &Device) -> Tensor {
-        match device {
-            Device::Cpu => Tensor::from_vec(vec![value; numel(shape)], shape, device),
-            Device::Gpu(ctx) => Tensor::from_storage(
-                Storage::Gpu(crate::backend::gpu::fill(ctx, numel(shape), value as f64)),
-                shape.to_vec(),
-                device.clone(),
-            ),
-        }
+        Tensor::filled(shape, value as f64, DType::F32, device)
+    }
+
+    /// `value` in `shape` with `dtype` on `device`, no gradient: on the GPU a `fill` kernel.
+    fn filled(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Tensor {
+        let n = numel(shape);
+        let storage = match (device, dtype) {
+            (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(vec![value; n])),
+            (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(vec![value as f32; n])),
+            (Device::Gpu(ctx), _) => Storage::Gpu(crate::backend::gpu::fill(ctx, n, value)),
+        };
+        Tensor::from_storage(storage, shape.to_vec(), device.clone())
     }
 
     pub fn zeros(shape: &[usize], device: &Device) -> Tensor {
@@ -168,13 +172,7 @@ impl Tensor {
     /// A tensor of `value` in `shape`, with this tensor's dtype and device (no gradient); on
     /// the GPU written by a kernel rather than uploaded.
     pub fn full_shaped(&self, shape: &[usize], value: f64) -> Tensor {
-        let n = numel(shape);
-        let storage = match (&self.device(), self.dtype()) {
-            (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(vec![value; n])),
-            (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(vec![value as f32; n])),
-            (Device::Gpu(ctx), _) => Storage::Gpu(crate::backend::gpu::fill(ctx, n, value)),
-        };
-        Tensor::from_storage(storage, shape.to_vec(), self.device())
+        Tensor::filled(shape, value, self.dtype(), &self.device())
     }
 
     pub fn zeros_like(&self) -> Tensor {

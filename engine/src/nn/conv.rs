@@ -39,7 +39,7 @@ pub fn conv2d(
     );
     // (B, H·W, C), plus one zero row at index H·W that every padding tap reads.
     let flat = x.reshape_to(&[b, h * w, c]);
-    let padded = Tensor::cat(&[&flat, &flat.narrow(1, 0, 1).zeros_like()], 1);
+    let padded = Tensor::cat(&[&flat, &flat.full_shaped(&[b, 1, c], 0.0)], 1);
     let zero = (h * w) as u32;
     let mut rows = Vec::with_capacity(oh * ow * kernel * kernel);
     for (oy, ox) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
