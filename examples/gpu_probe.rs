@@ -1,7 +1,8 @@
 //! What the GPU backend does on this machine's adapter, one figure per line: the adapter and its
 //! limits, copy bandwidth, matrix-product GFLOP/s (squares and the ViT's shapes), softmax, layer
 //! norm and reduction bandwidth, attention forward+backward, and the SimCLR training step split
-//! into forward, backward and optimizer with its kernel launches, submissions and uploads.
+//! into forward, backward and optimizer with its kernel launches, submissions and uploads, then
+//! the same step on the host's CPU backend for comparison.
 //!
 //! Made to be run once on a borrowed GPU machine, so it is built portable (no `target-cpu=native`,
 //! which `.cargo/config.toml` sets for this machine's CPU backend), stripped, and finishes in a few
@@ -18,6 +19,7 @@ use clap::Parser;
 use selfsup::models::method::{MethodConfig, Progress};
 use selfsup::models::views::{Recipe, ViewsConfig};
 use selfsup::models::vit::{Pool, VitConfig};
+use selfsup_engine::backend::gpu::GpuContext;
 use selfsup_engine::nn::Init;
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{no_grad, Device, Tensor};
@@ -29,6 +31,9 @@ struct Args {
     /// Only the smallest sizes (a check that the probe runs)
     #[arg(long)]
     quick: bool,
+    /// Only the matrix products (to compare kernel profiles: SELFSUP_GPU_KERNELS=software|hardware)
+    #[arg(long)]
+    matmul: bool,
 }
 
 /// Median wall time of `f` in seconds over `reps` runs after one warm-up, each waited for.
@@ -117,6 +122,25 @@ fn main() {
         });
         let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
         println!("{name}: {gflops:.1} GFLOP/s ({:.3} ms)", s * 1e3);
+        let ns = device_time(ctx, || {
+            drop(no_grad(|| {
+                if transposed {
+                    a.matmul_tn(&b)
+                } else {
+                    a.matmul(&b)
+                }
+            }))
+        });
+        if ns > 0.0 {
+            let gflops = 2.0 * (m * k * n) as f64 / ns;
+            println!(
+                "{name}: {gflops:.1} GFLOP/s in kernels ({:.3} ms)",
+                ns * 1e-6
+            );
+        }
+    }
+    if args.matmul {
+        return;
     }
 
     // Row kernels: bytes moved per call (read + write) over time.
@@ -160,9 +184,19 @@ fn main() {
         (false, _) => &[32, 128],
         (true, _) => &[32, 128, 256],
     };
-    for &batch in batches {
-        simclr_step(&dev, batch, if args.quick { 2 } else { 3 });
+    // The same steps on this host's CPU backend, the alternative to the GPU.
+    for d in [&dev, &Device::cpu()] {
+        for &batch in batches {
+            simclr_step(d, batch, if args.quick { 2 } else { 3 });
+        }
     }
+}
+
+/// Nanoseconds of kernel time `f` takes on the device, or 0 unless `SELFSUP_GPU_PROFILE=1`.
+fn device_time(ctx: &GpuContext, f: impl FnOnce()) -> f64 {
+    ctx.take_kernel_times();
+    f();
+    ctx.take_kernel_times().iter().map(|k| k.2).sum()
 }
 
 /// The SimCLR step of `benches/step.rs` at `batch` images (two views each), timed in its three
@@ -201,33 +235,76 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         };
         dev.synchronize();
         let before = dev.gpu_counters().unwrap_or_default();
+        // Each part is timed to the end of its recording on the host, then to the device's end.
         let t0 = Instant::now();
         opt.zero_grad();
         let loss = model.loss(&x, &labels, at);
+        let r0 = t0.elapsed();
         dev.synchronize();
         let t1 = Instant::now();
         loss.backward();
+        let r1 = t1.elapsed();
         dev.synchronize();
         let t2 = Instant::now();
         opt.step(1e-3);
         model.after_step(at);
+        let r2 = t2.elapsed();
         dev.synchronize();
         let t3 = Instant::now();
         per_step = dev.gpu_counters().unwrap_or_default() - before;
         // The first step compiles kernels and fills the buffer pool.
         if step > 0 {
-            parts.push([t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64()));
+            let secs = [t1 - t0, t2 - t1, t3 - t2, r0 + r1 + r2].map(|d| d.as_secs_f64());
+            parts.push(secs);
         }
     }
-    parts.sort_by(|a, b| a.iter().sum::<f64>().total_cmp(&b.iter().sum()));
-    let [f, b, o] = parts[parts.len() / 2];
+    parts.sort_by(|a, b| a[..3].iter().sum::<f64>().total_cmp(&b[..3].iter().sum()));
+    let [f, b, o, recording] = parts[parts.len() / 2];
+    let on = if dev.is_gpu() {
+        "gpu".into()
+    } else {
+        dev.name()
+    };
     println!(
-        "simclr step batch {batch}: {:.1} ms (forward {:.1}, backward {:.1}, optimizer {:.1})",
+        "simclr step batch {batch} on the {on}: {:.1} ms (forward {:.1}, backward {:.1}, \
+         optimizer {:.1})",
         (f + b + o) * 1e3,
         f * 1e3,
         b * 1e3,
         o * 1e3
     );
+    if !dev.is_gpu() {
+        return;
+    }
+    println!(
+        "simclr step batch {batch}: {:.1} ms of it recording the launches on the host",
+        recording * 1e3
+    );
+    // With SELFSUP_GPU_PROFILE=1, one more step's device time per kernel, longest first.
+    if let Device::Gpu(ctx) = dev {
+        ctx.take_kernel_times();
+        let at = Progress {
+            step: reps + 1,
+            total: 1_000_000,
+        };
+        opt.zero_grad();
+        model.loss(&x, &labels, at).backward();
+        opt.step(1e-3);
+        let times = ctx.take_kernel_times();
+        let total: f64 = times.iter().map(|k| k.2).sum();
+        if total > 0.0 {
+            println!(
+                "simclr step batch {batch}: {:.1} ms in kernels",
+                total * 1e-6
+            );
+        }
+        for (kernel, launches, ns) in times.iter().take(12) {
+            println!(
+                "simclr step batch {batch}: kernel {kernel}: {launches} launches, {:.2} ms",
+                ns * 1e-6
+            );
+        }
+    }
     println!(
         "simclr step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} kB; kernel \
          parameters {:.1} kB), {} readbacks",

@@ -120,7 +120,7 @@ fn gpu_harness_catches_a_device_difference() {
     }));
     assert!(
         panic_message(r.expect_err("a 1% forward difference must fail"))
-            .contains("self-test forward: forward")
+            .contains("self-test forward (Software kernels): forward")
     );
     // Same values, different gradient: only the backward comparison can see it.
     let off_backward = |t: &[Tensor]| {
@@ -132,11 +132,29 @@ fn gpu_harness_catches_a_device_difference() {
         }
     };
     let r = catch_unwind(AssertUnwindSafe(|| {
-        gpu_check("self-test backward", &gpu, &[x], off_backward)
+        gpu_check("self-test backward", &gpu, [x.clone()], off_backward)
     }));
     assert!(
         panic_message(r.expect_err("a gradient difference must fail"))
-            .contains("self-test backward: gradient of input 0")
+            .contains("self-test backward (Software kernels): gradient of input 0")
+    );
+    // Within tolerance of the CPU but different bits on each GPU run: not deterministic.
+    let runs = std::cell::Cell::new(0);
+    let drifting = |t: &[Tensor]| {
+        if t[0].device().is_gpu() {
+            runs.set(runs.get() + 1);
+            t[0].add_scalar(1e-6 * runs.get() as f64)
+        } else {
+            t[0].clone() * 1.0
+        }
+    };
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        gpu_check("self-test drift", &gpu, [x], drifting)
+    }));
+    assert!(
+        panic_message(r.expect_err("a run-to-run difference must fail")).contains(
+            "self-test drift (Software kernels): two runs on the GPU gave different bits"
+        )
     );
 }
 
@@ -887,6 +905,42 @@ fn gpu_matmul_transposed() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Shapes at the edges of the hardware profile's 128×128 tiles and 8-long K steps, both
+/// transposes, broadcast batches, and K long enough (or the tiles few enough) to be split.
+#[test]
+fn gpu_matmul_tile_edges() {
+    let Some(gpu) = gpu_or_skip("gpu_matmul_tile_edges") else {
+        return;
+    };
+    let mut cases: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for m in [63, 64, 65, 127, 128, 129] {
+        cases.push((1, m, 9, 192 - m));
+    }
+    // (batch, m, k, n): K = 1; split-K over a weight gradient's shape; K past one slice.
+    cases.extend([
+        (1, 65, 1, 129),
+        (1, 64, 3000, 129),
+        (1, 33, 4100, 40),
+        (3, 40, 17, 129),
+    ]);
+    for (seed, &(batch, m, k, n)) in cases.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let sa = if ta { [batch, k, m] } else { [batch, m, k] };
+            // B broadcast over the batch when there is one.
+            let sb: Vec<usize> = if tb { vec![n, k] } else { vec![k, n] };
+            let a = leaf32(normal(&sa, 40 + seed as u64), &sa);
+            let b = leaf32(normal(&sb, 60 + seed as u64), &sb);
+            gpu_check_with(
+                &format!("matmul_ex {sa:?} ta={ta} {sb:?} tb={tb}"),
+                &gpu,
+                &[a, b],
+                mm_tol(&sa, &sb),
+                |t| t[0].matmul_ex(&t[1], ta, tb),
+            );
         }
     }
 }

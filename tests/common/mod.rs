@@ -13,6 +13,7 @@
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use selfsup_engine::backend::gpu::{with_kernel_profile, KernelProfile};
 use selfsup_engine::SeededRng;
 use selfsup_engine::{no_grad, DType, Device, Tensor};
 
@@ -515,7 +516,9 @@ pub fn assert_close32(what: &str, shape: &[usize], gpu: &[f32], cpu: &[f32], tol
 }
 
 /// Runs `f` on f32 copies of `inputs` on the CPU and on `gpu`, and compares the forward
-/// outputs and the gradients of `sum(f(x) · w)` for every input that requires grad.
+/// outputs and the gradients of `sum(f(x) · w)` for every input that requires grad. The GPU
+/// runs under both kernel profiles (software and hardware, whatever the adapter), each twice:
+/// the two runs must agree bit for bit.
 ///
 /// `inputs` are f32 CPU tensors (see [`leaf32`], [`const32`]); constants (masks, indices as
 /// floats) are uploaded too but not differentiated.
@@ -542,27 +545,47 @@ pub fn gpu_check_with(
         .map(|v| v as f32)
         .collect();
     let cpu = run_on(op, &Device::cpu(), inputs, &w, &f);
-    let gpu_run = run_on(op, gpu, inputs, &w, &f);
-    assert_eq!(
-        gpu_run.shape, cpu.shape,
-        "{op}: output shape on the GPU differs from the CPU's"
-    );
-    assert_close32(
-        &format!("{op}: forward"),
-        &cpu.shape,
-        &gpu_run.out,
-        &cpu.out,
-        tol,
-    );
-    for (i, (g, c)) in gpu_run.grads.iter().zip(&cpu.grads).enumerate() {
-        if let (Some(g), Some(c)) = (g, c) {
-            assert_close32(
-                &format!("{op}: gradient of input {i}"),
-                inputs[i].shape(),
-                g,
-                c,
-                tol,
-            );
+    for profile in [KernelProfile::Software, KernelProfile::Hardware] {
+        let (gpu_run, again) = with_kernel_profile(profile, || {
+            (
+                run_on(op, gpu, inputs, &w, &f),
+                run_on(op, gpu, inputs, &w, &f),
+            )
+        });
+        let op = format!("{op} ({profile:?} kernels)");
+        assert_eq!(
+            gpu_run.shape, cpu.shape,
+            "{op}: output shape on the GPU differs from the CPU's"
+        );
+        let bits = |r: &Run| {
+            let grads = r.grads.iter().flatten().flatten();
+            r.out
+                .iter()
+                .chain(grads)
+                .map(|v| v.to_bits())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            bits(&gpu_run) == bits(&again),
+            "{op}: two runs on the GPU gave different bits"
+        );
+        assert_close32(
+            &format!("{op}: forward"),
+            &cpu.shape,
+            &gpu_run.out,
+            &cpu.out,
+            tol,
+        );
+        for (i, (g, c)) in gpu_run.grads.iter().zip(&cpu.grads).enumerate() {
+            if let (Some(g), Some(c)) = (g, c) {
+                assert_close32(
+                    &format!("{op}: gradient of input {i}"),
+                    inputs[i].shape(),
+                    g,
+                    c,
+                    tol,
+                );
+            }
         }
     }
 }

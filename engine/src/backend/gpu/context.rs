@@ -22,7 +22,44 @@ pub struct GpuContext {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    profile: KernelProfile,
     state: Mutex<State>,
+}
+
+/// Which kernel set runs where both exist. CPU-backed drivers (lavapipe, WARP, SwiftShader) run
+/// barrier-free kernels fastest, one invocation per output block; GPUs want workgroups that
+/// share tiles through workgroup memory. Chosen from the adapter's device type, overridden by
+/// `SELFSUP_GPU_KERNELS=software|hardware` (so that CI's lavapipe runs both), and per thread by
+/// [`with_kernel_profile`] (so that one test can check both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelProfile {
+    Software,
+    Hardware,
+}
+
+impl KernelProfile {
+    fn from_env() -> std::result::Result<Option<KernelProfile>, String> {
+        match std::env::var("SELFSUP_GPU_KERNELS").as_deref() {
+            Err(_) | Ok("") => Ok(None),
+            Ok("software") => Ok(Some(KernelProfile::Software)),
+            Ok("hardware") => Ok(Some(KernelProfile::Hardware)),
+            Ok(other) => Err(format!(
+                "SELFSUP_GPU_KERNELS={other}: expected software or hardware"
+            )),
+        }
+    }
+}
+
+thread_local! {
+    static PROFILE: std::cell::Cell<Option<KernelProfile>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with `profile`'s kernels on the calling thread, whatever the adapter's default.
+pub fn with_kernel_profile<R>(profile: KernelProfile, f: impl FnOnce() -> R) -> R {
+    let before = PROFILE.with(|p| p.replace(Some(profile)));
+    let out = f();
+    PROFILE.with(|p| p.set(before));
+    out
 }
 
 /// Work the calling thread handed to the device. The difference of two snapshots is what the code
@@ -62,6 +99,7 @@ impl std::ops::Sub for GpuCounters {
 }
 
 struct Recorded {
+    kernel: &'static str,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     grid: [u32; 3],
@@ -77,6 +115,50 @@ struct State {
     params: Vec<u8>,
     params_buf: wgpu::Buffer,
     slot: u64,
+    timing: Option<Timing>,
+}
+
+/// Per-kernel device time from timestamp queries around every launch (`SELFSUP_GPU_PROFILE=1`
+/// on an adapter with timestamps inside compute passes). Each submission then waits for its
+/// timestamps, so profiled runs are slower end to end; the kernel times themselves are the
+/// device's.
+struct Timing {
+    queries: wgpu::QuerySet,
+    resolved: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    /// Launches and nanoseconds per kernel since the last [`GpuContext::take_kernel_times`].
+    totals: HashMap<&'static str, (u64, f64)>,
+}
+
+impl Timing {
+    fn new(device: &wgpu::Device) -> Timing {
+        let count = 2 * MAX_BATCH as u32;
+        let bytes = 8 * count as u64;
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        Timing {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel times"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolved: buffer(
+                "timestamps",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "timestamps readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+            totals: HashMap::new(),
+        }
+    }
 }
 
 thread_local! {
@@ -154,17 +236,36 @@ impl GpuContext {
                     .to_string()
             })?;
         let info = adapter.get_info();
+        let profile =
+            KernelProfile::from_env()?.unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
+                KernelProfile::Software
+            } else {
+                KernelProfile::Hardware
+            });
         let limits = adapter.limits();
         let features = adapter.features();
+        let timestamps =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let profiling = std::env::var("SELFSUP_GPU_PROFILE").is_ok_and(|v| v == "1");
+        if profiling && !features.contains(timestamps) {
+            return Err(format!(
+                "SELFSUP_GPU_PROFILE=1: {} has no timestamp queries inside compute passes",
+                info.name
+            ));
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("selfsup"),
-            required_features: wgpu::Features::empty(),
+            required_features: if profiling {
+                timestamps
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: limits.clone(),
             ..Default::default()
         }))
         .map_err(|e| format!("could not open {}: {e}", info.name))?;
         eprintln!(
-            "selfsup: GPU adapter {} ({:?}, {:?})",
+            "selfsup: GPU adapter {} ({:?}, {:?}; {profile:?} kernels)",
             info.name, info.backend, info.device_type
         );
         let align = (limits.min_storage_buffer_offset_alignment as u64).max(PARAM_SLOT);
@@ -174,12 +275,14 @@ impl GpuContext {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        let timing = profiling.then(|| Timing::new(&device));
         Ok(GpuContext {
             device,
             queue,
             info,
             limits,
             features,
+            profile,
             state: Mutex::new(State {
                 pipelines: HashMap::new(),
                 pool: HashMap::new(),
@@ -188,6 +291,7 @@ impl GpuContext {
                 params: Vec::new(),
                 params_buf,
                 slot: align,
+                timing,
             }),
         })
     }
@@ -205,6 +309,7 @@ impl GpuContext {
             ("adapter".into(), i.name.clone()),
             ("backend".into(), format!("{:?}", i.backend)),
             ("device type".into(), format!("{:?}", i.device_type)),
+            ("kernel profile".into(), format!("{:?}", self.profile())),
             ("driver".into(), format!("{} {}", i.driver, i.driver_info)),
             (
                 "max workgroup size".into(),
@@ -233,6 +338,10 @@ impl GpuContext {
             ("shader f16", wgpu::Features::SHADER_F16),
             ("subgroups", wgpu::Features::SUBGROUP),
             ("timestamp queries", wgpu::Features::TIMESTAMP_QUERY),
+            (
+                "timestamps inside passes",
+                wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            ),
         ] {
             v.push((
                 format!("feature {name}"),
@@ -245,6 +354,11 @@ impl GpuContext {
     /// A software rasteriser's compute (lavapipe, WARP, SwiftShader) rather than a GPU.
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The kernel set this thread's launches use (see [`KernelProfile`]).
+    pub fn profile(&self) -> KernelProfile {
+        PROFILE.with(|p| p.get()).unwrap_or(self.profile)
     }
 
     /// A snapshot of the calling thread's work counters (see [`GpuCounters`]).
@@ -390,6 +504,7 @@ impl GpuContext {
             entries: &entries,
         });
         st.ops.push(Recorded {
+            kernel,
             pipeline,
             bind_group,
             grid,
@@ -405,13 +520,27 @@ impl GpuContext {
             let mut encoder = self.device.create_command_encoder(&Default::default());
             {
                 let mut pass = encoder.begin_compute_pass(&Default::default());
-                for op in &st.ops {
+                for (i, op) in st.ops.iter().enumerate() {
                     pass.set_pipeline(&op.pipeline);
                     pass.set_bind_group(0, &op.bind_group, &[]);
+                    if let Some(t) = &st.timing {
+                        pass.write_timestamp(&t.queries, 2 * i as u32);
+                    }
                     pass.dispatch_workgroups(op.grid[0], op.grid[1], op.grid[2]);
+                    if let Some(t) = &st.timing {
+                        pass.write_timestamp(&t.queries, 2 * i as u32 + 1);
+                    }
                 }
             }
+            if let Some(t) = &st.timing {
+                let n = 2 * st.ops.len() as u32;
+                encoder.resolve_query_set(&t.queries, 0..n, &t.resolved, 0);
+                encoder.copy_buffer_to_buffer(&t.resolved, 0, &t.readback, 0, 8 * n as u64);
+            }
             self.queue.submit([encoder.finish()]);
+            if st.timing.is_some() {
+                self.collect_kernel_times(st);
+            }
             let bytes = st.params.len() as u64;
             count(|c| {
                 c.submits += 1;
@@ -423,6 +552,41 @@ impl GpuContext {
         for b in std::mem::take(&mut st.pending_free) {
             st.pool.entry(b.size()).or_default().push(b);
         }
+    }
+
+    /// Waits for the submitted batch's timestamps and adds each launch's time to its kernel's.
+    fn collect_kernel_times(&self, st: &mut State) {
+        let period = self.queue.get_timestamp_period() as f64;
+        let Some(t) = &mut st.timing else { return };
+        let n = 2 * st.ops.len() as u64;
+        let slice = t.readback.slice(..8 * n);
+        slice.map_async(wgpu::MapMode::Read, |_| {});
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("GPU device lost while reading kernel times");
+        {
+            let view = slice.get_mapped_range().expect("mapped kernel times");
+            let ticks: Vec<u64> = bytemuck::cast_slice(&view).to_vec();
+            for (op, pair) in st.ops.iter().zip(ticks.chunks_exact(2)) {
+                let e = t.totals.entry(op.kernel).or_default();
+                e.0 += 1;
+                e.1 += pair[1].saturating_sub(pair[0]) as f64 * period;
+            }
+        }
+        t.readback.unmap();
+    }
+
+    /// Launches and device time in nanoseconds per kernel since the last call, longest first;
+    /// empty unless `SELFSUP_GPU_PROFILE=1` (see [`Timing`]).
+    pub fn take_kernel_times(&self) -> Vec<(&'static str, u64, f64)> {
+        let mut st = self.state.lock().unwrap();
+        self.submit(&mut st);
+        let Some(t) = &mut st.timing else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = t.totals.drain().map(|(k, (n, ns))| (k, n, ns)).collect();
+        v.sort_by(|a, b| b.2.total_cmp(&a.2));
+        v
     }
 
     /// Submits recorded work without waiting for it.

@@ -1,6 +1,6 @@
 //! The primitive kernels of `backend/mod.rs`, launched on the GPU.
 
-use super::context::GpuContext;
+use super::context::{GpuContext, KernelProfile};
 use super::data::GpuData;
 use super::shaders::{
     self, ATTENTION, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
@@ -217,7 +217,13 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
     let (mut values, mut indices): (Option<GpuData>, Option<GpuData>) = (None, None);
     let mut n = n;
     loop {
-        let blocks = n.div_ceil(LOOP_BUDGET).max(1);
+        let chunk = match ctx.profile() {
+            KernelProfile::Software => LOOP_BUDGET,
+            // A GPU needs tens of thousands of invocations to be busy: blocks short enough to
+            // give ~64k of them (a bias gradient's 25,600 rows become ~340 blocks per column).
+            KernelProfile::Hardware => (outer * n * inner / 65_536).clamp(64, LOOP_BUDGET),
+        };
+        let blocks = n.div_ceil(chunk).max(1);
         let last = blocks == 1;
         let len = outer * blocks * inner;
         let (y, iy) = (GpuData::alloc(ctx, len), GpuData::alloc(ctx, len));
@@ -226,7 +232,7 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
             n,
             inner,
             op.code() as usize,
-            LOOP_BUDGET,
+            chunk,
             blocks,
             indices.is_some() as usize,
             last as usize,
@@ -257,9 +263,13 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
         // An empty sum: the product is all zeros.
         return fill(ctx, s.batch * s.m * s.n, 0.0);
     }
-    let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
     let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
     let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
+    // Skinny products (a few rows or columns) would leave most of a 128×128 tile idle.
+    if ctx.profile() == KernelProfile::Hardware && s.m >= 32 && s.n >= 32 {
+        return matmul_tiled(a, b, s, [a_rs, a_cs, b_rs, b_cs]);
+    }
+    let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
     let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
     // The vec4 kernel wants row-major operands with K and N multiples of 4 (and aligned batch
     // strides); a transposed operand is copied to row-major first, which costs a memory pass
@@ -329,6 +339,61 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
         base += chunk;
     }
     c
+}
+
+/// Workgroups that keep a GPU busy; fewer tiles than this split K to make more.
+const BUSY_GROUPS: usize = 512;
+
+/// The hardware profile's product (`matmul_tiled`): transposes read in place, and K split across
+/// workgroups when there are too few output tiles (a weight gradient's 64×192 from 25,600 rows
+/// is two tiles) or K is longer than one invocation may loop on CPU drivers.
+fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) -> GpuData {
+    let ctx = a.ctx();
+    let tiles = s.m.div_ceil(128) * s.n.div_ceil(128) * s.batch;
+    // Each split at least 256 long (a multiple of the kernel's step of 8).
+    let splits =
+        s.k.div_ceil(MATMUL_K_SLICE)
+            .max(BUSY_GROUPS.div_ceil(tiles).min(s.k / 256))
+            .max(1);
+    let split_len = s.k.div_ceil(splits).next_multiple_of(8);
+    let splits = s.k.div_ceil(split_len);
+    let out = s.batch * s.m * s.n;
+    let c = GpuData::alloc(ctx, splits * out);
+    let mut base = 0;
+    while base < s.batch {
+        let chunk = (s.batch - base).min(MAX_GROUPS / splits);
+        let [a_rs, a_cs, b_rs, b_cs] = strides;
+        let p = [
+            s.m,
+            s.n,
+            s.k,
+            a_rs,
+            a_cs,
+            b_rs,
+            b_cs,
+            s.a_batch_stride,
+            s.b_batch_stride,
+            base,
+            0,
+            s.k,
+            splits,
+            split_len,
+            out,
+        ]
+        .map(|v| v as u32);
+        let grid = [
+            s.n.div_ceil(128) as u32,
+            s.m.div_ceil(128) as u32,
+            (chunk * splits) as u32,
+        ];
+        launch(ctx, kernel!(MATMUL, "matmul_tiled"), &p, &[a, b, &c], grid);
+        base += chunk;
+    }
+    if splits == 1 {
+        return c;
+    }
+    // The slabs summed in split order: the same bits on every run.
+    reduce(Reduce::Sum, &c, 1, splits, out)
 }
 
 /// Rows up to this long use one invocation per row (no barriers); longer ones a workgroup.

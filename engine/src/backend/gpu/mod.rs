@@ -8,6 +8,6 @@ mod data;
 mod kernels;
 mod shaders;
 
-pub use context::{GpuContext, GpuCounters};
+pub use context::{with_kernel_profile, GpuContext, GpuCounters, KernelProfile};
 pub use data::GpuData;
 pub use kernels::*;
