@@ -501,6 +501,18 @@ fn the_example_binary_fails_cleanly_and_logs_progress_without_a_terminal() {
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(lines.len(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A misspelt kernel profile is named, whether or not there is a GPU.
+    let out = std::process::Command::new(&bin)
+        .args(&argv(&data, Some(&dir.path("run")), &["--device", "gpu"])[1..])
+        .env("SELFSUP_GPU_KERNELS", "fast")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("SELFSUP_GPU_KERNELS=fast: expected software or hardware"),
+        "{err}"
+    );
     let (code, out, err) = run(&["--log-every", "0.000001"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("step 2/4 loss"), "{out}");

@@ -204,6 +204,7 @@ impl GpuContext {
     }
 
     fn create() -> std::result::Result<GpuContext, String> {
+        let forced = KernelProfile::from_env()?;
         // llvmpipe (lavapipe) runs compute on its own worker threads by default; on the calling
         // thread each launch costs ~5 µs instead of ~24 µs at the same kernel speed. An explicit
         // LP_NUM_THREADS from the user wins.
@@ -236,12 +237,11 @@ impl GpuContext {
                     .to_string()
             })?;
         let info = adapter.get_info();
-        let profile =
-            KernelProfile::from_env()?.unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
-                KernelProfile::Software
-            } else {
-                KernelProfile::Hardware
-            });
+        let profile = forced.unwrap_or(if info.device_type == wgpu::DeviceType::Cpu {
+            KernelProfile::Software
+        } else {
+            KernelProfile::Hardware
+        });
         let limits = adapter.limits();
         let features = adapter.features();
         let timestamps =
