@@ -71,6 +71,17 @@ fn main() {
     let big = !(ctx.is_software() || args.quick);
     let reps = if args.quick { 3 } else { 5 };
 
+    // A GPU idles at low clocks: a second of products first, so that the first figures are not
+    // taken while it speeds up.
+    if big {
+        let a = Tensor::randn(&[2048, 2048], 0, &dev);
+        let start = Instant::now();
+        while start.elapsed().as_secs_f64() < 1.0 {
+            drop(no_grad(|| a.matmul(&a)));
+            dev.synchronize();
+        }
+    }
+
     // Copy: one read and one write of every element.
     let n = if big { 1 << 26 } else { 1 << 22 };
     let x = Tensor::randn(&[n], 0, &dev);
@@ -80,6 +91,15 @@ fn main() {
         (n * 4) >> 20,
         2.0 * 4.0 * n as f64 / s / 1e9
     );
+    if let Some([kernels, recorded, done]) =
+        device_time(&dev, ctx, || drop(no_grad(|| x.mul_scalar(1.0))))
+    {
+        println!(
+            "copy: {:.1} GB/s in kernels ({kernels:.3} ms; recorded in {recorded:.3} ms, done \
+             after {done:.3} ms)",
+            2.0 * 4.0 * n as f64 / kernels / 1e6
+        );
+    }
     drop(x);
 
     // Matrix products: squares, then the ViT-tiny's at batch 256 (256 × 2 views × 50 tokens).
@@ -122,7 +142,32 @@ fn main() {
         });
         let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
         println!("{name}: {gflops:.1} GFLOP/s ({:.3} ms)", s * 1e3);
-        let ns = device_time(ctx, || {
+        // The product against the CPU backend's, where the CPU is quick about it.
+        if m * k * n <= 1 << 30 {
+            let product = |a: &Tensor, b: &Tensor| {
+                no_grad(|| {
+                    if transposed {
+                        a.matmul_tn(b)
+                    } else {
+                        a.matmul(b)
+                    }
+                })
+                .to_vec()
+            };
+            let cpu = Device::cpu();
+            let want = product(&a.to_device(&cpu), &b.to_device(&cpu));
+            let got = product(&a, &b);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+            println!(
+                "{name}: largest difference from the CPU {:.1e} of the largest value",
+                err / scale
+            );
+        }
+        let profiled = device_time(&dev, ctx, || {
             drop(no_grad(|| {
                 if transposed {
                     a.matmul_tn(&b)
@@ -131,11 +176,11 @@ fn main() {
                 }
             }))
         });
-        if ns > 0.0 {
-            let gflops = 2.0 * (m * k * n) as f64 / ns;
+        if let Some([kernels, recorded, done]) = profiled {
             println!(
-                "{name}: {gflops:.1} GFLOP/s in kernels ({:.3} ms)",
-                ns * 1e-6
+                "{name}: {:.1} GFLOP/s in kernels ({kernels:.3} ms; recorded in {recorded:.3} ms, \
+                 done after {done:.3} ms)",
+                2.0 * (m * k * n) as f64 / kernels / 1e6
             );
         }
     }
@@ -192,11 +237,23 @@ fn main() {
     }
 }
 
-/// Nanoseconds of kernel time `f` takes on the device, or 0 unless `SELFSUP_GPU_PROFILE=1`.
-fn device_time(ctx: &GpuContext, f: impl FnOnce()) -> f64 {
+/// One run of `f` with `SELFSUP_GPU_PROFILE=1`: its kernels' device time, the host's time to
+/// record it and the time until the device is done, in ms; `None` when not profiling.
+fn device_time(dev: &Device, ctx: &GpuContext, f: impl FnOnce()) -> Option<[f64; 3]> {
     ctx.take_kernel_times();
+    let start = Instant::now();
     f();
-    ctx.take_kernel_times().iter().map(|k| k.2).sum()
+    let recorded = start.elapsed();
+    dev.synchronize();
+    let done = start.elapsed();
+    let ns: f64 = ctx.take_kernel_times().iter().map(|k| k.2).sum();
+    (ns > 0.0).then(|| {
+        [
+            ns * 1e-6,
+            recorded.as_secs_f64() * 1e3,
+            done.as_secs_f64() * 1e3,
+        ]
+    })
 }
 
 /// The SimCLR step of `benches/step.rs` at `batch` images (two views each), timed in its three

@@ -265,8 +265,11 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     }
     let (a_rs, a_cs) = if s.trans_a { (1, s.m) } else { (s.k, 1) };
     let (b_rs, b_cs) = if s.trans_b { (1, s.k) } else { (s.n, 1) };
-    // Skinny products (a few rows or columns) would leave most of a 128×128 tile idle.
-    if ctx.profile() == KernelProfile::Hardware && s.m >= 32 && s.n >= 32 {
+    // Skinny products (a few rows or columns) would leave most of a 128×128 tile idle, unless K
+    // is long enough to split across workgroups (the weight gradient of a 16-pixel patch
+    // projection: 16 × 25,600 · 25,600 × 64).
+    let tiled = (s.m >= 32 && s.n >= 32) || s.k >= 1024;
+    if ctx.profile() == KernelProfile::Hardware && tiled {
         return matmul_tiled(a, b, s, [a_rs, a_cs, b_rs, b_cs]);
     }
     let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
@@ -350,13 +353,25 @@ const BUSY_GROUPS: usize = 512;
 fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) -> GpuData {
     let ctx = a.ctx();
     let tiles = s.m.div_ceil(128) * s.n.div_ceil(128) * s.batch;
-    // Each split at least 256 long (a multiple of the kernel's step of 8).
+    // Only CPU drivers limit an invocation's loops. Each split at least 256 long (a multiple of
+    // the kernel's step of 8).
+    let slice = if ctx.is_software() {
+        MATMUL_K_SLICE
+    } else {
+        usize::MAX
+    };
     let splits =
-        s.k.div_ceil(MATMUL_K_SLICE)
+        s.k.div_ceil(slice)
             .max(BUSY_GROUPS.div_ceil(tiles).min(s.k / 256))
             .max(1);
     let split_len = s.k.div_ceil(splits).next_multiple_of(8);
     let splits = s.k.div_ceil(split_len);
+    // Prefetching pays on long K only (BENCHMARKS.md: the H200's products).
+    let k = if split_len >= 512 {
+        kernel!(MATMUL, "matmul_tiled_prefetch")
+    } else {
+        kernel!(MATMUL, "matmul_tiled")
+    };
     let out = s.batch * s.m * s.n;
     let c = GpuData::alloc(ctx, splits * out);
     let mut base = 0;
@@ -386,7 +401,7 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) ->
             s.m.div_ceil(128) as u32,
             (chunk * splits) as u32,
         ];
-        launch(ctx, kernel!(MATMUL, "matmul_tiled"), &p, &[a, b, &c], grid);
+        launch(ctx, k, &p, &[a, b, &c], grid);
         base += chunk;
     }
     if splits == 1 {
@@ -399,22 +414,27 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) ->
 /// Rows up to this long use one invocation per row (no barriers); longer ones a workgroup.
 const ROWWISE_MAX: usize = 4096;
 
-/// The per-row-invocation kernel for short rows, else the workgroup kernel.
-fn row_kernel(
-    cols: usize,
-    rowwise: (&'static str, fn() -> String),
-    workgroup: (&'static str, fn() -> String),
-) -> (&'static str, fn() -> String) {
-    if cols <= ROWWISE_MAX {
-        rowwise
-    } else {
-        workgroup
-    }
+/// Whether rows of `cols` get one invocation each: short rows in the software profile. A GPU
+/// reads memory fastest when neighbouring invocations read neighbouring elements, so the
+/// hardware profile always spreads a row over a workgroup.
+fn rowwise(ctx: &GpuContext, cols: usize) -> bool {
+    ctx.profile() == KernelProfile::Software && cols <= ROWWISE_MAX
 }
 
-/// The grid matching [`row_kernel`]'s choice: 64 rows per workgroup, or one.
-fn row_grid(rows: usize, cols: usize) -> [u32; 3] {
-    grid(rows, if cols <= ROWWISE_MAX { 64 } else { 1 })
+/// The per-row-invocation kernel or the workgroup kernel, as [`rowwise`] says, with its grid:
+/// 64 rows per workgroup, or one.
+fn row_kernel(
+    ctx: &GpuContext,
+    rows: usize,
+    cols: usize,
+    per_row: (&'static str, fn() -> String),
+    workgroup: (&'static str, fn() -> String),
+) -> ((&'static str, fn() -> String), [u32; 3]) {
+    if rowwise(ctx, cols) {
+        (per_row, grid(rows, 64))
+    } else {
+        (workgroup, grid(rows, 1))
+    }
 }
 
 /// Panics unless a row kernel's three passes over `cols` stay within the loop budget.
@@ -433,17 +453,14 @@ pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
     let ctx = x.ctx();
     let y = GpuData::alloc(ctx, x.len());
     let p = [rows as u32, cols as u32, log as u32];
-    launch(
+    let (k, grid) = row_kernel(
         ctx,
-        row_kernel(
-            cols,
-            kernel!(SOFTMAX, "softmax_rowwise"),
-            kernel!(SOFTMAX, "softmax"),
-        ),
-        &p,
-        &[x, &y],
-        row_grid(rows, cols),
+        rows,
+        cols,
+        kernel!(SOFTMAX, "softmax_rowwise"),
+        kernel!(SOFTMAX, "softmax"),
     );
+    launch(ctx, k, &p, &[x, &y], grid);
     y
 }
 
@@ -451,17 +468,14 @@ pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log:
     let ctx = y.ctx();
     let dx = GpuData::alloc(ctx, y.len());
     let p = [rows as u32, cols as u32, log as u32];
-    launch(
+    let (k, grid) = row_kernel(
         ctx,
-        row_kernel(
-            cols,
-            kernel!(SOFTMAX, "softmax_backward_rowwise"),
-            kernel!(SOFTMAX, "softmax_backward"),
-        ),
-        &p,
-        &[y, g, &dx],
-        row_grid(rows, cols),
+        rows,
+        cols,
+        kernel!(SOFTMAX, "softmax_backward_rowwise"),
+        kernel!(SOFTMAX, "softmax_backward"),
     );
+    launch(ctx, k, &p, &[y, g, &dx], grid);
     dx
 }
 
@@ -475,17 +489,14 @@ pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, 
         GpuData::alloc(ctx, rows),
     );
     let p = [rows as u32, cols as u32, bits(eps)];
-    launch(
+    let (k, grid) = row_kernel(
         ctx,
-        row_kernel(
-            cols,
-            kernel!(LAYERNORM, "layer_norm_rowwise"),
-            kernel!(LAYERNORM, "layer_norm"),
-        ),
-        &p,
-        &[x, &y, &mean, &rstd],
-        row_grid(rows, cols),
+        rows,
+        cols,
+        kernel!(LAYERNORM, "layer_norm_rowwise"),
+        kernel!(LAYERNORM, "layer_norm"),
     );
+    launch(ctx, k, &p, &[x, &y, &mean, &rstd], grid);
     (y, mean, rstd)
 }
 
@@ -499,17 +510,14 @@ pub fn layer_norm_backward(
     let ctx = xhat.ctx();
     let dx = GpuData::alloc(ctx, xhat.len());
     let p = [rows as u32, cols as u32];
-    launch(
+    let (k, grid) = row_kernel(
         ctx,
-        row_kernel(
-            cols,
-            kernel!(LAYERNORM, "layer_norm_backward_rowwise"),
-            kernel!(LAYERNORM, "layer_norm_backward"),
-        ),
-        &p,
-        &[xhat, rstd, g, &dx],
-        row_grid(rows, cols),
+        rows,
+        cols,
+        kernel!(LAYERNORM, "layer_norm_backward_rowwise"),
+        kernel!(LAYERNORM, "layer_norm_backward"),
     );
+    launch(ctx, k, &p, &[xhat, rstd, g, &dx], grid);
     dx
 }
 
