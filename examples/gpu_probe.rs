@@ -247,13 +247,11 @@ fn device_time(dev: &Device, ctx: &GpuContext, f: impl FnOnce()) -> Option<[f64;
     dev.synchronize();
     let done = start.elapsed();
     let ns: f64 = ctx.take_kernel_times().iter().map(|k| k.2).sum();
-    (ns > 0.0).then(|| {
-        [
-            ns * 1e-6,
-            recorded.as_secs_f64() * 1e3,
-            done.as_secs_f64() * 1e3,
-        ]
-    })
+    (ns > 0.0).then_some([
+        ns * 1e-6,
+        recorded.as_secs_f64() * 1e3,
+        done.as_secs_f64() * 1e3,
+    ])
 }
 
 /// The SimCLR step of `benches/step.rs` at `batch` images (two views each), timed in its three

@@ -24,6 +24,9 @@ fn bits(v: f64) -> u32 {
     (v as f32).to_bits()
 }
 
+/// A kernel's name and its source's getter: `launch` compiles each once, keyed by name.
+type Kernel = (&'static str, fn() -> String);
+
 /// Kernel source getters: `launch` compiles each once, keyed by name.
 macro_rules! kernel {
     ($family:expr, $name:literal) => {
@@ -34,13 +37,7 @@ macro_rules! kernel {
     };
 }
 
-fn launch(
-    ctx: &GpuContext,
-    k: (&'static str, fn() -> String),
-    params: &[u32],
-    buffers: &[&GpuData],
-    grid: [u32; 3],
-) {
+fn launch(ctx: &GpuContext, k: Kernel, params: &[u32], buffers: &[&GpuData], grid: [u32; 3]) {
     let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
     ctx.launch(k.0, k.1, params, &bufs, grid);
 }
@@ -427,9 +424,9 @@ fn row_kernel(
     ctx: &GpuContext,
     rows: usize,
     cols: usize,
-    per_row: (&'static str, fn() -> String),
-    workgroup: (&'static str, fn() -> String),
-) -> ((&'static str, fn() -> String), [u32; 3]) {
+    per_row: Kernel,
+    workgroup: Kernel,
+) -> (Kernel, [u32; 3]) {
     if rowwise(ctx, cols) {
         (per_row, grid(rows, 64))
     } else {
