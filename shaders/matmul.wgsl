@@ -173,17 +173,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     store(c_base, r0 + 7u, c0, c70, c71);
 }
 
-//!kernel matmul_tiled matmul_tiled_prefetch
+//!kernel matmul_tiled
 // The hardware profile's product: a 128×128 tile of C per workgroup of 16×16 invocations, K
 // walked 8 at a time through workgroup memory. Each invocation holds an 8×8 block of C in 16
 // vec4 registers, at rows 4·ty and 64 + 4·ty (columns likewise), so that the 32 invocations of
 // a subgroup read 16 distinct vec4s of a tile and never collide. The loaders read A and B
 // through their strides, walking the unit-stride axis with neighbouring invocations, so
 // transposed operands are read in place rather than copied.
-//
-// The `_prefetch` variant (VARIANT 1) loads the next K step into registers while this one's
-// products run, hiding memory latency on long K (2–4× on 1024³–2048³ on an H200); with short K
-// the extra live registers cost more than they hide, so the host picks by K.
 //
 // Split-K: grid z is (batch, split) and split s covers K from k_start + s·split_len; with more
 // than one split each writes its own slab of C (a workspace of splits × batch × M × N) that the
@@ -198,59 +194,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // stores along k (A stored row-major, B transposed) fall in distinct memory banks.
 var<workgroup> At: array<vec4<f32>, 264>;
 var<workgroup> Bt: array<vec4<f32>, 264>;
-
-// Where element `idx` of a 128×8 tile of A goes: (row, k). Rows run along the unit stride
-// when A is stored transposed, else k does.
-fn a_at(idx: u32, a_cs: u32) -> vec2<u32> {
-    if (a_cs != 1u) {
-        return vec2<u32>(idx % 128u, idx / 128u);
-    }
-    return vec2<u32>(idx / 8u, idx % 8u);
-}
-
-// The same for an 8×128 tile of B: (column, k); columns along the unit stride unless B is
-// stored transposed.
-fn b_at(idx: u32, b_cs: u32) -> vec2<u32> {
-    if (b_cs != 1u) {
-        return vec2<u32>(idx / 8u, idx % 8u);
-    }
-    return vec2<u32>(idx % 128u, idx / 128u);
-}
-
-// The operands, this workgroup's tile of C and this invocation's index in it.
-struct Tiles {
-    m: u32, n: u32, a_base: u32, b_base: u32, a_rs: u32, a_cs: u32, b_rs: u32, b_cs: u32,
-    row0: u32, col0: u32, k_hi: u32, li: u32,
-}
-
-// This invocation's four elements of each tile at K step k0 (zeros past the edges).
-fn load_tiles(t: Tiles, k0: u32, pa: ptr<function, array<f32, 4>>, pb: ptr<function, array<f32, 4>>) {
-    for (var e = 0u; e < 4u; e++) {
-        let idx = t.li + 256u * e;
-        let a = a_at(idx, t.a_cs);
-        var av = 0.0;
-        if (t.row0 + a.x < t.m && k0 + a.y < t.k_hi) {
-            av = A[t.a_base + (t.row0 + a.x) * t.a_rs + (k0 + a.y) * t.a_cs];
-        }
-        (*pa)[e] = av;
-        let b = b_at(idx, t.b_cs);
-        var bv = 0.0;
-        if (t.col0 + b.x < t.n && k0 + b.y < t.k_hi) {
-            bv = B[t.b_base + (k0 + b.y) * t.b_rs + (t.col0 + b.x) * t.b_cs];
-        }
-        (*pb)[e] = bv;
-    }
-}
-
-fn store_tiles(t: Tiles, pa: ptr<function, array<f32, 4>>, pb: ptr<function, array<f32, 4>>) {
-    for (var e = 0u; e < 4u; e++) {
-        let idx = t.li + 256u * e;
-        let a = a_at(idx, t.a_cs);
-        At[a.y * 33u + a.x / 4u][a.x % 4u] = (*pa)[e];
-        let b = b_at(idx, t.b_cs);
-        Bt[b.y * 33u + b.x / 4u][b.x % 4u] = (*pb)[e];
-    }
-}
 
 fn store4(at: u32, row_ok: bool, col: u32, n: u32, v: vec4<f32>) {
     if (row_ok) {
@@ -269,6 +212,10 @@ fn main(
 ) {
     let m = P[0];
     let n = P[1];
+    let a_rs = P[3];
+    let a_cs = P[4];
+    let b_rs = P[5];
+    let b_cs = P[6];
     let splits = P[12];
     let split = wid.z % splits;
     let batch = wid.z / splits + P[9];
@@ -276,8 +223,8 @@ fn main(
     let k_hi = min(P[11], k_lo + P[13]);
     let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
-    let t = Tiles(m, n, batch * P[7], batch * P[8], P[3], P[4], P[5], P[6], row0, col0, k_hi, li);
-    let prefetch = VARIANT == 1u;
+    let a_base = batch * P[7];
+    let b_base = batch * P[8];
     let tx = lid.x;
     let ty = lid.y;
     var c00 = vec4<f32>(); var c01 = vec4<f32>();
@@ -288,16 +235,36 @@ fn main(
     var c50 = vec4<f32>(); var c51 = vec4<f32>();
     var c60 = vec4<f32>(); var c61 = vec4<f32>();
     var c70 = vec4<f32>(); var c71 = vec4<f32>();
-    var pa: array<f32, 4>;
-    var pb: array<f32, 4>;
-    load_tiles(t, k_lo, &pa, &pb);
     for (var k0 = k_lo; k0 < k_hi; k0 += 8u) {
-        store_tiles(t, &pa, &pb);
-        workgroupBarrier();
-        let more = k0 + 8u < k_hi;
-        if (prefetch && more) {
-            load_tiles(t, k0 + 8u, &pa, &pb);
+        // 1,024 elements of each tile, four per invocation.
+        for (var e = 0u; e < 4u; e++) {
+            let idx = li + 256u * e;
+            // A's tile: rows along the unit stride when A is stored transposed, else k.
+            var r = idx / 8u;
+            var kk = idx % 8u;
+            if (a_cs != 1u) {
+                r = idx % 128u;
+                kk = idx / 128u;
+            }
+            var av = 0.0;
+            if (row0 + r < m && k0 + kk < k_hi) {
+                av = A[a_base + (row0 + r) * a_rs + (k0 + kk) * a_cs];
+            }
+            At[kk * 33u + r / 4u][r % 4u] = av;
+            // B's tile: columns along the unit stride unless B is stored transposed.
+            var c = idx % 128u;
+            var kb = idx / 128u;
+            if (b_cs != 1u) {
+                c = idx / 8u;
+                kb = idx % 8u;
+            }
+            var bv = 0.0;
+            if (col0 + c < n && k0 + kb < k_hi) {
+                bv = B[b_base + (k0 + kb) * b_rs + (col0 + c) * b_cs];
+            }
+            Bt[kb * 33u + c / 4u][c % 4u] = bv;
         }
+        workgroupBarrier();
         for (var kk = 0u; kk < 8u; kk++) {
             let a0 = At[kk * 33u + ty];
             let a1 = At[kk * 33u + 16u + ty];
@@ -313,9 +280,6 @@ fn main(
             c70 += a1.w * b0; c71 += a1.w * b1;
         }
         workgroupBarrier();
-        if (!prefetch && more) {
-            load_tiles(t, k0 + 8u, &pa, &pb);
-        }
     }
     let base = split * P[14] + batch * m * n;
     let ra = row0 + 4u * ty;

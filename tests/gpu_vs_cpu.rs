@@ -943,12 +943,12 @@ fn gpu_matmul_tile_edges() {
             );
         }
     }
-    // Enough tiles that K is not split, and K long enough for the prefetching kernel.
+    // Enough tiles that K is not split for busyness, over a 512-matrix batch.
     let (sa, sb) = ([512, 520, 32], [520, 33]);
     let a = leaf32(normal(&sa, 80), &sa);
     let b = leaf32(normal(&sb, 81), &sb);
     gpu_check_with(
-        "matmul_ex (512,520,32)ᵀ @ (520,33), prefetching",
+        "matmul_ex (512,520,32)ᵀ @ (520,33)",
         &gpu,
         &[a, b],
         mm_tol(&sa, &sb),

@@ -363,12 +363,6 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) ->
             .max(1);
     let split_len = s.k.div_ceil(splits).next_multiple_of(8);
     let splits = s.k.div_ceil(split_len);
-    // Prefetching pays on long K only (BENCHMARKS.md: the H200's products).
-    let k = if split_len >= 512 {
-        kernel!(MATMUL, "matmul_tiled_prefetch")
-    } else {
-        kernel!(MATMUL, "matmul_tiled")
-    };
     let out = s.batch * s.m * s.n;
     let c = GpuData::alloc(ctx, splits * out);
     let mut base = 0;
@@ -398,7 +392,7 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) ->
             s.m.div_ceil(128) as u32,
             (chunk * splits) as u32,
         ];
-        launch(ctx, k, &p, &[a, b, &c], grid);
+        launch(ctx, kernel!(MATMUL, "matmul_tiled"), &p, &[a, b, &c], grid);
         base += chunk;
     }
     if splits == 1 {
