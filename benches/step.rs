@@ -180,10 +180,12 @@ fn steps(c: &mut Criterion) {
     gpt_step(c, "cpu", &cpu, 32);
     bert_step(c, "cpu", &cpu, 64);
     match Device::gpu() {
-        // A software adapter takes seconds per step; a small batch keeps the run short.
+        // A software adapter takes seconds per step: batch 32, and the batch 128
+        // (`-- gpu/simclr/128`, minutes on lavapipe).
         Ok(gpu) => {
             println!("GPU adapter: {}", gpu.name());
             method_step(c, "gpu", "simclr", &gpu, 32);
+            method_step(c, "gpu", "simclr", &gpu, 128);
         }
         Err(e) => println!("no GPU benchmarks: {e}"),
     }

@@ -318,27 +318,31 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
         let chunk = (s.batch - base).min(MAX_GROUPS);
         for k0 in (0..s.k).step_by(MATMUL_K_SLICE) {
             let k1 = (k0 + MATMUL_K_SLICE).min(s.k);
-            let p = [
-                s.m,
-                s.n,
-                s.k,
-                a_rs,
-                a_cs,
-                b_rs,
-                b_cs,
-                a_bs,
-                b_bs,
-                base,
-                k0,
-                k1,
-                (k0 > 0) as usize,
-            ]
-            .map(|v| v as u32);
+            let strides = [a_rs, a_cs, b_rs, b_cs, a_bs, b_bs];
+            let p = product_params(&s, strides, base, k0..k1, &[(k0 > 0) as usize]);
             launch(ctx, k, &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
         }
         base += chunk;
     }
     c
+}
+
+/// The parameters both product kernels start with: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs,
+/// batch_base, k_start, k_end], then the kernel's own.
+fn product_params(
+    s: &MatmulSpec,
+    strides: [usize; 6],
+    batch_base: usize,
+    k: std::ops::Range<usize>,
+    own: &[usize],
+) -> Vec<u32> {
+    [s.m, s.n, s.k]
+        .into_iter()
+        .chain(strides)
+        .chain([batch_base, k.start, k.end])
+        .chain(own.iter().copied())
+        .map(|v| v as u32)
+        .collect()
 }
 
 /// Workgroups that keep a GPU busy; fewer tiles than this split K to make more.
@@ -369,24 +373,8 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) ->
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS / splits);
         let [a_rs, a_cs, b_rs, b_cs] = strides;
-        let p = [
-            s.m,
-            s.n,
-            s.k,
-            a_rs,
-            a_cs,
-            b_rs,
-            b_cs,
-            s.a_batch_stride,
-            s.b_batch_stride,
-            base,
-            0,
-            s.k,
-            splits,
-            split_len,
-            out,
-        ]
-        .map(|v| v as u32);
+        let strides = [a_rs, a_cs, b_rs, b_cs, s.a_batch_stride, s.b_batch_stride];
+        let p = product_params(&s, strides, base, 0..s.k, &[splits, split_len, out]);
         let grid = [
             s.n.div_ceil(128) as u32,
             s.m.div_ceil(128) as u32,
