@@ -131,32 +131,23 @@ fn main() {
                 Tensor::randn(&[k, n], 2, &dev),
             )
         };
-        let s = no_grad(|| {
-            time(&dev, reps, || {
-                drop(if transposed {
-                    a.matmul_tn(&b)
+        let product = |a: &Tensor, b: &Tensor| {
+            no_grad(|| {
+                if transposed {
+                    a.matmul_tn(b)
                 } else {
-                    a.matmul(&b)
-                })
+                    a.matmul(b)
+                }
             })
-        });
+        };
+        let s = time(&dev, reps, || drop(product(&a, &b)));
         let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
         println!("{name}: {gflops:.1} GFLOP/s ({:.3} ms)", s * 1e3);
         // The product against the CPU backend's, where the CPU is quick about it.
         if m * k * n <= 1 << 30 {
-            let product = |a: &Tensor, b: &Tensor| {
-                no_grad(|| {
-                    if transposed {
-                        a.matmul_tn(b)
-                    } else {
-                        a.matmul(b)
-                    }
-                })
-                .to_vec()
-            };
             let cpu = Device::cpu();
-            let want = product(&a.to_device(&cpu), &b.to_device(&cpu));
-            let got = product(&a, &b);
+            let want = product(&a.to_device(&cpu), &b.to_device(&cpu)).to_vec();
+            let got = product(&a, &b).to_vec();
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             let err = got
                 .iter()
@@ -167,15 +158,7 @@ fn main() {
                 err / scale
             );
         }
-        let profiled = device_time(&dev, ctx, || {
-            drop(no_grad(|| {
-                if transposed {
-                    a.matmul_tn(&b)
-                } else {
-                    a.matmul(&b)
-                }
-            }))
-        });
+        let profiled = device_time(&dev, ctx, || drop(product(&a, &b)));
         if let Some([kernels, recorded, done]) = profiled {
             println!(
                 "{name}: {:.1} GFLOP/s in kernels ({kernels:.3} ms; recorded in {recorded:.3} ms, \
@@ -328,37 +311,35 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         b * 1e3,
         o * 1e3
     );
-    if !dev.is_gpu() {
+    let Device::Gpu(ctx) = dev else {
         return;
-    }
+    };
     println!(
         "simclr step batch {batch}: {:.1} ms of it recording the launches on the host",
         recording * 1e3
     );
     // With SELFSUP_GPU_PROFILE=1, one more step's device time per kernel, longest first.
-    if let Device::Gpu(ctx) = dev {
-        ctx.take_kernel_times();
-        let at = Progress {
-            step: reps + 1,
-            total: 1_000_000,
-        };
-        opt.zero_grad();
-        model.loss(&x, &labels, at).backward();
-        opt.step(1e-3);
-        let times = ctx.take_kernel_times();
-        let total: f64 = times.iter().map(|k| k.2).sum();
-        if total > 0.0 {
-            println!(
-                "simclr step batch {batch}: {:.1} ms in kernels",
-                total * 1e-6
-            );
-        }
-        for (kernel, launches, ns) in times.iter().take(12) {
-            println!(
-                "simclr step batch {batch}: kernel {kernel}: {launches} launches, {:.2} ms",
-                ns * 1e-6
-            );
-        }
+    ctx.take_kernel_times();
+    let at = Progress {
+        step: reps + 1,
+        total: 1_000_000,
+    };
+    opt.zero_grad();
+    model.loss(&x, &labels, at).backward();
+    opt.step(1e-3);
+    let times = ctx.take_kernel_times();
+    let total: f64 = times.iter().map(|k| k.2).sum();
+    if total > 0.0 {
+        println!(
+            "simclr step batch {batch}: {:.1} ms in kernels",
+            total * 1e-6
+        );
+    }
+    for (kernel, launches, ns) in times.iter().take(12) {
+        println!(
+            "simclr step batch {batch}: kernel {kernel}: {launches} launches, {:.2} ms",
+            ns * 1e-6
+        );
     }
     println!(
         "simclr step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} kB; kernel \

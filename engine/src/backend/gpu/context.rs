@@ -206,8 +206,9 @@ impl GpuContext {
     fn create() -> std::result::Result<GpuContext, String> {
         let forced = KernelProfile::from_env()?;
         // llvmpipe (lavapipe) runs compute on its own worker threads by default; on the calling
-        // thread each launch costs ~5 µs instead of ~24 µs at the same kernel speed. An explicit
-        // LP_NUM_THREADS from the user wins.
+        // thread each launch costs ~5 µs instead of ~70 µs, while large kernels run slower (the
+        // SimCLR step at batch 128: 15.7 s against 9.3 s with two threads; BENCHMARKS.md). An
+        // explicit LP_NUM_THREADS from the user wins.
         if std::env::var_os("LP_NUM_THREADS").is_none() {
             std::env::set_var("LP_NUM_THREADS", "0");
         }

@@ -27,7 +27,7 @@ fn bits(v: f64) -> u32 {
 /// A kernel's name and its source's getter: `launch` compiles each once, keyed by name.
 type Kernel = (&'static str, fn() -> String);
 
-/// Kernel source getters: `launch` compiles each once, keyed by name.
+/// The [`Kernel`] for section `$name` of a shader family.
 macro_rules! kernel {
     ($family:expr, $name:literal) => {
         (
@@ -267,7 +267,8 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     // projection: 16 × 25,600 · 25,600 × 64).
     let tiled = (s.m >= 32 && s.n >= 32) || s.k >= 1024;
     if ctx.profile() == KernelProfile::Hardware && tiled {
-        return matmul_tiled(a, b, s, [a_rs, a_cs, b_rs, b_cs]);
+        let strides = [a_rs, a_cs, b_rs, b_cs, s.a_batch_stride, s.b_batch_stride];
+        return matmul_tiled(a, b, s, strides);
     }
     let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
     let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
@@ -351,7 +352,7 @@ const BUSY_GROUPS: usize = 512;
 /// The hardware profile's product (`matmul_tiled`): transposes read in place, and K split across
 /// workgroups when there are too few output tiles (a weight gradient's 64×192 from 25,600 rows
 /// is two tiles) or K is longer than one invocation may loop on CPU drivers.
-fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) -> GpuData {
+fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 6]) -> GpuData {
     let ctx = a.ctx();
     let tiles = s.m.div_ceil(128) * s.n.div_ceil(128) * s.batch;
     // Only CPU drivers limit an invocation's loops. Each split at least 256 long (a multiple of
@@ -372,8 +373,6 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 4]) ->
     let mut base = 0;
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS / splits);
-        let [a_rs, a_cs, b_rs, b_cs] = strides;
-        let strides = [a_rs, a_cs, b_rs, b_cs, s.a_batch_stride, s.b_batch_stride];
         let p = product_params(&s, strides, base, 0..s.k, &[splits, split_len, out]);
         let grid = [
             s.n.div_ceil(128) as u32,
