@@ -182,6 +182,45 @@ fn attention(c: &mut Criterion) {
     }
 }
 
+/// The element-wise and data-movement ops of the ViT step at the SimCLR batch of 128 (256 views of
+/// 50 tokens, width 64): GB/s of operands read plus output written.
+fn elementwise(c: &mut Criterion) {
+    for (name, dev) in devices() {
+        let mut g = c.benchmark_group(format!("{name}/elementwise"));
+        g.sample_size(10).measurement_time(Duration::from_secs(3));
+        let x = Tensor::randn(&[12800, 64], 8, &dev);
+        let y = Tensor::randn(&[12800, 64], 9, &dev);
+        let bias = Tensor::randn(&[64], 10, &dev);
+        let col = Tensor::randn(&[12800, 1], 11, &dev);
+        let bytes = |operands: usize| Throughput::Bytes(4 * (operands * x.numel()) as u64);
+        g.throughput(bytes(3));
+        g.bench_function("add 12800x64", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| &x + &y)))
+        });
+        g.throughput(bytes(2));
+        g.bench_function("add bias 12800x64 + 64", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| &x + &bias)))
+        });
+        g.bench_function("mul column 12800x64 * 12800x1", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| x.mul(&col))))
+        });
+        g.bench_function("mul_scalar 12800x64", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| x.mul_scalar(0.5))))
+        });
+        g.bench_function("gelu 12800x64", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| x.gelu())))
+        });
+        let heads = x.reshape(&[256, 50, 4, 16]);
+        g.bench_function("permute 256x50x4x16 to 256x4x50x16", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| heads.permute(&[0, 2, 1, 3]))))
+        });
+        g.bench_function("column sum 12800x64", |bench| {
+            bench.iter(|| run(&dev, || no_grad(|| x.sum(0, false))))
+        });
+        g.finish();
+    }
+}
+
 fn overhead(c: &mut Criterion) {
     for (name, dev) in devices() {
         let mut g = c.benchmark_group(format!("{name}/overhead"));
@@ -207,5 +246,5 @@ fn overhead(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, matmul, row_ops, attention, overhead);
+criterion_group!(benches, matmul, row_ops, elementwise, attention, overhead);
 criterion_main!(benches);

@@ -4,21 +4,46 @@
 //   off + (b / heads)·n_stride + (b % heads)·h_stride + i·row_stride,
 // four layout words per tensor in P (`attention_params` in kernels.rs). One invocation per row,
 // without barriers (software adapters run those fastest); head dimensions up to 128 in registers.
-// P: [bh, heads, tq, tk, d, dv, scale, causal, has_bias, +inf, q layout @10, k @14, v @18, o @22,
-// then one kernel-specific word @26] (the output gradient has the output's layout).
+// P: [bh, heads, tq, tk, d, dv, scale, causal, has_bias, +inf, q layout @10, k @14, v @18, o @22]
+// (the output gradient has the output's layout; d, dv, causal and has_bias are also the override
+// constants below, which the kernels read).
+
+// The head dimensions, the causal mask and the additive key mask are override constants: each
+// shape is its own pipeline, whose loops over the head dimension the driver unrolls into
+// registers (CPU drivers otherwise keep the row arrays in memory and run both arms of every
+// branch on them).
+override D: u32 = 16u;
+override DV: u32 = 16u;
+override CAUSAL: bool = false;
+override HAS_BIAS: bool = false;
 
 const LQ: u32 = 10u;
 const LK: u32 = 14u;
 const LV: u32 = 18u;
 const LO: u32 = 22u;
 
+// Where tensor l's rows of problem b start, and the step between them: loops over rows add the
+// step instead of recomputing the division by the number of heads for every row.
+fn rows_of(l: u32, b: u32) -> vec2<u32> {
+    return vec2<u32>(row_at(l, b, 0u), P[l + 2u]);
+}
+
 fn row_at(l: u32, b: u32, i: u32) -> u32 {
     return P[l + 3u] + (b / P[1]) * P[l] + (b % P[1]) * P[l + 1u] + i * P[l + 2u];
 }
 
-// Invocation index of a 1-D launch of 64-wide workgroups on a 2-D grid.
-fn row_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
+// The problem and row of an invocation: workgroups of 64 rows on a grid of (row blocks, bh)
+// (bh folded into z beyond 65,535). The problem comes from the workgroup alone, so the driver
+// knows it is the same for every invocation of a workgroup: the rows of k and v (forward, dq)
+// or of q and dO (dk, dv) that a workgroup walks through are then uniform loads, which CPU
+// drivers issue once for all lanes instead of once per lane.
+struct Row {
+    b: u32,
+    i: u32,
+}
+
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
+    return Row(wid.y + wid.z * nwg.y, wid.x * 64u + lid.x);
 }
 
 //!kernel attention
@@ -33,20 +58,23 @@ fn row_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @group(0) @binding(6) var<storage, read_write> LSE: array<f32>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = row_id(gid, nwg);
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let d = P[4];
-    let dv = P[5];
+    let d = D;
+    let dv = DV;
     let scale = pf(6u);
-    let causal = P[7] != 0u;
-    let has_bias = P[8] != 0u;
-    if (t >= P[0] * tq) {
+    let b = r.b;
+    let i = r.i;
+    if (b >= P[0] || i >= tq) {
         return;
     }
-    let b = t / tq;
-    let i = t % tq;
+    let t = b * tq + i;
     var q: array<f32, 128>;
     let rq = row_at(LQ, b, i);
     for (var c = 0u; c < d; c++) {
@@ -55,15 +83,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var acc: array<f32, 128>;
     var m = -3.4028235e38;
     var l = 0.0;
-    let kend = select(tk, min(tk, i + 1u), causal);
+    let kend = select(tk, min(tk, i + 1u), CAUSAL);
     let bias_row = (b / P[1]) * tk;
+    let ks = rows_of(LK, b);
+    let vs = rows_of(LV, b);
     for (var j = 0u; j < kend; j++) {
         var s = 0.0;
-        let rk = row_at(LK, b, j);
+        let rk = ks.x + j * ks.y;
         for (var c = 0u; c < d; c++) {
             s += q[c] * K[rk + c];
         }
-        if (has_bias) {
+        if (HAS_BIAS) {
             s += BIAS[bias_row + j];
         }
         if (s < -3.0e38) {
@@ -73,7 +103,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let corr = exp(m - m_new);
         let p = exp(s - m_new);
         l = l * corr + p;
-        let rv = row_at(LV, b, j);
+        let rv = vs.x + j * vs.y;
         for (var c = 0u; c < dv; c++) {
             acc[c] = acc[c] * corr + p * V[rv + c];
         }
@@ -97,15 +127,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(4) var<storage, read_write> LD: array<f32>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = row_id(gid, nwg);
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let r = row_of(wid, nwg, lid);
     let tq = P[2];
-    if (t >= P[0] * tq) {
+    if (r.b >= P[0] || r.i >= tq) {
         return;
     }
-    let ro = row_at(LO, t / tq, t % tq);
+    let t = r.b * tq + r.i;
+    let ro = row_at(LO, r.b, r.i);
     var s = 0.0;
-    for (var c = 0u; c < P[5]; c++) {
+    for (var c = 0u; c < DV; c++) {
         s += G[ro + c] * O[ro + c];
     }
     LD[2u * t] = LSE[t];
@@ -124,19 +159,23 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(7) var<storage, read_write> DQ: array<f32>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = row_id(gid, nwg);
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let d = P[4];
-    let dv = P[5];
+    let d = D;
+    let dv = DV;
     let scale = pf(6u);
-    let has_bias = P[8] != 0u;
-    if (t >= P[0] * tq) {
+    let b = r.b;
+    let i = r.i;
+    if (b >= P[0] || i >= tq) {
         return;
     }
-    let b = t / tq;
-    let i = t % tq;
+    let t = b * tq + i;
     var q: array<f32, 128>;
     var go: array<f32, 128>;
     var acc: array<f32, 128>;
@@ -150,22 +189,24 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let lse = LD[2u * t];
     let delta = LD[2u * t + 1u];
-    let kend = select(tk, min(tk, i + 1u), P[7] != 0u);
+    let kend = select(tk, min(tk, i + 1u), CAUSAL);
     let bias_row = (b / P[1]) * tk;
+    let ks = rows_of(LK, b);
+    let vs = rows_of(LV, b);
     for (var j = 0u; j < kend; j++) {
-        let rk = row_at(LK, b, j);
+        let rk = ks.x + j * ks.y;
         var s = 0.0;
         for (var c = 0u; c < d; c++) {
             s += q[c] * K[rk + c];
         }
-        if (has_bias) {
+        if (HAS_BIAS) {
             s += BIAS[bias_row + j];
         }
         if (s < -3.0e38) {
             continue;
         }
         let p = exp(s - lse);
-        let rv = row_at(LV, b, j);
+        let rv = vs.x + j * vs.y;
         var dp = 0.0;
         for (var c = 0u; c < dv; c++) {
             dp += go[c] * V[rv + c];
@@ -183,8 +224,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 //!kernel attention_dkv
 // One invocation per key row j, over the queries that see it, with pᵢⱼ = exp(scale·qᵢ·kⱼ +
 // biasⱼ − lseᵢ); launched twice, writing OUT in k's or v's layout (zeros for a masked key):
-//   P[26] = 0:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
-//   P[26] = 1:  dvⱼ = Σᵢ pᵢⱼ dOᵢ
+//   WANT_DV false:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
+//   WANT_DV true:   dvⱼ = Σᵢ pᵢⱼ dOᵢ
+override WANT_DV: bool = false;
+
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
 @group(0) @binding(2) var<storage, read> K: array<f32>;
 @group(0) @binding(3) var<storage, read> V: array<f32>;
@@ -194,23 +237,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(7) var<storage, read_write> OUT: array<f32>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = row_id(gid, nwg);
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let d = P[4];
-    let dv = P[5];
+    let d = D;
+    let dv = DV;
     let scale = pf(6u);
-    let want_dv = P[26] != 0u;
-    if (t >= P[0] * tk) {
+    let b = r.b;
+    let j = r.i;
+    if (b >= P[0] || j >= tk) {
         return;
     }
-    let b = t / tk;
-    let j = t % tk;
     let rk = row_at(LK, b, j);
     let rv = row_at(LV, b, j);
     var bias = 0.0;
-    if (P[8] != 0u) {
+    if (HAS_BIAS) {
         bias = BIAS[(b / P[1]) * tk + j];
     }
     var k: array<f32, 128>;
@@ -223,19 +269,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         v[c] = V[rv + c];
     }
     // Under a causal mask only queries i ≥ j see key j; a masked key gets no gradient.
-    var istart = select(0u, j, P[7] != 0u);
+    var istart = select(0u, j, CAUSAL);
     if (bias < -3.0e38) {
         istart = tq;
     }
+    let qs = rows_of(LQ, b);
+    let os = rows_of(LO, b);
     for (var i = istart; i < tq; i++) {
-        let rq = row_at(LQ, b, i);
+        let rq = qs.x + i * qs.y;
         var s = bias;
         for (var c = 0u; c < d; c++) {
             s += Q[rq + c] * k[c];
         }
         let p = exp(s - LD[2u * (b * tq + i)]);
-        let ro = row_at(LO, b, i);
-        if (want_dv) {
+        let ro = os.x + i * os.y;
+        if (WANT_DV) {
             for (var c = 0u; c < dv; c++) {
                 acc[c] += p * G[ro + c];
             }
@@ -250,7 +298,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             }
         }
     }
-    if (want_dv) {
+    if (WANT_DV) {
         for (var c = 0u; c < dv; c++) {
             OUT[rv + c] = acc[c];
         }

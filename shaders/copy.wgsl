@@ -1,24 +1,17 @@
 // Data movement: strided gathers (permute, narrow, expand), concatenation, row gather/scatter.
 
 //!kernel gather
-// P: [n, offset, rank, _, shape[8], strides[8]]
+// P: strided, one operand; P[0] counts quads, P[1] is the source offset.
 @group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
-        return;
+    let base = P[1];
+    for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
+        let o = quad_offsets(q);
+        Y[q] = vec4<f32>(X[base + o[0].x], X[base + o[1].x], X[base + o[2].x], X[base + o[3].x]);
     }
-    var rem = i;
-    var off = P[1];
-    for (var d = P[2]; d > 0u; d--) {
-        let s = P[3u + d];
-        off += (rem % s) * P[11u + d];
-        rem = rem / s;
-    }
-    Y[i] = X[off];
 }
 
 //!kernel copy_rows

@@ -1,5 +1,9 @@
 // Element-wise kernels. The op codes and formulas mirror backend/cpu/elementwise.rs exactly.
 
+// The op, an override constant: each op is its own pipeline, so that a CPU driver, which runs
+// every arm of a branch it cannot prove uniform, compiles only the arm taken.
+override OP: u32 = 0u;
+
 const SQRT_2_OVER_PI: f32 = 0.7978845608028654;
 const GELU_C: f32 = 0.044715;
 const INV_SQRT_2: f32 = 0.7071067811865476;
@@ -115,77 +119,72 @@ fn binary_f(op: u32, a: f32, b: f32) -> f32 {
     }
 }
 
-// Offset of flat output index i in operand k, for strided launches whose parameters are
-// [n, op, rank, _, shape[8], strides of operand 0 [8], strides of operand 1 [8], ...].
-fn strided_offset(i: u32, k: u32) -> u32 {
-    // One (merged) axis needs no division, which CPU drivers cannot vectorise.
-    if (P[2] == 1u) {
-        return i * P[12u + 8u * k];
-    }
-    var rem = i;
-    var off = 0u;
-    let rank = P[2];
-    for (var d = rank; d > 0u; d--) {
-        let s = P[3u + d];
-        off += (rem % s) * P[11u + 8u * k + d];
-        rem = rem / s;
-    }
-    return off;
-}
-
 //!kernel unary
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+// P: [quads, _, a, b]
+@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
-        return;
+    let a = pf(2u);
+    let b = pf(3u);
+    for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
+        let x = X[q];
+        Y[q] = vec4<f32>(unary_f(OP, x.x, a, b), unary_f(OP, x.y, a, b), unary_f(OP, x.z, a, b), unary_f(OP, x.w, a, b));
     }
-    Y[i] = unary_f(P[1], X[i], pf(2u), pf(3u));
 }
 
 //!kernel unary_backward
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read> G: array<f32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+// P: [quads, _, a, b]
+@group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> G: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
-        return;
+    let a = pf(2u);
+    let b = pf(3u);
+    for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
+        let x = X[q];
+        let d = vec4<f32>(unary_df(OP, x.x, a, b), unary_df(OP, x.y, a, b), unary_df(OP, x.z, a, b), unary_df(OP, x.w, a, b));
+        Y[q] = G[q] * d;
     }
-    Y[i] = G[i] * unary_df(P[1], X[i], pf(2u), pf(3u));
 }
 
 //!kernel binary
+// P: strided, two operands; P[0] counts quads.
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
-        return;
+    for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
+        let o = quad_offsets(q);
+        Y[q] = vec4<f32>(
+            binary_f(OP, A[o[0].x], B[o[0].y]),
+            binary_f(OP, A[o[1].x], B[o[1].y]),
+            binary_f(OP, A[o[2].x], B[o[2].y]),
+            binary_f(OP, A[o[3].x], B[o[3].y]),
+        );
     }
-    Y[i] = binary_f(P[1], A[strided_offset(i, 0u)], B[strided_offset(i, 1u)]);
 }
 
 //!kernel select
+// Y = C != 0 ? A : B. P: strided, three operands (C, A, B); P[0] counts quads.
 @group(0) @binding(1) var<storage, read> C: array<f32>;
 @group(0) @binding(2) var<storage, read> A: array<f32>;
 @group(0) @binding(3) var<storage, read> B: array<f32>;
-@group(0) @binding(4) var<storage, read_write> Y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> Y: array<vec4<f32>>;
+
+fn pick(o: vec3<u32>) -> f32 {
+    return select(B[o.z], A[o.y], C[o.x] != 0.0);
+}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
-        return;
+    for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
+        let o = quad_offsets(q);
+        Y[q] = vec4<f32>(pick(o[0]), pick(o[1]), pick(o[2]), pick(o[3]));
     }
-    let c = C[strided_offset(i, 0u)];
-    Y[i] = select(B[strided_offset(i, 2u)], A[strided_offset(i, 1u)], c != 0.0);
 }

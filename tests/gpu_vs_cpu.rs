@@ -1458,6 +1458,51 @@ fn gpu_resize_bicubic() {
     }
 }
 
+/// The element-wise kernels work on quads of outputs: innermost axes that hold whole quads (with
+/// operands broadcast along or across them, and a permute that keeps or moves that axis), axes
+/// that do not, and tensors shorter than one quad.
+#[test]
+fn gpu_elementwise_quads() {
+    let Some(gpu) = gpu_or_skip("gpu_elementwise_quads") else {
+        return;
+    };
+    let s = [6usize, 5, 8];
+    let a = leaf32(normal(&s, 1), &s);
+    let row = leaf32(normal(&[8], 2), &[8]);
+    let col = leaf32(normal(&[6, 5, 1], 3), &[6, 5, 1]);
+    let cond = const32(bernoulli(&[5, 1], 0.5, 4), &[5, 1]);
+    gpu_check("(6,5,8) + (8)", &gpu, &[a.clone(), row], |t| &t[0] + &t[1]);
+    gpu_check("(6,5,8) * (6,5,1)", &gpu, &[a.clone(), col.clone()], |t| {
+        t[0].mul(&t[1])
+    });
+    gpu_check(
+        "where (5,1) (6,5,8) (6,5,1)",
+        &gpu,
+        &[cond, a.clone(), col],
+        |t| t[1].where_(&t[0], &t[2]),
+    );
+    gpu_check(
+        "permute keeping the inner 8",
+        &gpu,
+        std::slice::from_ref(&a),
+        |t| t[0].permute(&[1, 0, 2]).square(),
+    );
+    gpu_check(
+        "permute to an inner 5",
+        &gpu,
+        std::slice::from_ref(&a),
+        |t| t[0].permute(&[0, 2, 1]).square(),
+    );
+    gpu_check("gelu of 240", &gpu, &[a], |t| t[0].gelu());
+    for n in [1usize, 2, 3, 5] {
+        let x = leaf32(normal(&[n], 5), &[n]);
+        let y = leaf32(normal(&[n], 6), &[n]);
+        gpu_check(&format!("{n} elements"), &gpu, &[x, y], |t| {
+            t[0].exp().mul(&t[1]).add_scalar(1.0)
+        });
+    }
+}
+
 #[test]
 fn gpu_view_ops() {
     let Some(gpu) = gpu_or_skip("gpu_view_ops") else {

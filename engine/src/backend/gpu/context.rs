@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 const MAX_BATCH: usize = 512;
 /// Bytes of kernel parameters one op may use (a slot of the parameter buffer).
 const PARAM_SLOT: u64 = 256;
+/// Override constants one kernel may be specialised on.
+const MAX_CONSTANTS: usize = 5;
 
 /// One GPU adapter's device, queue, compiled kernels and memory.
 pub struct GpuContext {
@@ -106,7 +108,7 @@ struct Recorded {
 }
 
 struct State {
-    pipelines: HashMap<&'static str, Arc<wgpu::ComputePipeline>>,
+    pipelines: HashMap<(&'static str, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
     /// Freed during the open batch; pooled again after it is submitted.
     pending_free: Vec<wgpu::Buffer>,
@@ -429,15 +431,27 @@ impl GpuContext {
         }
     }
 
+    /// The compiled pipeline of `name` with its override constants set to `constants`: each
+    /// specialisation is compiled once. Drivers fold branches on override constants away, which
+    /// matters on CPU drivers that run every arm of a branch they cannot prove uniform.
     fn pipeline(
         &self,
         state: &mut State,
         name: &'static str,
         source: fn() -> String,
+        constants: &[(&'static str, u32)],
     ) -> Arc<wgpu::ComputePipeline> {
+        assert!(
+            constants.len() <= MAX_CONSTANTS,
+            "internal: {name} has too many override constants"
+        );
+        let mut key = [0; MAX_CONSTANTS];
+        for (k, (_, v)) in key.iter_mut().zip(constants) {
+            *k = *v;
+        }
         state
             .pipelines
-            .entry(name)
+            .entry((name, key))
             .or_insert_with(|| {
                 let module = self
                     .device
@@ -445,6 +459,8 @@ impl GpuContext {
                         label: Some(name),
                         source: wgpu::ShaderSource::Wgsl(source().into()),
                     });
+                let values: Vec<(&str, f64)> =
+                    constants.iter().map(|&(n, v)| (n, v as f64)).collect();
                 Arc::new(
                     self.device
                         .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -452,7 +468,10 @@ impl GpuContext {
                             layout: None,
                             module: &module,
                             entry_point: Some("main"),
-                            compilation_options: Default::default(),
+                            compilation_options: wgpu::PipelineCompilationOptions {
+                                constants: &values,
+                                ..Default::default()
+                            },
                             cache: None,
                         }),
                 )
@@ -460,11 +479,14 @@ impl GpuContext {
             .clone()
     }
 
-    /// Records one kernel launch: `params` go to binding 0, `buffers` to bindings 1.. in order.
+    /// Records one kernel launch: `params` go to binding 0, `buffers` to bindings 1.. in order;
+    /// `constants` set the kernel's override constants (at most [`MAX_CONSTANTS`], always the
+    /// same names in the same order for one kernel).
     pub(crate) fn launch(
         &self,
         kernel: &'static str,
         source: fn() -> String,
+        constants: &[(&'static str, u32)],
         params: &[u32],
         buffers: &[&wgpu::Buffer],
         grid: [u32; 3],
@@ -476,7 +498,7 @@ impl GpuContext {
         if st.ops.len() >= MAX_BATCH {
             self.submit(&mut st);
         }
-        let pipeline = self.pipeline(&mut st, kernel, source);
+        let pipeline = self.pipeline(&mut st, kernel, source, constants);
         let offset = st.ops.len() as u64 * st.slot;
         let bytes: &[u8] = bytemuck::cast_slice(params);
         assert!(

@@ -20,6 +20,17 @@ fn grid(items: usize, per_group: usize) -> [u32; 3] {
     [x as u32, groups.div_ceil(x.max(1)) as u32, 1]
 }
 
+/// The grid of an element-wise launch over the quads (groups of four outputs) of `n` elements.
+/// On a software adapter each invocation loops over several quads: llvmpipe pays a fixed cost
+/// per invocation that is larger than the work of one quad.
+fn quad_grid(ctx: &GpuContext, n: usize) -> [u32; 3] {
+    let quads = n.div_ceil(4);
+    match ctx.profile() {
+        KernelProfile::Software => grid(quads.div_ceil(4), 256),
+        KernelProfile::Hardware => grid(quads, 256),
+    }
+}
+
 fn bits(v: f64) -> u32 {
     (v as f32).to_bits()
 }
@@ -38,8 +49,20 @@ macro_rules! kernel {
 }
 
 fn launch(ctx: &GpuContext, k: Kernel, params: &[u32], buffers: &[&GpuData], grid: [u32; 3]) {
+    launch_with(ctx, k, &[], params, buffers, grid);
+}
+
+/// [`launch`] of a pipeline specialised on override constants (see [`GpuContext::launch`]).
+fn launch_with(
+    ctx: &GpuContext,
+    k: Kernel,
+    constants: &[(&'static str, u32)],
+    params: &[u32],
+    buffers: &[&GpuData],
+    grid: [u32; 3],
+) {
     let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
-    ctx.launch(k.0, k.1, params, &bufs, grid);
+    ctx.launch(k.0, k.1, constants, params, &bufs, grid);
 }
 
 /// Drops size-1 axes and merges axes that are contiguous in every operand, so that typical
@@ -74,10 +97,24 @@ fn collapse(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize
     (out_shape, out_strides)
 }
 
-/// Parameters of a strided launch: [n, op, rank, 0, shape[8], strides of each operand [8]].
-fn strided_params(n: usize, op: u32, shape: &[usize], strides: &[&[usize]]) -> Vec<u32> {
+/// Launches a strided element-wise kernel over the quads of `shape` (see `quad_offsets` in
+/// common.wgsl): parameters [quads, p1, rank, 0, shape[8], strides of each operand [8]],
+/// specialised on the merged rank, on whether the innermost axis holds whole quads, and on `op`.
+fn launch_strided(
+    k: Kernel,
+    op: Option<u32>,
+    p1: u32,
+    shape: &[usize],
+    strides: &[&[usize]],
+    inputs: &[&GpuData],
+) -> GpuData {
+    let ctx = inputs[0].ctx();
+    let n: usize = shape.iter().product();
+    let y = GpuData::alloc(ctx, n);
     let (shape, strides) = collapse(shape, strides);
-    let mut p = vec![n as u32, op, shape.len() as u32, 0];
+    let rank = shape.len().max(1) as u32;
+    let aligned = shape.last().is_some_and(|d| d % 4 == 0);
+    let mut p = vec![n.div_ceil(4) as u32, p1, rank, 0];
     let pad = |v: &[usize], p: &mut Vec<u32>| {
         p.extend(v.iter().map(|&x| x as u32));
         p.extend(std::iter::repeat_n(0, MAX_RANK - v.len()));
@@ -86,37 +123,40 @@ fn strided_params(n: usize, op: u32, shape: &[usize], strides: &[&[usize]]) -> V
     for s in &strides {
         pad(s, &mut p);
     }
-    p
+    let mut constants = vec![("RANK", rank), ("ALIGNED", aligned as u32)];
+    constants.extend(op.map(|op| ("OP", op)));
+    let mut buffers = inputs.to_vec();
+    buffers.push(&y);
+    launch_with(ctx, k, &constants, &p, &buffers, quad_grid(ctx, n));
+    y
+}
+
+/// An element-wise op over contiguous inputs of `n` elements, as quads (see `unary` in the WGSL).
+fn launch_contiguous(k: Kernel, op: Unary, inputs: &[&GpuData]) -> GpuData {
+    let ctx = inputs[0].ctx();
+    let n = inputs[0].len();
+    let y = GpuData::alloc(ctx, n);
+    let (a, b) = op.params();
+    let p = [n.div_ceil(4) as u32, 0, bits(a), bits(b)];
+    let mut buffers = inputs.to_vec();
+    buffers.push(&y);
+    launch_with(
+        ctx,
+        k,
+        &[("OP", op.code())],
+        &p,
+        &buffers,
+        quad_grid(ctx, n),
+    );
+    y
 }
 
 pub fn unary(op: Unary, x: &GpuData) -> GpuData {
-    let ctx = x.ctx();
-    let y = GpuData::alloc(ctx, x.len());
-    let (a, b) = op.params();
-    let p = [x.len() as u32, op.code(), bits(a), bits(b)];
-    launch(
-        ctx,
-        kernel!(ELEMENTWISE, "unary"),
-        &p,
-        &[x, &y],
-        grid(x.len(), 256),
-    );
-    y
+    launch_contiguous(kernel!(ELEMENTWISE, "unary"), op, &[x])
 }
 
 pub fn unary_backward(op: Unary, x: &GpuData, g: &GpuData) -> GpuData {
-    let ctx = x.ctx();
-    let y = GpuData::alloc(ctx, x.len());
-    let (a, b) = op.params();
-    let p = [x.len() as u32, op.code(), bits(a), bits(b)];
-    launch(
-        ctx,
-        kernel!(ELEMENTWISE, "unary_backward"),
-        &p,
-        &[x, g, &y],
-        grid(x.len(), 256),
-    );
-    y
+    launch_contiguous(kernel!(ELEMENTWISE, "unary_backward"), op, &[x, g])
 }
 
 pub fn binary(
@@ -127,18 +167,8 @@ pub fn binary(
     sb: &[usize],
     shape: &[usize],
 ) -> GpuData {
-    let ctx = a.ctx();
-    let n: usize = shape.iter().product();
-    let y = GpuData::alloc(ctx, n);
-    let p = strided_params(n, op.code(), shape, &[sa, sb]);
-    launch(
-        ctx,
-        kernel!(ELEMENTWISE, "binary"),
-        &p,
-        &[a, b, &y],
-        grid(n, 256),
-    );
-    y
+    let k = kernel!(ELEMENTWISE, "binary");
+    launch_strided(k, Some(op.code()), 0, shape, &[sa, sb], &[a, b])
 }
 
 pub fn select(
@@ -150,28 +180,13 @@ pub fn select(
     sb: &[usize],
     shape: &[usize],
 ) -> GpuData {
-    let ctx = a.ctx();
-    let n: usize = shape.iter().product();
-    let y = GpuData::alloc(ctx, n);
-    let p = strided_params(n, 0, shape, &[sc, sa, sb]);
-    launch(
-        ctx,
-        kernel!(ELEMENTWISE, "select"),
-        &p,
-        &[c, a, b, &y],
-        grid(n, 256),
-    );
-    y
+    let k = kernel!(ELEMENTWISE, "select");
+    launch_strided(k, None, 0, shape, &[sc, sa, sb], &[c, a, b])
 }
 
 pub fn gather_strided(x: &GpuData, offset: usize, strides: &[usize], shape: &[usize]) -> GpuData {
-    let ctx = x.ctx();
-    let n: usize = shape.iter().product();
-    let y = GpuData::alloc(ctx, n);
-    let mut p = strided_params(n, 0, shape, &[strides]);
-    p[1] = offset as u32;
-    launch(ctx, kernel!(COPY, "gather"), &p, &[x, &y], grid(n, 256));
-    y
+    let k = kernel!(COPY, "gather");
+    launch_strided(k, None, offset as u32, shape, &[strides], &[x])
 }
 
 pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -> GpuData {
@@ -550,6 +565,22 @@ fn attention_params(s: &AttnSpec, bias: bool, packing: Packing) -> Vec<u32> {
     p
 }
 
+/// The attention kernels' grid: blocks of 64 rows by problem (see `row_of` in attention.wgsl).
+fn attention_grid(bh: usize, rows: usize) -> [u32; 3] {
+    let y = bh.clamp(1, MAX_GROUPS);
+    [rows.div_ceil(64) as u32, y as u32, bh.div_ceil(y) as u32]
+}
+
+/// The attention kernels' override constants (see attention.wgsl).
+fn attention_constants(s: &AttnSpec, bias: bool) -> [(&'static str, u32); 4] {
+    [
+        ("D", s.d as u32),
+        ("DV", s.dv as u32),
+        ("CAUSAL", s.causal as u32),
+        ("HAS_BIAS", bias as u32),
+    ]
+}
+
 /// Fused attention forward: the output (in `packing`'s layout) and each query row's log-sum-exp.
 /// For [`Packing::Qkv`], `q`, `k` and `v` are the same packed buffer and the caller has checked
 /// [`attention_fits`].
@@ -581,12 +612,13 @@ pub fn attention(
     let lse = GpuData::alloc(ctx, s.bh * s.tq);
     // Without a mask, a one-element stand-in the kernel never reads.
     let dummy = GpuData::alloc(ctx, 1);
-    launch(
+    launch_with(
         ctx,
         kernel!(ATTENTION, "attention"),
+        &attention_constants(&s, bias.is_some()),
         &attention_params(&s, bias.is_some(), packing),
         &[q, k, v, bias.unwrap_or(&dummy), &o, &lse],
-        grid(s.bh * s.tq, 64),
+        attention_grid(s.bh, s.tq),
     );
     (o, lse)
 }
@@ -609,16 +641,17 @@ pub fn attention_backward(
 ) -> Vec<GpuData> {
     let ctx = q.ctx();
     let p = attention_params(&s, bias.is_some(), packing);
+    let constants = attention_constants(&s, bias.is_some());
     let dummy = GpuData::alloc(ctx, 1);
     let bias = bias.unwrap_or(&dummy);
     let ld = GpuData::alloc(ctx, 2 * s.bh * s.tq);
-    let rows = |n: usize| grid(n, 64);
-    launch(
+    launch_with(
         ctx,
         kernel!(ATTENTION, "attention_delta"),
+        &constants,
         &p,
         &[g, o, lse, &ld],
-        rows(s.bh * s.tq),
+        attention_grid(s.bh, s.tq),
     );
     // Packed, the three kernels write disjoint parts (q's, k's, v's places) of one gradient.
     let out: Vec<GpuData> = match packing {
@@ -634,22 +667,24 @@ pub fn attention_backward(
         [dqkv] => (dqkv, dqkv, dqkv),
         _ => unreachable!("one or three gradients"),
     };
-    launch(
+    launch_with(
         ctx,
         kernel!(ATTENTION, "attention_dq"),
+        &constants,
         &p,
         &[q, k, v, bias, g, &ld, dq],
-        rows(s.bh * s.tq),
+        attention_grid(s.bh, s.tq),
     );
-    for (which, grad) in [dk, dv].into_iter().enumerate() {
-        let mut p = p.clone();
-        p.push(which as u32);
-        launch(
+    for (want_dv, grad) in [(0, dk), (1, dv)] {
+        let mut constants = constants.to_vec();
+        constants.push(("WANT_DV", want_dv));
+        launch_with(
             ctx,
             kernel!(ATTENTION, "attention_dkv"),
+            &constants,
             &p,
             &[q, k, v, bias, g, &ld, grad],
-            rows(s.bh * s.tk),
+            attention_grid(s.bh, s.tk),
         );
     }
     out
