@@ -223,10 +223,12 @@ fn main(
 
 //!kernel attention_dkv
 // One invocation per key row j, over the queries that see it, with pᵢⱼ = exp(scale·qᵢ·kⱼ +
-// biasⱼ − lseᵢ); launched twice, writing OUT in k's or v's layout (zeros for a masked key):
-//   WANT_DV false:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
-//   WANT_DV true:   dvⱼ = Σᵢ pᵢⱼ dOᵢ
-override WANT_DV: bool = false;
+// biasⱼ − lseᵢ), writing OUT in k's and/or v's layout (zeros for a masked key):
+//   WANT_DK:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
+//   WANT_DV:  dvⱼ = Σᵢ pᵢⱼ dOᵢ
+// Both at once when k and v share one gradient buffer (packed qkv), one per launch otherwise.
+override WANT_DK: bool = true;
+override WANT_DV: bool = true;
 
 @group(0) @binding(1) var<storage, read> Q: array<f32>;
 @group(0) @binding(2) var<storage, read> K: array<f32>;
@@ -261,7 +263,8 @@ fn main(
     }
     var k: array<f32, 128>;
     var v: array<f32, 128>;
-    var acc: array<f32, 128>;
+    var acc_k: array<f32, 128>;
+    var acc_v: array<f32, 128>;
     for (var c = 0u; c < d; c++) {
         k[c] = K[rk + c] * scale;
     }
@@ -285,26 +288,28 @@ fn main(
         let ro = os.x + i * os.y;
         if (WANT_DV) {
             for (var c = 0u; c < dv; c++) {
-                acc[c] += p * G[ro + c];
+                acc_v[c] += p * G[ro + c];
             }
-        } else {
+        }
+        if (WANT_DK) {
             var dp = 0.0;
             for (var c = 0u; c < dv; c++) {
                 dp += G[ro + c] * v[c];
             }
             let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
             for (var c = 0u; c < d; c++) {
-                acc[c] += ds * Q[rq + c];
+                acc_k[c] += ds * Q[rq + c];
             }
         }
     }
     if (WANT_DV) {
         for (var c = 0u; c < dv; c++) {
-            OUT[rv + c] = acc[c];
+            OUT[rv + c] = acc_v[c];
         }
-    } else {
+    }
+    if (WANT_DK) {
         for (var c = 0u; c < d; c++) {
-            OUT[rk + c] = acc[c] * scale;
+            OUT[rk + c] = acc_k[c] * scale;
         }
     }
 }

@@ -2,6 +2,13 @@
 // 3 argmax, 4 argmin (indices stored as floats), as in backend/mod.rs.
 
 
+// The op, whether the input carries indices from an earlier pass, and whether this pass writes
+// the final result: override constants, so that a sum compiles to a plain loop (CPU drivers run
+// every arm of a branch they cannot prove uniform).
+override OP: u32 = 0u;
+override HAS_IDX: bool = false;
+override FINAL: bool = false;
+
 // Whether value v at index j should replace the current best (b at index bj).
 fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
     if (op == 1u || op == 3u) {
@@ -15,7 +22,7 @@ fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
 // of the middle extent, so that no invocation loops too long (llvmpipe ends an invocation's loops
 // after 65,535 iterations in all). The host repeats this until one block remains. Extrema carry
 // their index along in IY; later passes read the indices of the previous one from IX.
-// P: [outer, n, inner, op, chunk, blocks, has_idx, final]
+// P: [outer, n, inner, op, chunk, blocks, has_idx, final] (the last four words also as constants)
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> IX: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
@@ -26,7 +33,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let t = flat_id(gid, nwg);
     let n = P[1];
     let inner = P[2];
-    let op = P[3];
+    let op = OP;
     let chunk = P[4];
     let blocks = P[5];
     if (t >= P[0] * blocks * inner) {
@@ -43,7 +50,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let src = (o * n + j) * inner + i;
         let v = X[src];
         var idx = j;
-        if (P[6] != 0u) {
+        if (HAS_IDX) {
             idx = IX[src];
         }
         if (op == 0u) {
@@ -53,6 +60,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
             at = idx;
         }
     }
-    Y[t] = select(best, f32(at), op >= 3u && P[7] != 0u);
-    IY[t] = at;
+    Y[t] = select(best, f32(at), op >= 3u && FINAL);
+    if (OP != 0u) {
+        IY[t] = at; // sums bind a stand-in here
+    }
 }

@@ -15,7 +15,7 @@ const MAX_BATCH: usize = 512;
 /// Bytes of kernel parameters one op may use (a slot of the parameter buffer).
 const PARAM_SLOT: u64 = 256;
 /// Override constants one kernel may be specialised on.
-const MAX_CONSTANTS: usize = 5;
+const MAX_CONSTANTS: usize = 6;
 
 /// One GPU adapter's device, queue, compiled kernels and memory.
 pub struct GpuContext {

@@ -225,20 +225,31 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
     // One invocation per block of at most LOOP_BUDGET entries (no barriers, which CPU drivers
     // run slowly), reduced again until one block is left; extrema carry their indices between
     // passes.
-    let dummy = GpuData::alloc(ctx, 1);
+    // Stand-ins for the index buffers a sum does not use (one read, one written: a buffer may
+    // not be bound both ways in one launch).
+    let (dummy, dummy_out) = (GpuData::alloc(ctx, 1), GpuData::alloc(ctx, 1));
     let (mut values, mut indices): (Option<GpuData>, Option<GpuData>) = (None, None);
     let mut n = n;
     loop {
-        let chunk = match ctx.profile() {
-            KernelProfile::Software => LOOP_BUDGET,
-            // A GPU needs tens of thousands of invocations to be busy: blocks short enough to
-            // give ~64k of them (a bias gradient's 25,600 rows become ~340 blocks per column).
-            KernelProfile::Hardware => (outer * n * inner / 65_536).clamp(64, LOOP_BUDGET),
+        // Blocks short enough that the launch has enough invocations to fill the device: ~64k
+        // on a GPU (a bias gradient's 25,600 rows become ~340 blocks per column), a few
+        // thousand on a CPU driver's threads.
+        let (busy, shortest) = match ctx.profile() {
+            KernelProfile::Software => (2_048, 256),
+            KernelProfile::Hardware => (65_536, 64),
         };
+        let chunk = (outer * n * inner / busy).clamp(shortest, LOOP_BUDGET);
         let blocks = n.div_ceil(chunk).max(1);
         let last = blocks == 1;
         let len = outer * blocks * inner;
-        let (y, iy) = (GpuData::alloc(ctx, len), GpuData::alloc(ctx, len));
+        let sum = matches!(op, Reduce::Sum);
+        let y = GpuData::alloc(ctx, len);
+        // Sums carry no indices.
+        let iy = if sum {
+            None
+        } else {
+            Some(GpuData::alloc(ctx, len))
+        };
         let p = [
             outer,
             n,
@@ -251,17 +262,27 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
         ]
         .map(|v| v as u32);
         let src = values.as_ref().unwrap_or(x);
-        launch(
+        launch_with(
             ctx,
             kernel!(REDUCE, "reduce_chunks"),
+            &[
+                ("OP", op.code()),
+                ("HAS_IDX", indices.is_some() as u32),
+                ("FINAL", last as u32),
+            ],
             &p,
-            &[src, indices.as_ref().unwrap_or(&dummy), &y, &iy],
+            &[
+                src,
+                indices.as_ref().unwrap_or(&dummy),
+                &y,
+                iy.as_ref().unwrap_or(&dummy_out),
+            ],
             grid(len, 256),
         );
         if last {
             return y;
         }
-        (values, indices, n) = (Some(y), Some(iy), blocks);
+        (values, indices, n) = (Some(y), iy, blocks);
     }
 }
 
@@ -624,9 +645,9 @@ pub fn attention(
 }
 
 /// Fused attention backward from the forward's inputs, output and log-sum-exp and the output
-/// gradient `g`: `[dq, dk, dv]`, or `[dqkv]` for [`Packing::Qkv`], whose q, k and v parts three
-/// launches write separately. Four launches (row deltas, dq, dk, dv), no atomics; the caller has
-/// checked [`attention_fits`].
+/// gradient `g`: `[dq, dk, dv]`, or `[dqkv]` for [`Packing::Qkv`], whose q part one launch writes
+/// and whose k and v parts another. Row deltas, dq, then dk and dv (one launch packed, two
+/// separate), no atomics; the caller has checked [`attention_fits`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     q: &GpuData,
@@ -675,9 +696,14 @@ pub fn attention_backward(
         &[q, k, v, bias, g, &ld, dq],
         attention_grid(s.bh, s.tq),
     );
-    for (want_dv, grad) in [(0, dk), (1, dv)] {
+    // Packed, one launch writes dk and dv (their places in one buffer); separate, one each.
+    let launches = match packing {
+        Packing::Qkv => vec![(dk, true, true)],
+        Packing::Separate => vec![(dk, true, false), (dv, false, true)],
+    };
+    for (grad, want_dk, want_dv) in launches {
         let mut constants = constants.to_vec();
-        constants.push(("WANT_DV", want_dv));
+        constants.extend([("WANT_DK", want_dk as u32), ("WANT_DV", want_dv as u32)]);
         launch_with(
             ctx,
             kernel!(ATTENTION, "attention_dkv"),
