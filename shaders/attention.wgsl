@@ -3,7 +3,9 @@
 // (B, T, 3·H·D) — no split, permute or merge copies. Row i of problem b of a tensor starts at
 //   off + (b / heads)·n_stride + (b % heads)·h_stride + i·row_stride,
 // four layout words per tensor in P (`attention_params` in kernels.rs). One invocation per row,
-// without barriers (software adapters run those fastest); head dimensions up to 128 in registers.
+// without barriers (software adapters run those fastest); head dimensions up to 128 in registers,
+// multiples of 4 (the host composes other shapes from separate kernels), so that every row is
+// read and written as vec4s: all offsets are in floats, divided by 4 to index the vec4 arrays.
 // P: [bh, heads, tq, tk, d, dv, scale, causal, has_bias, +inf, q layout @10, k @14, v @18, o @22]
 // (the output gradient has the output's layout; d, dv, causal and has_bias are also the override
 // constants below, which the kernels read).
@@ -22,10 +24,10 @@ const LK: u32 = 14u;
 const LV: u32 = 18u;
 const LO: u32 = 22u;
 
-// Where tensor l's rows of problem b start, and the step between them: loops over rows add the
-// step instead of recomputing the division by the number of heads for every row.
+// Where tensor l's rows of problem b start, and the step between them, in vec4s: loops over rows
+// add the step instead of recomputing the division by the number of heads for every row.
 fn rows_of(l: u32, b: u32) -> vec2<u32> {
-    return vec2<u32>(row_at(l, b, 0u), P[l + 2u]);
+    return vec2<u32>(row_at(l, b, 0u), P[l + 2u]) / 4u;
 }
 
 fn row_at(l: u32, b: u32, i: u32) -> u32 {
@@ -50,11 +52,11 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
 // Forward: one invocation per query row streams over the keys with an online softmax (running
 // max and sum), so the Tq×Tk score matrix is never stored. Also writes each row's log-sum-exp
 // (bh, tq), from which the backward pass rebuilds the probabilities.
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
-@group(0) @binding(5) var<storage, read_write> O: array<f32>;
+@group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> LSE: array<f32>;
 
 @compute @workgroup_size(64)
@@ -66,8 +68,6 @@ fn main(
     let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let d = D;
-    let dv = DV;
     let scale = pf(6u);
     let b = r.b;
     let i = r.i;
@@ -75,12 +75,12 @@ fn main(
         return;
     }
     let t = b * tq + i;
-    var q: array<f32, 128>;
-    let rq = row_at(LQ, b, i);
-    for (var c = 0u; c < d; c++) {
+    var q: array<vec4<f32>, 32>;
+    let rq = row_at(LQ, b, i) / 4u;
+    for (var c = 0u; c < D / 4u; c++) {
         q[c] = Q[rq + c] * scale;
     }
-    var acc: array<f32, 128>;
+    var acc: array<vec4<f32>, 32>;
     var m = -3.4028235e38;
     var l = 0.0;
     let kend = select(tk, min(tk, i + 1u), CAUSAL);
@@ -90,8 +90,8 @@ fn main(
     for (var j = 0u; j < kend; j++) {
         var s = 0.0;
         let rk = ks.x + j * ks.y;
-        for (var c = 0u; c < d; c++) {
-            s += q[c] * K[rk + c];
+        for (var c = 0u; c < D / 4u; c++) {
+            s += dot(q[c], K[rk + c]);
         }
         if (HAS_BIAS) {
             s += BIAS[bias_row + j];
@@ -104,15 +104,15 @@ fn main(
         let p = exp(s - m_new);
         l = l * corr + p;
         let rv = vs.x + j * vs.y;
-        for (var c = 0u; c < dv; c++) {
+        for (var c = 0u; c < DV / 4u; c++) {
             acc[c] = acc[c] * corr + p * V[rv + c];
         }
         m = m_new;
     }
     // A query that sees no key outputs zeros, with log-sum-exp +inf (probabilities rebuild as 0).
     let inv = select(1.0 / l, 0.0, l == 0.0);
-    let ro = row_at(LO, b, i);
-    for (var c = 0u; c < dv; c++) {
+    let ro = row_at(LO, b, i) / 4u;
+    for (var c = 0u; c < DV / 4u; c++) {
         O[ro + c] = acc[c] * inv;
     }
     LSE[t] = select(m + log(l), pf(9u), l == 0.0);
@@ -121,8 +121,8 @@ fn main(
 //!kernel attention_delta
 // Backward, first pass: per query row Dᵢ = Σ dOᵢ·Oᵢ, stored beside its log-sum-exp
 // (LD[2t] = lse, LD[2t + 1] = D) for the three gradient kernels.
-@group(0) @binding(1) var<storage, read> G: array<f32>;
-@group(0) @binding(2) var<storage, read> O: array<f32>;
+@group(0) @binding(1) var<storage, read> G: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> O: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> LSE: array<f32>;
 @group(0) @binding(4) var<storage, read_write> LD: array<f32>;
 
@@ -138,10 +138,10 @@ fn main(
         return;
     }
     let t = r.b * tq + r.i;
-    let ro = row_at(LO, r.b, r.i);
+    let ro = row_at(LO, r.b, r.i) / 4u;
     var s = 0.0;
-    for (var c = 0u; c < DV; c++) {
-        s += G[ro + c] * O[ro + c];
+    for (var c = 0u; c < DV / 4u; c++) {
+        s += dot(G[ro + c], O[ro + c]);
     }
     LD[2u * t] = LSE[t];
     LD[2u * t + 1u] = s;
@@ -150,13 +150,13 @@ fn main(
 //!kernel attention_dq
 // dqᵢ = scale · Σⱼ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) kⱼ, with pᵢⱼ = exp(scale·qᵢ·kⱼ + biasⱼ − lseᵢ); one
 // invocation per query row, written in q's layout.
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
-@group(0) @binding(5) var<storage, read> G: array<f32>;
+@group(0) @binding(5) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
-@group(0) @binding(7) var<storage, read_write> DQ: array<f32>;
+@group(0) @binding(7) var<storage, read_write> DQ: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -167,8 +167,6 @@ fn main(
     let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let d = D;
-    let dv = DV;
     let scale = pf(6u);
     let b = r.b;
     let i = r.i;
@@ -176,15 +174,15 @@ fn main(
         return;
     }
     let t = b * tq + i;
-    var q: array<f32, 128>;
-    var go: array<f32, 128>;
-    var acc: array<f32, 128>;
-    let rq = row_at(LQ, b, i);
-    for (var c = 0u; c < d; c++) {
+    var q: array<vec4<f32>, 32>;
+    var go: array<vec4<f32>, 32>;
+    var acc: array<vec4<f32>, 32>;
+    let rq = row_at(LQ, b, i) / 4u;
+    for (var c = 0u; c < D / 4u; c++) {
         q[c] = Q[rq + c] * scale;
     }
-    let ro = row_at(LO, b, i);
-    for (var c = 0u; c < dv; c++) {
+    let ro = row_at(LO, b, i) / 4u;
+    for (var c = 0u; c < DV / 4u; c++) {
         go[c] = G[ro + c];
     }
     let lse = LD[2u * t];
@@ -196,8 +194,8 @@ fn main(
     for (var j = 0u; j < kend; j++) {
         let rk = ks.x + j * ks.y;
         var s = 0.0;
-        for (var c = 0u; c < d; c++) {
-            s += q[c] * K[rk + c];
+        for (var c = 0u; c < D / 4u; c++) {
+            s += dot(q[c], K[rk + c]);
         }
         if (HAS_BIAS) {
             s += BIAS[bias_row + j];
@@ -208,15 +206,15 @@ fn main(
         let p = exp(s - lse);
         let rv = vs.x + j * vs.y;
         var dp = 0.0;
-        for (var c = 0u; c < dv; c++) {
-            dp += go[c] * V[rv + c];
+        for (var c = 0u; c < DV / 4u; c++) {
+            dp += dot(go[c], V[rv + c]);
         }
         let ds = p * (dp - delta);
-        for (var c = 0u; c < d; c++) {
+        for (var c = 0u; c < D / 4u; c++) {
             acc[c] += ds * K[rk + c];
         }
     }
-    for (var c = 0u; c < d; c++) {
+    for (var c = 0u; c < D / 4u; c++) {
         DQ[rq + c] = acc[c] * scale;
     }
 }
@@ -230,13 +228,13 @@ fn main(
 override WANT_DK: bool = true;
 override WANT_DV: bool = true;
 
-@group(0) @binding(1) var<storage, read> Q: array<f32>;
-@group(0) @binding(2) var<storage, read> K: array<f32>;
-@group(0) @binding(3) var<storage, read> V: array<f32>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
-@group(0) @binding(5) var<storage, read> G: array<f32>;
+@group(0) @binding(5) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
-@group(0) @binding(7) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(7) var<storage, read_write> OUT: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -247,28 +245,26 @@ fn main(
     let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let d = D;
-    let dv = DV;
     let scale = pf(6u);
     let b = r.b;
     let j = r.i;
     if (b >= P[0] || j >= tk) {
         return;
     }
-    let rk = row_at(LK, b, j);
-    let rv = row_at(LV, b, j);
+    let rk = row_at(LK, b, j) / 4u;
+    let rv = row_at(LV, b, j) / 4u;
     var bias = 0.0;
     if (HAS_BIAS) {
         bias = BIAS[(b / P[1]) * tk + j];
     }
-    var k: array<f32, 128>;
-    var v: array<f32, 128>;
-    var acc_k: array<f32, 128>;
-    var acc_v: array<f32, 128>;
-    for (var c = 0u; c < d; c++) {
+    var k: array<vec4<f32>, 32>;
+    var v: array<vec4<f32>, 32>;
+    var acc_k: array<vec4<f32>, 32>;
+    var acc_v: array<vec4<f32>, 32>;
+    for (var c = 0u; c < D / 4u; c++) {
         k[c] = K[rk + c] * scale;
     }
-    for (var c = 0u; c < dv; c++) {
+    for (var c = 0u; c < DV / 4u; c++) {
         v[c] = V[rv + c];
     }
     // Under a causal mask only queries i ≥ j see key j; a masked key gets no gradient.
@@ -281,34 +277,34 @@ fn main(
     for (var i = istart; i < tq; i++) {
         let rq = qs.x + i * qs.y;
         var s = bias;
-        for (var c = 0u; c < d; c++) {
-            s += Q[rq + c] * k[c];
+        for (var c = 0u; c < D / 4u; c++) {
+            s += dot(Q[rq + c], k[c]);
         }
         let p = exp(s - LD[2u * (b * tq + i)]);
         let ro = os.x + i * os.y;
         if (WANT_DV) {
-            for (var c = 0u; c < dv; c++) {
+            for (var c = 0u; c < DV / 4u; c++) {
                 acc_v[c] += p * G[ro + c];
             }
         }
         if (WANT_DK) {
             var dp = 0.0;
-            for (var c = 0u; c < dv; c++) {
-                dp += G[ro + c] * v[c];
+            for (var c = 0u; c < DV / 4u; c++) {
+                dp += dot(G[ro + c], v[c]);
             }
             let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
-            for (var c = 0u; c < d; c++) {
+            for (var c = 0u; c < D / 4u; c++) {
                 acc_k[c] += ds * Q[rq + c];
             }
         }
     }
     if (WANT_DV) {
-        for (var c = 0u; c < dv; c++) {
+        for (var c = 0u; c < DV / 4u; c++) {
             OUT[rv + c] = acc_v[c];
         }
     }
     if (WANT_DK) {
-        for (var c = 0u; c < d; c++) {
+        for (var c = 0u; c < D / 4u; c++) {
             OUT[rk + c] = acc_k[c] * scale;
         }
     }

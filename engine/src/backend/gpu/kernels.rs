@@ -538,12 +538,14 @@ pub fn layer_norm_backward(
 /// Head dimensions the fused kernels keep in registers.
 const MAX_HEAD_DIM: usize = 128;
 
-/// Whether the fused kernels can run `s`: head dimensions in registers, and each invocation's
-/// loop over the other sequence (about 2d + dv multiply-adds per key or query) within llvmpipe's
+/// Whether the fused kernels can run `s`: head dimensions in registers and multiples of 4 (rows
+/// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv multiply-adds per key or query) within llvmpipe's
 /// loop limit. Elsewhere attention is composed from matmuls and a softmax.
 pub fn attention_fits(s: &AttnSpec) -> bool {
     s.d <= MAX_HEAD_DIM
         && s.dv <= MAX_HEAD_DIM
+        && s.d.is_multiple_of(4)
+        && s.dv.is_multiple_of(4)
         && s.d + s.dv + s.tq.max(s.tk) * (2 * s.d + s.dv + 2) <= 4 * LOOP_BUDGET - 4096
 }
 
