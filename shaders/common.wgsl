@@ -36,7 +36,7 @@ override RANK: u32 = 1u;
 override ALIGNED: bool = true;
 
 // Offsets of flat output index i in operands 0, 1 and 2 of a strided launch whose parameters
-// are [n, _, _, _, shape[8], strides of operand 0 [8], of operand 1 [8], of operand 2 [8]]
+// are [quads, _, _, _, shape[8], strides of operand 0 [8], of operand 1 [8], of operand 2 [8]]
 // (absent operands read zero strides). The index is split into coordinates once for all.
 fn strided_offsets(i: u32) -> vec3<u32> {
     var rem = i;
