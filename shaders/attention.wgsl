@@ -6,9 +6,8 @@
 // without barriers (software adapters run those fastest); head dimensions up to 128 in registers,
 // multiples of 4 (the host composes other shapes from separate kernels), so that every row is
 // read and written as vec4s: all offsets are in floats, divided by 4 to index the vec4 arrays.
-// P: [bh, heads, tq, tk, d, dv, scale, causal, has_bias, +inf, q layout @10, k @14, v @18, o @22]
-// (the output gradient has the output's layout; d, dv, causal and has_bias are also the override
-// constants below, which the kernels read).
+// P: [bh, heads, tq, tk, scale, +inf, q layout @6, k @10, v @14, o @18] (the output gradient has
+// the output's layout); the head sizes and masks are the override constants below.
 
 // The head dimensions, the causal mask and the additive key mask are override constants: each
 // shape is its own pipeline, whose loops over the head dimension the driver unrolls into
@@ -19,10 +18,10 @@ override DV: u32 = 16u;
 override CAUSAL: bool = false;
 override HAS_BIAS: bool = false;
 
-const LQ: u32 = 10u;
-const LK: u32 = 14u;
-const LV: u32 = 18u;
-const LO: u32 = 22u;
+const LQ: u32 = 6u;
+const LK: u32 = 10u;
+const LV: u32 = 14u;
+const LO: u32 = 18u;
 
 // Where tensor l's rows of problem b start, and the step between them, in vec4s: loops over rows
 // add the step instead of recomputing the division by the number of heads for every row.
@@ -68,7 +67,7 @@ fn main(
     let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let scale = pf(6u);
+    let scale = pf(4u);
     let b = r.b;
     let i = r.i;
     if (b >= P[0] || i >= tq) {
@@ -115,7 +114,7 @@ fn main(
     for (var c = 0u; c < DV / 4u; c++) {
         O[ro + c] = acc[c] * inv;
     }
-    LSE[t] = select(m + log(l), pf(9u), l == 0.0);
+    LSE[t] = select(m + log(l), pf(5u), l == 0.0);
 }
 
 //!kernel attention_delta
@@ -167,7 +166,7 @@ fn main(
     let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let scale = pf(6u);
+    let scale = pf(4u);
     let b = r.b;
     let i = r.i;
     if (b >= P[0] || i >= tq) {
@@ -245,7 +244,7 @@ fn main(
     let r = row_of(wid, nwg, lid);
     let tq = P[2];
     let tk = P[3];
-    let scale = pf(6u);
+    let scale = pf(4u);
     let b = r.b;
     let j = r.i;
     if (b >= P[0] || j >= tk) {

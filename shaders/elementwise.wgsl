@@ -120,14 +120,14 @@ fn binary_f(op: u32, a: f32, b: f32) -> f32 {
 }
 
 //!kernel unary
-// P: [quads, _, a, b]
+// P: [quads, a, b]
 @group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let a = pf(2u);
-    let b = pf(3u);
+    let a = pf(1u);
+    let b = pf(2u);
     for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
         let x = X[q];
         Y[q] = vec4<f32>(unary_f(OP, x.x, a, b), unary_f(OP, x.y, a, b), unary_f(OP, x.z, a, b), unary_f(OP, x.w, a, b));
@@ -135,15 +135,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 //!kernel unary_backward
-// P: [quads, _, a, b]
+// P: [quads, a, b]
 @group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let a = pf(2u);
-    let b = pf(3u);
+    let a = pf(1u);
+    let b = pf(2u);
     for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
         let x = X[q];
         let d = vec4<f32>(unary_df(OP, x.x, a, b), unary_df(OP, x.y, a, b), unary_df(OP, x.z, a, b), unary_df(OP, x.w, a, b));

@@ -22,7 +22,7 @@ fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
 // of the middle extent, so that no invocation loops too long (llvmpipe ends an invocation's loops
 // after 65,535 iterations in all). The host repeats this until one block remains. Extrema carry
 // their index along in IY; later passes read the indices of the previous one from IX.
-// P: [outer, n, inner, op, chunk, blocks, has_idx, final] (the last four words also as constants)
+// P: [outer, n, inner, chunk, blocks]; the op, HAS_IDX and FINAL are override constants.
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> IX: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
@@ -34,8 +34,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let n = P[1];
     let inner = P[2];
     let op = OP;
-    let chunk = P[4];
-    let blocks = P[5];
+    let chunk = P[3];
+    let blocks = P[4];
     if (t >= P[0] * blocks * inner) {
         return;
     }
@@ -61,7 +61,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
     }
     Y[t] = select(best, f32(at), op >= 3u && FINAL);
-    if (OP != 0u) {
+    if (op != 0u) {
         IY[t] = at; // sums bind a stand-in here
     }
 }

@@ -208,8 +208,8 @@ impl GpuContext {
     fn create() -> std::result::Result<GpuContext, String> {
         let forced = KernelProfile::from_env()?;
         // llvmpipe (lavapipe) runs compute on its own worker threads by default; on the calling
-        // thread each launch costs ~5 µs instead of ~70 µs, while large kernels run slower (the
-        // SimCLR step at batch 128: 15.7 s against 9.3 s with two threads; BENCHMARKS.md). An
+        // thread each launch costs ~6 µs instead of ~70 µs, while large kernels run slower (the
+        // SimCLR step at batch 128: 5.5 s against 3.6 s with two threads; BENCHMARKS.md). An
         // explicit LP_NUM_THREADS from the user wins.
         if std::env::var_os("LP_NUM_THREADS").is_none() {
             std::env::set_var("LP_NUM_THREADS", "0");

@@ -26,10 +26,13 @@ fn grid(items: usize, per_group: usize) -> [u32; 3] {
 fn quad_grid(ctx: &GpuContext, n: usize) -> [u32; 3] {
     let quads = n.div_ceil(4);
     match ctx.profile() {
-        KernelProfile::Software => grid(quads.div_ceil(4), 256),
+        KernelProfile::Software => grid(quads.div_ceil(SOFTWARE_QUADS_PER_INVOCATION), 256),
         KernelProfile::Hardware => grid(quads, 256),
     }
 }
+
+/// Quads one invocation handles on a software adapter (16 elements).
+const SOFTWARE_QUADS_PER_INVOCATION: usize = 4;
 
 fn bits(v: f64) -> u32 {
     (v as f32).to_bits()
@@ -137,7 +140,7 @@ fn launch_contiguous(k: Kernel, op: Unary, inputs: &[&GpuData]) -> GpuData {
     let n = inputs[0].len();
     let y = GpuData::alloc(ctx, n);
     let (a, b) = op.params();
-    let p = [n.div_ceil(4) as u32, 0, bits(a), bits(b)];
+    let p = [n.div_ceil(4) as u32, bits(a), bits(b)];
     let mut buffers = inputs.to_vec();
     buffers.push(&y);
     launch_with(
@@ -228,6 +231,8 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
     // Stand-ins for the index buffers a sum does not use (one read, one written: a buffer may
     // not be bound both ways in one launch).
     let (dummy, dummy_out) = (GpuData::alloc(ctx, 1), GpuData::alloc(ctx, 1));
+    // Sums carry no indices.
+    let sum = matches!(op, Reduce::Sum);
     let (mut values, mut indices): (Option<GpuData>, Option<GpuData>) = (None, None);
     let mut n = n;
     loop {
@@ -242,25 +247,13 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
         let blocks = n.div_ceil(chunk).max(1);
         let last = blocks == 1;
         let len = outer * blocks * inner;
-        let sum = matches!(op, Reduce::Sum);
         let y = GpuData::alloc(ctx, len);
-        // Sums carry no indices.
         let iy = if sum {
             None
         } else {
             Some(GpuData::alloc(ctx, len))
         };
-        let p = [
-            outer,
-            n,
-            inner,
-            op.code() as usize,
-            chunk,
-            blocks,
-            indices.is_some() as usize,
-            last as usize,
-        ]
-        .map(|v| v as u32);
+        let p = [outer, n, inner, chunk, blocks].map(|v| v as u32);
         let src = values.as_ref().unwrap_or(x);
         launch_with(
             ctx,
@@ -539,8 +532,9 @@ pub fn layer_norm_backward(
 const MAX_HEAD_DIM: usize = 128;
 
 /// Whether the fused kernels can run `s`: head dimensions in registers and multiples of 4 (rows
-/// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv multiply-adds per key or query) within llvmpipe's
-/// loop limit. Elsewhere attention is composed from matmuls and a softmax.
+/// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv
+/// multiply-adds per key or query) within llvmpipe's loop limit. Elsewhere attention is composed
+/// from matmuls and a softmax.
 pub fn attention_fits(s: &AttnSpec) -> bool {
     s.d <= MAX_HEAD_DIM
         && s.dv <= MAX_HEAD_DIM
@@ -549,9 +543,10 @@ pub fn attention_fits(s: &AttnSpec) -> bool {
         && s.d + s.dv + s.tq.max(s.tk) * (2 * s.d + s.dv + 2) <= 4 * LOOP_BUDGET - 4096
 }
 
-/// The kernels' parameters: the shape, then where each row of q, k, v and the output starts
-/// (`[n_stride, h_stride, row_stride, offset]` each; see shaders/attention.wgsl).
-fn attention_params(s: &AttnSpec, bias: bool, packing: Packing) -> Vec<u32> {
+/// The kernels' parameters: the shape and scale, then where each row of q, k, v and the output
+/// starts (`[n_stride, h_stride, row_stride, offset]` each; see shaders/attention.wgsl). Head
+/// sizes and masks are override constants ([`attention_constants`]).
+fn attention_params(s: &AttnSpec, packing: Packing) -> Vec<u32> {
     let (h, d, dv) = (s.heads, s.d, s.dv);
     let layout = match packing {
         // (bh, T, D) each.
@@ -577,11 +572,7 @@ fn attention_params(s: &AttnSpec, bias: bool, packing: Packing) -> Vec<u32> {
         h as u32,
         s.tq as u32,
         s.tk as u32,
-        d as u32,
-        dv as u32,
         bits(s.scale),
-        s.causal as u32,
-        bias as u32,
         f32::INFINITY.to_bits(),
     ];
     p.extend(layout.iter().flatten().map(|&v| v as u32));
@@ -639,7 +630,7 @@ pub fn attention(
         ctx,
         kernel!(ATTENTION, "attention"),
         &attention_constants(&s, bias.is_some()),
-        &attention_params(&s, bias.is_some(), packing),
+        &attention_params(&s, packing),
         &[q, k, v, bias.unwrap_or(&dummy), &o, &lse],
         attention_grid(s.bh, s.tq),
     );
@@ -663,7 +654,7 @@ pub fn attention_backward(
     packing: Packing,
 ) -> Vec<GpuData> {
     let ctx = q.ctx();
-    let p = attention_params(&s, bias.is_some(), packing);
+    let p = attention_params(&s, packing);
     let constants = attention_constants(&s, bias.is_some());
     let dummy = GpuData::alloc(ctx, 1);
     let bias = bias.unwrap_or(&dummy);
