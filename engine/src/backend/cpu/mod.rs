@@ -229,6 +229,24 @@ fn exp_f32(x: f32) -> f32 {
     }
 }
 
+/// `n` zeros, written in parallel when large: a `vec![0; n]` of megabytes is a serial memset on
+/// the calling thread while the workers wait.
+pub(crate) fn zeros<T: Elem>(n: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out = Vec::with_capacity(n);
+    let spare = &mut out.spare_capacity_mut()[..n];
+    if n >= PAR_MIN {
+        spare
+            .par_chunks_mut(PAR_MIN)
+            .for_each(|c| c.fill(MaybeUninit::new(T::zero())));
+    } else {
+        spare.fill(MaybeUninit::new(T::zero()));
+    }
+    // SAFETY: every one of the n elements was just written.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// Independent partial sums per reduction: one running total is a serial chain the compiler may
 /// not reorder for floats, eight of them vectorise.
 const LANES: usize = 8;

@@ -248,11 +248,12 @@ pub fn layer_norm_affine_backward(
     cols: usize,
 ) -> (CpuData, CpuData, CpuData) {
     fn go<T: Elem>(xhat: &[T], rstd: &[T], w: &[T], g: &[T], cols: usize) -> [Vec<T>; 3] {
-        let mut dx = vec![T::zero(); xhat.len()];
+        // Every element of dx is written below: no zeroing pass.
+        let mut dx = Vec::with_capacity(xhat.len());
         let n = T::from_f64(cols as f64);
         // Rows per task: enough to amortise a task's own dw and db, few enough to split evenly.
         let block = (PAR_MIN / cols.max(1)).max(1);
-        let task = |(t, dx): (usize, &mut [T])| -> (Vec<T>, Vec<T>) {
+        let task = |(t, dx): (usize, &mut [MaybeUninit<T>])| -> (Vec<T>, Vec<T>) {
             let (mut dw, mut db) = (vec![T::zero(); cols], vec![T::zero(); cols]);
             let mut gw = vec![T::zero(); cols];
             for (i, dx) in dx.chunks_mut(cols).enumerate() {
@@ -274,7 +275,7 @@ pub fn layer_norm_affine_backward(
                 }
                 let (mg, mgx) = (sum_by(&gw, |v| v) / n, dot(&gw, xh) / n);
                 for ((dx, &gw), &x) in dx.iter_mut().zip(&gw).zip(xh) {
-                    *dx = rstd[r] * (gw - mg - x * mgx);
+                    dx.write(rstd[r] * (gw - mg - x * mgx));
                 }
             }
             (dw, db)
@@ -285,19 +286,24 @@ pub fn layer_norm_affine_backward(
             (a, b)
         };
         let zeros = || (vec![T::zero(); cols], vec![T::zero(); cols]);
+        let spare = &mut dx.spare_capacity_mut()[..xhat.len()];
         let (dw, db) = if cols == 0 {
             zeros()
         } else if xhat.len() >= PAR_MIN {
-            dx.par_chunks_mut(block * cols)
+            spare
+                .par_chunks_mut(block * cols)
                 .enumerate()
                 .map(task)
                 .reduce(zeros, add)
         } else {
-            dx.chunks_mut(block * cols)
+            spare
+                .chunks_mut(block * cols)
                 .enumerate()
                 .map(task)
                 .fold(zeros(), add)
         };
+        // SAFETY: the tasks' chunks cover every row, and each writes all of its elements.
+        unsafe { dx.set_len(xhat.len()) };
         [dx, dw, db]
     }
     let [dx, dw, db] = match (xhat, rstd, w, g) {

@@ -4,6 +4,7 @@
 use super::{CpuData, Elem, PAR_MIN};
 use crate::backend::AdamWStep;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// New (parameter, first moment, second moment) after one AdamW step, in the order of
 /// operations (and rounding) of the composed path in `optim::adamw`, so the two agree bitwise.
@@ -14,17 +15,25 @@ pub fn adamw(p: &CpuData, g: &CpuData, m: &CpuData, v: &CpuData, s: AdamWStep) -
         let (one_b1, one_b2) = (c(1.0 - s.beta1), c(1.0 - s.beta2));
         let (inv_bias2, eps, step) = (c(1.0 / s.bias2_sqrt), c(s.eps), c(s.step_size));
         let n = p.len();
-        let mut out = [vec![T::zero(); n], vec![T::zero(); n], vec![T::zero(); n]];
-        let [np, nm, nv] = &mut out;
+        // Every element of the three outputs is written below: no zeroing pass.
+        let mut out = [
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        ];
+        let [np, nm, nv] = out.each_mut().map(|o| &mut o.spare_capacity_mut()[..n]);
         // The elements from offset `o` on, into the three outputs' slices.
-        let chunk = |o: usize, np: &mut [T], nm: &mut [T], nv: &mut [T]| {
+        let chunk = |o: usize,
+                     np: &mut [MaybeUninit<T>],
+                     nm: &mut [MaybeUninit<T>],
+                     nv: &mut [MaybeUninit<T>]| {
             for i in 0..np.len() {
                 let gi = g[o + i];
                 let mi = m[o + i] * b1 + gi * one_b1;
                 let vi = v[o + i] * b2 + gi * gi * one_b2;
-                np[i] = p[o + i] * decay - mi / (vi.sqrt() * inv_bias2 + eps) * step;
-                nm[i] = mi;
-                nv[i] = vi;
+                np[i].write(p[o + i] * decay - mi / (vi.sqrt() * inv_bias2 + eps) * step);
+                nm[i].write(mi);
+                nv[i].write(vi);
             }
         };
         if n > PAR_MIN {
@@ -35,6 +44,10 @@ pub fn adamw(p: &CpuData, g: &CpuData, m: &CpuData, v: &CpuData, s: AdamWStep) -
                 .for_each(|(c, ((np, nm), nv))| chunk(c * PAR_MIN, np, nm, nv));
         } else {
             chunk(0, np, nm, nv);
+        }
+        for o in &mut out {
+            // SAFETY: the chunks cover all n elements and `chunk` writes each of them.
+            unsafe { o.set_len(n) };
         }
         out
     }

@@ -10,12 +10,13 @@ pub fn reduce(op: Reduce, x: &CpuData, outer: usize, n: usize, inner: usize) -> 
 
 fn reduce_t<T: Elem>(op: Reduce, x: &[T], outer: usize, n: usize, inner: usize) -> Vec<T> {
     let mut out = vec![T::zero(); outer * inner];
-    let run = |o: usize, row: &mut [T]| {
-        let base = &x[o * n * inner..(o + 1) * n * inner];
+    // Columns c0..c0 + row.len() of outer index o.
+    let run = |o: usize, c0: usize, row: &mut [T]| {
+        let base = &x[o * n * inner + c0..(o + 1) * n * inner];
         match op {
             Reduce::Sum => {
                 for j in 0..n {
-                    for (r, &v) in row.iter_mut().zip(&base[j * inner..(j + 1) * inner]) {
+                    for (r, &v) in row.iter_mut().zip(&base[j * inner..]) {
                         *r = *r + v;
                     }
                 }
@@ -52,14 +53,27 @@ fn reduce_t<T: Elem>(op: Reduce, x: &[T], outer: usize, n: usize, inner: usize) 
         }
         return out;
     }
-    if x.len() >= PAR_MIN && outer > 1 {
+    let threads = rayon::current_num_threads();
+    if x.len() >= PAR_MIN && outer >= threads {
         out.par_chunks_mut(inner)
             .enumerate()
-            .for_each(|(o, row)| run(o, row));
+            .for_each(|(o, row)| run(o, 0, row));
+    } else if x.len() >= PAR_MIN && inner >= 32 {
+        // Few outer rows (a bias gradient is one): each thread takes a block of columns, and
+        // every column is still summed in row order, so the result does not depend on threads.
+        let cols = inner.div_ceil(threads).next_multiple_of(16);
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .flat_map(|(o, row)| {
+                row.par_chunks_mut(cols)
+                    .enumerate()
+                    .map(move |(c, r)| (o, c, r))
+            })
+            .for_each(|(o, c, r)| run(o, c * cols, r));
     } else {
         out.chunks_mut(inner)
             .enumerate()
-            .for_each(|(o, row)| run(o, row));
+            .for_each(|(o, row)| run(o, 0, row));
     }
     out
 }
