@@ -80,7 +80,7 @@ pub struct Args {
     /// Dropout on embeddings and residual branches (default 0)
     #[arg(long)]
     pub dropout: Option<String>,
-    /// Peak learning rate (default 2e-3): warm-up, then cosine decay to --min-lr
+    /// Peak learning rate (default 4e-3): warm-up, then cosine decay to --min-lr (default 4e-4)
     #[arg(long)]
     pub lr: Option<String>,
     #[arg(long)]
@@ -114,6 +114,9 @@ pub struct Args {
     /// Batches per loss estimate
     #[arg(long, default_value_t = 20)]
     pub eval_batches: usize,
+    /// Stop at the first estimate whose validation loss is at most this (time-to-target runs)
+    #[arg(long)]
+    pub target_loss: Option<f64>,
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: u64,
     /// Seconds between progress lines when not on a terminal
@@ -285,6 +288,14 @@ fn validate_options(args: &Args) -> Result<(), String> {
         "at least 1",
     )?;
     cadence(args.checkpoint_every, args.log_every)?;
+    if let Some(target) = args.target_loss {
+        require(
+            target.is_finite() && target > 0.0,
+            "target_loss",
+            target,
+            "a positive number",
+        )?;
+    }
     require(
         args.temperature > 0.0 && args.temperature.is_finite(),
         "temperature",
@@ -323,6 +334,19 @@ fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<
                 run.step,
                 heartbeat.elapsed()
             ));
+            if args
+                .target_loss
+                .is_some_and(|target| f64::from(v) <= target)
+            {
+                heartbeat.say(format!(
+                    "reached val loss {} at step {} after {:.1} s",
+                    args.target_loss.unwrap_or_default(),
+                    run.step,
+                    heartbeat.elapsed()
+                ));
+                run.save(ckpt, corpus)?;
+                break;
+            }
         }
         if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
             run.save(ckpt, corpus)?;

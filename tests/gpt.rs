@@ -288,6 +288,26 @@ fn refused(args: Vec<String>, want: &str) {
 }
 
 #[test]
+fn a_target_loss_stops_at_the_first_estimate_that_reaches_it() {
+    let dir = Scratch::new("gpt-target");
+    let data = text(&dir);
+    let out = dir.path("run");
+    // Any estimate is below 100 nats: the run stops at the first one (step 20 of 40), saved.
+    let got = main_with(argv(&data, &out, "cpu", &["--target-loss", "100"])).unwrap();
+    assert_eq!(got.steps, 20);
+    assert!(out.join("checkpoint.safetensors").exists());
+    // None is below 1e-6: the run goes to the end.
+    let got = main_with(argv(
+        &data,
+        &out,
+        "cpu",
+        &["--target-loss", "1e-6", "--overwrite"],
+    ))
+    .unwrap();
+    assert_eq!(got.steps, 40);
+}
+
+#[test]
 fn bad_input_is_refused_in_one_line() {
     let dir = Scratch::new("gpt-bad");
     let data = text(&dir);
@@ -307,6 +327,7 @@ fn bad_input_is_refused_in_one_line() {
     std::fs::write(&short, "to be or not to be").unwrap();
     refused(argv(&short, &out, "cpu", &[]), "too few");
     refused(a(&["--temperature", "0"]), "--temperature");
+    refused(a(&["--target-loss", "-1"]), "--target-loss");
     refused(a(&["--queue", "5"]), "--queue");
     let missing = dir.path("missing.txt");
     refused(argv(&missing, &out, "cpu", &[]), "missing.txt");
