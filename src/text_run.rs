@@ -64,8 +64,10 @@ impl GptRunConfig {
             },
             steps: 2500,
             batch: 32,
-            lr: 2e-3,
-            min_lr: 2e-4,
+            // Chosen on the validation split: 4e-3 reaches 1.81 at step 750 and 1.514 at the end,
+            // 2e-3 1.88 and 1.549 (README, GPT tries).
+            lr: 4e-3,
+            min_lr: 4e-4,
             warmup: 100,
             weight_decay: 0.1,
             clip: 1.0,
