@@ -77,3 +77,30 @@ fn reduce_t<T: Elem>(op: Reduce, x: &[T], outer: usize, n: usize, inner: usize) 
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_blocks_of_one_row_reduce_as_the_plain_loop_does() {
+        // 300 × 130: above PAR_MIN, one outer row, a ragged last column block.
+        let (n, inner) = (300, 130);
+        let x: Vec<f32> = (0..n * inner)
+            .map(|i| ((i * 37 % 101) as f32).sin())
+            .collect();
+        let sums = reduce_t(Reduce::Sum, &x, 1, n, inner);
+        let maxes = reduce_t(Reduce::ArgMax, &x, 1, n, inner);
+        for c in 0..inner {
+            let column = (0..n).map(|j| x[j * inner + c]);
+            let sum = column.clone().fold(0.0f32, |a, v| a + v);
+            assert_eq!(sums[c].to_bits(), sum.to_bits(), "column {c}");
+            let best =
+                column.enumerate().fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (j, v)| if v > b.1 { (j, v) } else { b },
+                );
+            assert_eq!(maxes[c], best.0 as f32, "column {c}");
+        }
+    }
+}
