@@ -334,13 +334,9 @@ fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<
                 run.step,
                 heartbeat.elapsed()
             ));
-            if args
-                .target_loss
-                .is_some_and(|target| f64::from(v) <= target)
-            {
+            if let Some(target) = args.target_loss.filter(|&t| f64::from(v) <= t) {
                 heartbeat.say(format!(
-                    "reached val loss {} at step {} after {:.1} s",
-                    args.target_loss.unwrap_or_default(),
+                    "reached val loss {target} at step {} after {:.1} s",
                     run.step,
                     heartbeat.elapsed()
                 ));

@@ -36,6 +36,8 @@ pub(crate) struct Heartbeat {
     bar: Option<ProgressBar>,
     total: u64,
     start: u64,
+    /// The last step beaten: a loop may stop before `total` (a target reached).
+    last: u64,
     t0: Instant,
     last_log: Instant,
     log_every: f64,
@@ -48,6 +50,7 @@ impl Heartbeat {
             bar: progress_bar(total, pos),
             total,
             start: pos,
+            last: pos,
             t0: Instant::now(),
             last_log: Instant::now(),
             log_every,
@@ -56,6 +59,7 @@ impl Heartbeat {
 
     /// Step `step` is done with training loss `loss`.
     pub(crate) fn beat(&mut self, step: u64, loss: f32) {
+        self.last = step;
         match &self.bar {
             Some(bar) => {
                 bar.set_message(format!("loss {loss:.3}"));
@@ -89,10 +93,12 @@ impl Heartbeat {
 
     /// Ends the bar: the steps this loop took and the seconds they took.
     pub(crate) fn finish(self) -> (u64, f64) {
-        if let Some(bar) = &self.bar {
-            bar.finish();
+        match &self.bar {
+            Some(bar) if self.last < self.total => bar.abandon(),
+            Some(bar) => bar.finish(),
+            None => {}
         }
-        (self.total.saturating_sub(self.start), self.elapsed())
+        (self.last - self.start, self.elapsed())
     }
 }
 

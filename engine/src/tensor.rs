@@ -1,7 +1,7 @@
 //! The tensor: a shape, a dtype and a buffer on a device, plus autograd bookkeeping.
 
 use crate::autograd::{self, BackwardFn, Node};
-use crate::backend::cpu::CpuData;
+use crate::backend::cpu::{self, CpuData};
 use crate::backend::gpu::GpuData;
 use crate::backend::Storage;
 use crate::device::Device;
@@ -123,8 +123,8 @@ impl Tensor {
     fn filled(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Tensor {
         let n = numel(shape);
         let storage = match (device, dtype) {
-            (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(vec![value; n])),
-            (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(vec![value as f32; n])),
+            (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(cpu::full(n, value))),
+            (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(cpu::full(n, value as f32))),
             (Device::Gpu(ctx), _) => Storage::Gpu(crate::backend::gpu::fill(ctx, n, value)),
         };
         Tensor::from_storage(storage, shape.to_vec(), device.clone())

@@ -230,7 +230,7 @@ fn forward<T: Elem>(
 ) -> (Vec<T>, Vec<T>) {
     let lay = Layout::new(&s, packing);
     let batches = s.bh / s.heads.max(1);
-    let mut o = super::zeros(batches * lay.o_chunk);
+    let mut o = super::full(batches * lay.o_chunk, T::zero());
     let mut lse = vec![T::zero(); s.bh * s.tq];
     let lse_chunk = s.heads * s.tq;
     let run = |b: usize, o: &mut [T], lse: &mut [T]| {
@@ -435,7 +435,7 @@ fn backward<T: Elem>(x: Saved<T>, s: AttnSpec, packing: Packing) -> Vec<Vec<T>> 
     }
     match packing {
         Packing::Qkv => {
-            let mut d = super::zeros(batches * lay.chunk[0]);
+            let mut d = super::full(batches * lay.chunk[0], T::zero());
             if parallel {
                 d.par_chunks_mut(lay.chunk[0])
                     .enumerate()
@@ -451,7 +451,7 @@ fn backward<T: Elem>(x: Saved<T>, s: AttnSpec, packing: Packing) -> Vec<Vec<T>> 
             let mut d: Vec<Vec<T>> = lay
                 .chunk
                 .iter()
-                .map(|&c| super::zeros(batches * c))
+                .map(|&c| super::full(batches * c, T::zero()))
                 .collect();
             let [dq, dk, dv] = &mut d[..] else {
                 unreachable!()

@@ -229,18 +229,18 @@ fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// `n` zeros, written in parallel when large: a `vec![0; n]` of megabytes is a serial memset on
-/// the calling thread while the workers wait.
-pub(crate) fn zeros<T: Elem>(n: usize) -> Vec<T> {
+/// `n` copies of `value`, written in parallel when large: a `vec![v; n]` of megabytes is a serial
+/// memset on the calling thread while the workers wait.
+pub(crate) fn full<T: Copy + Send + Sync>(n: usize, value: T) -> Vec<T> {
     use rayon::prelude::*;
     let mut out = Vec::with_capacity(n);
     let spare = &mut out.spare_capacity_mut()[..n];
     if n >= PAR_MIN {
         spare
             .par_chunks_mut(PAR_MIN)
-            .for_each(|c| c.fill(MaybeUninit::new(T::zero())));
+            .for_each(|c| c.fill(MaybeUninit::new(value)));
     } else {
-        spare.fill(MaybeUninit::new(T::zero()));
+        spare.fill(MaybeUninit::new(value));
     }
     // SAFETY: every one of the n elements was just written.
     unsafe { out.set_len(n) };
