@@ -68,10 +68,11 @@ def main():
     ap.add_argument("--eval-batches", type=int, default=20)
     ap.add_argument("--target", type=float, default=1.88)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0, help="initial weights and training batches")
     ap.add_argument("--stop-at-target", action="store_true", help="stop once --target is reached")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     import gzip
     text = gzip.open(a.data, "rt", encoding="utf-8").read() if a.data.endswith(".gz") else open(a.data).read()
     chars = sorted(set(text))
@@ -107,7 +108,7 @@ def main():
         model.train()
         return sum(losses) / len(losses)
 
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(a.seed)
     t0, reached, eval_s = time.time(), None, 0.0
     for s in range(a.steps):
         for group in opt.param_groups:
