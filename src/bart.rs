@@ -8,7 +8,8 @@ use crate::bert::plot_loss;
 use crate::flags;
 use crate::mlm_run::{read_corpus, Corpus, Specials};
 use crate::run::{
-    backward_checked, check_finite, restore, run_tensors, stored_step, stored_tokenizer, Diverged,
+    optimize, restore, run_tensors, stored_step, stored_tokenizer, text_meta, Diverged,
+    TEXT_METADATA,
 };
 use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{diverged, Heartbeat};
@@ -17,14 +18,13 @@ use rand::{Rng, SeedableRng};
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::Tokenizer;
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
+use selfsup_engine::optim::{param_groups, AdamW, WarmupCosine};
 use selfsup_engine::{no_grad, Device, SeededRng};
 use selfsup_models::bart::{Bart, BartConfig};
 use selfsup_models::bert::Batch;
 use selfsup_models::method::{positive, require, transformer_shape};
 use selfsup_models::noising::Noise;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Sentences per document: two, so that sentence permutation has something to permute.
@@ -176,7 +176,7 @@ impl BartRun {
             &run.model,
             &mut run.optimizer,
             run.step,
-            &["config", "step", "crc32", "tokenizer", "data_crc32"],
+            &TEXT_METADATA,
         )?;
         Ok(run)
     }
@@ -233,19 +233,18 @@ impl BartRun {
             .collect();
         let ex = self.example(&docs, &mut rng);
         let lr = self.config.schedule().lr(self.step);
-        let step = self.step;
-        let diverged = |what: String| Diverged { step, what, lr };
         self.model.seek_dropout(self.step);
-        self.optimizer.zero_grad();
         let loss = self.model.loss(&ex.src, &ex.tgt, &ex.targets);
-        let (l, _) = backward_checked(&loss, &self.model.parameters(), self.config.clip)
-            .map_err(diverged)?;
-        self.optimizer.step(lr);
+        let l = optimize(
+            &loss,
+            &self.model,
+            &mut self.optimizer,
+            self.step,
+            lr,
+            self.config.clip,
+        )?;
         self.step += 1;
         self.history.push(l);
-        if self.step.is_multiple_of(50) {
-            check_finite(&self.model.state_dict()).map_err(diverged)?;
-        }
         Ok(l)
     }
 
@@ -292,12 +291,12 @@ impl BartRun {
             &self.optimizer,
             vec![("loss", self.history.clone())],
         )?;
-        let meta = HashMap::from([
-            ("config".to_string(), self.config.to_json()),
-            ("step".to_string(), self.step.to_string()),
-            ("tokenizer".to_string(), corpus.tokenizer.to_json()),
-            ("data_crc32".to_string(), corpus.crc32.clone()),
-        ]);
+        let meta = text_meta(
+            self.config.to_json(),
+            self.step,
+            &corpus.tokenizer,
+            &corpus.crc32,
+        );
         checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
     }
 }

@@ -4,20 +4,19 @@
 //! checkpoint needs no loader state and a resumed run is bit-identical on the CPU backend.
 
 use crate::run::{
-    backward_checked, check_finite, restore, run_tensors, stored_config, stored_history,
-    stored_step, Diverged,
+    optimize, restore, run_tensors, stored_config, stored_history, stored_step, text_meta,
+    Diverged, TEXT_METADATA,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{read_text, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
+use selfsup_engine::optim::{param_groups, AdamW, WarmupCosine};
 use selfsup_engine::{no_grad, Device, SeededRng};
 use selfsup_models::bert::{mlm_mask, Batch, BertConfig, BertMlm, IGNORE};
 use selfsup_models::method::{positive, require, transformer_shape};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// The six Austen novels and Moby-Dick, in the project's `data/text/`.
@@ -318,7 +317,7 @@ impl MlmRun {
             &run.model,
             &mut run.optimizer,
             run.step,
-            &["config", "step", "crc32", "tokenizer", "data_crc32"],
+            &TEXT_METADATA,
         )?;
         run.evals = stored_history(ck, "evals")
             .chunks_exact(2)
@@ -358,19 +357,18 @@ impl MlmRun {
     pub fn train_step(&mut self, train: &[(Vec<u32>, u32)]) -> Result<f32, Diverged> {
         let (batch, ids, targets) = self.batch(train, self.step);
         let lr = self.config.schedule().lr(self.step);
-        let step = self.step;
-        let diverged = |what: String| Diverged { step, what, lr };
         self.model.bert.seek_dropout(self.step);
-        self.optimizer.zero_grad();
         let loss = self.model.loss(&Batch { ids, ..batch }, &targets);
-        let (l, _) = backward_checked(&loss, &self.model.parameters(), self.config.clip)
-            .map_err(diverged)?;
-        self.optimizer.step(lr);
+        let l = optimize(
+            &loss,
+            &self.model,
+            &mut self.optimizer,
+            self.step,
+            lr,
+            self.config.clip,
+        )?;
         self.step += 1;
         self.history.push(l);
-        if self.step.is_multiple_of(50) {
-            check_finite(&self.model.state_dict()).map_err(diverged)?;
-        }
         Ok(l)
     }
 
@@ -425,12 +423,12 @@ impl MlmRun {
             &self.optimizer,
             vec![("loss", self.history.clone()), ("evals", evals)],
         )?;
-        let meta = HashMap::from([
-            ("config".to_string(), self.config.to_json()),
-            ("step".to_string(), self.step.to_string()),
-            ("tokenizer".to_string(), corpus.tokenizer.to_json()),
-            ("data_crc32".to_string(), corpus.crc32.clone()),
-        ]);
+        let meta = text_meta(
+            self.config.to_json(),
+            self.step,
+            &corpus.tokenizer,
+            &corpus.crc32,
+        );
         checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
     }
 }

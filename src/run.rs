@@ -361,6 +361,47 @@ pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(
     Ok((l, norm))
 }
 
+/// What a text run does with the loss it built for step `step` (0-based): backward with
+/// [`backward_checked`]'s checks and clipping, the optimizer step at `lr`, and a scan of the
+/// weights every [`PARAM_CHECK_EVERY`] steps. Returns the loss; nothing is updated when the loss
+/// or the gradient is not finite.
+pub fn optimize(
+    loss: &Tensor,
+    model: &dyn Module,
+    optimizer: &mut dyn Optimizer,
+    step: u64,
+    lr: f64,
+    clip: f64,
+) -> Result<f32, Diverged> {
+    let diverged = |what: String| Diverged { step, what, lr };
+    optimizer.zero_grad();
+    let (l, _) = backward_checked(loss, &model.parameters(), clip).map_err(diverged)?;
+    optimizer.step(lr);
+    if (step + 1).is_multiple_of(PARAM_CHECK_EVERY) {
+        check_finite(&model.state_dict()).map_err(diverged)?;
+    }
+    Ok(l)
+}
+
+/// The metadata keys of a text run's checkpoint (`crc32` is the checkpoint's own).
+pub const TEXT_METADATA: [&str; 5] = ["config", "step", "crc32", "tokenizer", "data_crc32"];
+
+/// A text run's checkpoint metadata: its config (JSON), step, tokenizer, and the checksum of the
+/// text it trains on, so that a resume can refuse changed data.
+pub fn text_meta(
+    config: String,
+    step: u64,
+    tokenizer: &Tokenizer,
+    data_crc32: &str,
+) -> HashMap<String, String> {
+    HashMap::from([
+        ("config".to_string(), config),
+        ("step".to_string(), step.to_string()),
+        ("tokenizer".to_string(), tokenizer.to_json()),
+        ("data_crc32".to_string(), data_crc32.to_string()),
+    ])
+}
+
 /// An error naming the first of `state`'s tensors that holds a NaN or ∞.
 pub fn check_finite(state: &[(String, Tensor)]) -> Result<(), String> {
     let sums: Vec<Tensor> = no_grad(|| state.iter().map(|(_, t)| t.sum_all()).collect());

@@ -4,18 +4,17 @@
 //! to step on a non-finite loss or gradient and never saves non-finite weights.
 
 use crate::run::{
-    backward_checked, check_finite, restore, run_tensors, stored_config, stored_history,
-    stored_step, Diverged,
+    check_finite, optimize, restore, run_tensors, stored_config, stored_history, stored_step,
+    text_meta, Diverged, TEXT_METADATA,
 };
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{decode_text, read_text, split_ids, TokenBlocks, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
-use selfsup_engine::optim::{param_groups, AdamW, Optimizer, WarmupCosine};
+use selfsup_engine::optim::{param_groups, AdamW, WarmupCosine};
 use selfsup_engine::{no_grad, Device};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::method::{positive, require, transformer_shape};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
 
 /// Tiny Shakespeare (public domain, 1.1 MB), the default corpus.
@@ -290,7 +289,7 @@ impl GptRun {
             &run.model,
             &mut run.optimizer,
             run.step,
-            &["config", "step", "crc32", "tokenizer", "data_crc32"],
+            &TEXT_METADATA,
         )?;
         run.evals = stored_history(ck, "evals")
             .chunks_exact(3)
@@ -304,19 +303,18 @@ impl GptRun {
     pub fn train_step(&mut self) -> Result<f32, Diverged> {
         let b = self.blocks.batch(self.step);
         let lr = self.config.schedule().lr(self.step);
-        let step = self.step;
-        let diverged = |what: String| Diverged { step, what, lr };
         self.model.seek_dropout(self.step);
-        self.optimizer.zero_grad();
         let loss = self.model.loss(&b.inputs, &b.targets, self.config.batch);
-        let (l, _) = backward_checked(&loss, &self.model.parameters(), self.config.clip)
-            .map_err(diverged)?;
-        self.optimizer.step(lr);
+        let l = optimize(
+            &loss,
+            &self.model,
+            &mut self.optimizer,
+            self.step,
+            lr,
+            self.config.clip,
+        )?;
         self.step += 1;
         self.history.push(l);
-        if self.step.is_multiple_of(50) {
-            check_finite(&self.model.state_dict()).map_err(diverged)?;
-        }
         Ok(l)
     }
 
@@ -359,12 +357,12 @@ impl GptRun {
             &self.optimizer,
             vec![("loss", self.history.clone()), ("evals", evals)],
         )?;
-        let meta = HashMap::from([
-            ("config".to_string(), self.config.to_json()),
-            ("step".to_string(), self.step.to_string()),
-            ("tokenizer".to_string(), corpus.tokenizer.to_json()),
-            ("data_crc32".to_string(), corpus.crc32.clone()),
-        ]);
+        let meta = text_meta(
+            self.config.to_json(),
+            self.step,
+            &corpus.tokenizer,
+            &corpus.crc32,
+        );
         checkpoint::save(path, &tensors, &meta).map_err(|e| e.to_string())
     }
 }
