@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Flags that set a field of [`BertRunConfig`].
-const CONFIG_FLAGS: [&str; 14] = [
+const CONFIG_FLAGS: [&str; 15] = [
     "data",
     "vocab-size",
     "steps",
@@ -33,6 +33,7 @@ const CONFIG_FLAGS: [&str; 14] = [
     "weight-decay",
     "clip",
     "seed",
+    "rows",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -80,6 +81,10 @@ pub struct Args {
     pub clip: Option<String>,
     #[arg(long)]
     pub seed: Option<String>,
+    /// What a training row holds: sentence (one) or packed (consecutive sentences of one book,
+    /// as many as fit --ctx)
+    #[arg(long)]
+    pub rows: Option<String>,
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
     #[arg(long)]
     pub device: Option<String>,
@@ -335,7 +340,7 @@ fn train(
     let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
     while run.step < total {
         let loss = run
-            .train_step(&corpus.train)
+            .train_step(corpus)
             .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
         heartbeat.beat(run.step, loss);
         if run.step.is_multiple_of(args.eval_every) || run.step == total {

@@ -43,6 +43,21 @@ pub struct BertRunConfig {
     pub weight_decay: f64,
     pub clip: f64,
     pub seed: u64,
+    /// What a training row holds.
+    #[serde(default)]
+    pub rows: Rows,
+}
+
+/// What one training row holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rows {
+    /// `[CLS] s [SEP]`, one sentence (what runs saved before this setting trained on).
+    #[default]
+    Sentence,
+    /// `[CLS] s₁ [SEP] s₂ [SEP] …`: consecutive sentences of one book, as many whole ones as fit
+    /// the context (RoBERTa's packing).
+    Packed,
 }
 
 impl BertRunConfig {
@@ -69,6 +84,7 @@ impl BertRunConfig {
             weight_decay: 0.01,
             clip: 1.0,
             seed: 0,
+            rows: Rows::Packed,
         }
     }
 
@@ -158,6 +174,8 @@ pub struct Corpus {
     pub tokenizer: Tokenizer,
     pub train: Vec<(Vec<u32>, u32)>,
     pub held_out: Vec<(Vec<u32>, u32)>,
+    /// The training sentences again, in reading order book after book (what packing reads).
+    pub reading: Vec<(Vec<u32>, u32)>,
     /// Short names of the books, in label order.
     pub books: Vec<String>,
     /// CRC-32 of the texts, so a resumed run can refuse changed data.
@@ -183,19 +201,27 @@ pub fn read_corpus(
         files.len(),
         "at least two files (the probe's classes)",
     )?;
-    let (mut train, mut held_out, mut books) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut train, mut held_out, mut reading, mut books) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut hasher = crc32fast::Hasher::new();
     for (label, file) in files.iter().enumerate() {
         let text = read_text(Path::new(file)).map_err(|e| format!("--data {e}"))?;
         hasher.update(text.as_bytes());
-        let mut s = sentences(&text);
+        let s = sentences(&text);
         if s.len() < 20 {
             return Err(format!("--data {file}: only {} sentences", s.len()));
         }
-        s.shuffle(&mut SeededRng::seed_from_u64(12345 + label as u64));
+        // The same draw as shuffling the sentences themselves, kept as indices so that the
+        // training ones can also be read in order.
+        let mut order: Vec<usize> = (0..s.len()).collect();
+        order.shuffle(&mut SeededRng::seed_from_u64(12345 + label as u64));
         let cut = (s.len() as f64 * HELD_OUT) as usize;
-        held_out.extend(s[..cut].iter().map(|t| (t.clone(), label as u32)));
-        train.extend(s[cut..].iter().map(|t| (t.clone(), label as u32)));
+        let labelled = |i: &usize| (s[*i].clone(), label as u32);
+        held_out.extend(order[..cut].iter().map(labelled));
+        train.extend(order[cut..].iter().map(labelled));
+        let mut kept = order[cut..].to_vec();
+        kept.sort_unstable();
+        reading.extend(kept.iter().map(labelled));
         let name = Path::new(file).file_name().map_or(file.to_string(), |n| {
             n.to_string_lossy()
                 .trim_end_matches(".gz")
@@ -230,6 +256,7 @@ pub fn read_corpus(
     Ok(Corpus {
         train: encode(train)?,
         held_out: encode(held_out)?,
+        reading: encode(reading)?,
         tokenizer,
         books,
         crc32: format!("{:08x}", hasher.finalize()),
@@ -326,14 +353,39 @@ impl MlmRun {
         Ok(run)
     }
 
-    /// Batch `k`: `batch` training sentences drawn with a stream fixed by (seed, k), masked.
-    pub fn batch(&self, train: &[(Vec<u32>, u32)], k: u64) -> (Batch, Vec<u32>, Vec<i64>) {
+    /// Batch `k`: `batch` rows as `config.rows` says, drawn with a stream fixed by (seed, k),
+    /// masked.
+    pub fn batch(&self, corpus: &Corpus, k: u64) -> (Batch, Vec<u32>, Vec<i64>) {
         let mut rng =
             SeededRng::seed_from_u64(self.config.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let rows: Vec<Vec<u32>> = (0..self.config.batch)
-            .map(|_| train[rng.random_range(0..train.len())].0.clone())
+            .map(|_| match self.config.rows {
+                Rows::Sentence => corpus.train[rng.random_range(0..corpus.train.len())]
+                    .0
+                    .clone(),
+                Rows::Packed => {
+                    self.packed(&corpus.reading, rng.random_range(0..corpus.reading.len()))
+                }
+            })
             .collect();
         self.masked(&rows, &mut rng)
+    }
+
+    /// `[CLS] sₛ [SEP] sₛ₊₁ [SEP] …`: sentence `start` of `reading` and the ones after it in
+    /// the same book, as many whole ones as fit the context, each closed by its `[SEP]` as
+    /// BERT's segments are.
+    fn packed(&self, reading: &[(Vec<u32>, u32)], start: usize) -> Vec<u32> {
+        let ctx = self.config.model.max_positions;
+        let (first, book) = &reading[start];
+        let mut row = first.clone();
+        for (ids, y) in &reading[start + 1..] {
+            let words = &ids[1..]; // without its [CLS]
+            if y != book || row.len() + words.len() > ctx {
+                break;
+            }
+            row.extend(words);
+        }
+        row
     }
 
     /// `rows` padded into a batch, with BERT's masking drawn from `rng`: the batch, its
@@ -354,8 +406,8 @@ impl MlmRun {
 
     /// One AdamW step on batch number `step`; nothing is updated when the loss or the gradient
     /// is not finite.
-    pub fn train_step(&mut self, train: &[(Vec<u32>, u32)]) -> Result<f32, Diverged> {
-        let (batch, ids, targets) = self.batch(train, self.step);
+    pub fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Diverged> {
+        let (batch, ids, targets) = self.batch(corpus, self.step);
         let lr = self.config.schedule().lr(self.step);
         self.model.bert.seek_dropout(self.step);
         let loss = self.model.loss(&Batch { ids, ..batch }, &targets);

@@ -4,7 +4,7 @@
 
 use selfsup::bart::{BartRun, BartRunConfig};
 use selfsup::bert::main_with;
-use selfsup::mlm_run::{read_corpus, BertRunConfig, MlmRun, Specials};
+use selfsup::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Rows, Specials};
 use selfsup_engine::checkpoint;
 use selfsup_engine::nn::Module;
 use selfsup_engine::Device;
@@ -72,11 +72,11 @@ fn a_resumed_bert_run_is_bit_identical() {
     let specials = || Specials::of(&corpus.tokenizer).unwrap();
     let mut straight = MlmRun::new(config.clone(), specials(), &cpu);
     for _ in 0..6 {
-        straight.train_step(&corpus.train).unwrap();
+        straight.train_step(&corpus).unwrap();
     }
     let mut first = MlmRun::new(config.clone(), specials(), &cpu);
     for _ in 0..3 {
-        first.train_step(&corpus.train).unwrap();
+        first.train_step(&corpus).unwrap();
     }
     let path = dir.join("ck.safetensors");
     first.save(&path, &corpus).unwrap();
@@ -84,11 +84,69 @@ fn a_resumed_bert_run_is_bit_identical() {
     assert_eq!(MlmRun::config_of(&ck, &path).unwrap(), config);
     let mut resumed = MlmRun::resume(&ck, &path, config, specials(), &cpu).unwrap();
     for _ in 0..3 {
-        resumed.train_step(&corpus.train).unwrap();
+        resumed.train_step(&corpus).unwrap();
     }
     assert_eq!(resumed.history, straight.history);
     assert_bit_identical(&straight.model, &resumed.model);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The rows of training batch 0 of a tiny run on the two-book fixture, as `rows` says, without
+/// padding.
+fn rows_of(rows: Rows) -> (Corpus, Vec<Vec<u32>>) {
+    let (dir, data) = books(&format!("{rows:?}"));
+    let mut config = tiny(&data, 1);
+    let corpus = read_corpus(&config.data, 100, 24, None).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    config.model.vocab = corpus.tokenizer.vocab_size();
+    config.model.max_positions = 24;
+    config.batch = 64;
+    config.rows = rows;
+    let specials = Specials::of(&corpus.tokenizer).unwrap();
+    let (b, _, _) = MlmRun::new(config, specials, &Device::cpu()).batch(&corpus, 0);
+    let rows = (0..64)
+        .map(|i| b.ids[i * b.t..i * b.t + b.lens[i]].to_vec())
+        .collect();
+    (corpus, rows)
+}
+
+#[test]
+fn packed_rows_are_whole_consecutive_sentences_of_one_book_within_the_context() {
+    let (corpus, rows) = rows_of(Rows::Packed);
+    let reading = &corpus.reading;
+    let sep = Specials::of(&corpus.tokenizer).unwrap().sep;
+    let mut sentences_per_row = Vec::new();
+    for row in rows {
+        assert!(row.len() <= 24, "a row of {} tokens", row.len());
+        // Some start in reading order from which the row is the sentences read on, each after
+        // the first without its [CLS], and the next one would not fit or is another book's.
+        let fits = (0..reading.len()).any(|i| {
+            let (mut built, book, mut j) = (reading[i].0.clone(), reading[i].1, i + 1);
+            while built.len() < row.len() && j < reading.len() && reading[j].1 == book {
+                built.extend(&reading[j].0[1..]);
+                j += 1;
+            }
+            let full = j == reading.len()
+                || reading[j].1 != book
+                || built.len() + reading[j].0.len() - 1 > 24;
+            built == row && full
+        });
+        assert!(
+            fits,
+            "{row:?} is not whole consecutive sentences of one book"
+        );
+        sentences_per_row.push(row.iter().filter(|&&t| t == sep).count());
+    }
+    assert!(
+        sentences_per_row.iter().any(|&n| n >= 2),
+        "no row packed two sentences: {sentences_per_row:?}"
+    );
+    // Without packing a row is one training sentence.
+    let (corpus, rows) = rows_of(Rows::Sentence);
+    for row in rows {
+        assert!(corpus.train.iter().any(|(s, _)| *s == row));
+        assert_eq!(row.iter().filter(|&&t| t == sep).count(), 1);
+    }
 }
 
 fn argv(extra: &[&str]) -> Vec<String> {
