@@ -18,7 +18,7 @@ use selfsup_engine::Device;
 use selfsup_models::eval::{zero_shot, ZeroShot};
 use selfsup_models::method::{Method, MethodConfig};
 use selfsup_models::views::{Recipe, ViewsConfig};
-use selfsup_models::vit::{Pool, VitConfig};
+use selfsup_models::vit::{Pool, Stem, VitConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -333,6 +333,12 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
         MethodConfig::Clip(_) => (3000, 5e-4),
         _ => (2000, 2e-3),
     };
+    // The convolutional stem lifts every method that can take it (README, "Results"); MAE's
+    // encoder must see only the visible patches' pixels.
+    let stem = match &method {
+        MethodConfig::Mae(_) => Stem::Patch,
+        _ => Stem::Conv,
+    };
     Ok(RunConfig {
         method,
         vit: VitConfig {
@@ -344,7 +350,7 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
             heads: 4,
             mlp_ratio: 4,
             pool: Pool::Mean,
-            stem: Default::default(),
+            stem,
         },
         views: ViewsConfig {
             recipe,
@@ -556,4 +562,31 @@ fn measure(
         title,
     );
     Ok((rows, zero_shot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_but_mae_defaults_to_the_convolutional_stem() {
+        let digits = Dataset {
+            images: vec![0.0; 784],
+            labels: vec![0],
+            n: 1,
+            c: 1,
+            h: 28,
+            w: 28,
+            classes: 10,
+        };
+        for name in MethodConfig::NAMES {
+            let config = defaults(name, &digits, Recipe::Digits).unwrap();
+            let want = if name == "mae" {
+                Stem::Patch
+            } else {
+                Stem::Conv
+            };
+            assert_eq!(config.vit.stem, want, "{name}");
+        }
+    }
 }

@@ -78,7 +78,7 @@ impl RunConfig {
                 v.patch >= 2 && v.patch.is_power_of_two(),
                 "patch",
                 v.patch,
-                "a power of two ≥ 2 with --stem conv",
+                "a power of two ≥ 2 with --stem conv (the default but for mae; --stem patch takes any divisor)",
             )?;
             if matches!(self.method, MethodConfig::Mae(_)) {
                 return Err(

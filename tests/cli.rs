@@ -69,6 +69,9 @@ fn argv(data: &Path, out: Option<&Path>, extra: &[&str]) -> Vec<String> {
         "2",
         "--patch",
         "7",
+        // The linear patch embedding: cheaper, and the only one a 7-px patch allows.
+        "--stem",
+        "patch",
         "--batch",
         "16",
         "--steps",
