@@ -20,7 +20,8 @@ pub struct SimSiamConfig {
     /// The predictor's bottleneck (paper: a quarter of z's width).
     pub pred_hidden: usize,
     /// The predictor's learning rate as a multiple of the run's (the paper keeps it fixed while
-    /// the rest decays).
+    /// the rest decays). 10: a predictor that keeps up with the features (as DirectPred argues)
+    /// stops the collapse on Fashion-MNIST (effective rank 3.2 → 13.9; README, "Results").
     pub pred_lr: f64,
 }
 
@@ -29,7 +30,7 @@ impl Default for SimSiamConfig {
         SimSiamConfig {
             proj_out: 128,
             pred_hidden: 32,
-            pred_lr: 1.0,
+            pred_lr: 10.0,
         }
     }
 }
