@@ -212,16 +212,19 @@ pub fn read_corpus(
             return Err(format!("--data {file}: only {} sentences", s.len()));
         }
         // The same draw as shuffling the sentences themselves, kept as indices so that the
-        // training ones can also be read in order.
+        // training ones can also be read in order: `train` holds positions in `reading`.
         let mut order: Vec<usize> = (0..s.len()).collect();
         order.shuffle(&mut SeededRng::seed_from_u64(12345 + label as u64));
         let cut = (s.len() as f64 * HELD_OUT) as usize;
-        let labelled = |i: &usize| (s[*i].clone(), label as u32);
-        held_out.extend(order[..cut].iter().map(labelled));
-        train.extend(order[cut..].iter().map(labelled));
+        held_out.extend(order[..cut].iter().map(|&i| (s[i].clone(), label as u32)));
         let mut kept = order[cut..].to_vec();
         kept.sort_unstable();
-        reading.extend(kept.iter().map(labelled));
+        let mut at = vec![0; s.len()]; // sentence index → position in `reading`
+        for (k, &i) in kept.iter().enumerate() {
+            at[i] = reading.len() + k;
+        }
+        train.extend(order[cut..].iter().map(|&i| at[i]));
+        reading.extend(kept.iter().map(|&i| (s[i].clone(), label as u32)));
         let name = Path::new(file).file_name().map_or(file.to_string(), |n| {
             n.to_string_lossy()
                 .trim_end_matches(".gz")
@@ -237,7 +240,7 @@ pub fn read_corpus(
     let tokenizer = match tokenizer {
         Some(t) => t,
         None => {
-            let lines: Vec<&str> = train.iter().map(|(t, _)| t.as_str()).collect();
+            let lines: Vec<&str> = train.iter().map(|&i| reading[i].0.as_str()).collect();
             Tokenizer::train_wordpiece(&lines.join("\n"), vocab_size)?
         }
     };
@@ -253,10 +256,11 @@ pub fn read_corpus(
             })
             .collect()
     };
+    let reading = encode(reading)?;
     Ok(Corpus {
-        train: encode(train)?,
+        train: train.iter().map(|&i| reading[i].clone()).collect(),
         held_out: encode(held_out)?,
-        reading: encode(reading)?,
+        reading,
         tokenizer,
         books,
         crc32: format!("{:08x}", hasher.finalize()),
