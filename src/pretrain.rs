@@ -164,7 +164,7 @@ pub struct Args {
     /// The predictor's learning rate as a multiple of --lr (byol, simsiam)
     #[arg(long)]
     pub pred_lr: Option<String>,
-    /// Starting momentum of the EMA teacher, ramped to 1 (byol, moco-v3)
+    /// Starting momentum of the EMA teacher, ramped to 1 (byol, moco-v3, dino)
     #[arg(long)]
     pub tau_base: Option<String>,
     /// Key-encoder momentum (moco-v2)

@@ -12,6 +12,7 @@ use selfsup_models::method::{require, MethodConfig};
 use selfsup_models::views::Recipe;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// `argv` parsed into `A`, or `None` when it asked for `--help` or `--version` (printed here).
@@ -22,7 +23,8 @@ pub(crate) fn parse_args<A: clap::CommandFactory + clap::FromArgMatches>(
     let matches = match A::command().try_get_matches_from(argv) {
         Ok(m) => m,
         Err(e) if !e.use_stderr() => {
-            print!("{e}");
+            // `--help | head` closes the pipe early: not an error worth a panic.
+            let _ = write!(std::io::stdout(), "{e}");
             return Ok(None);
         }
         Err(e) => {
