@@ -314,16 +314,19 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
     if let MethodConfig::Clip(c) = &mut method {
         c.captions = recipe;
     }
-    // Steps fit the budget; the rate is the contrastive methods' 2e-3 unless noted.
+    // Steps fill about 6–8 minutes of pre-training on 2 cores at batch 128 (quiet-machine step
+    // times, 2026-12-01: SimCLR 0.165 s, SimSiam 0.17–0.19, MoCo v3 0.24, BYOL 0.22–0.27,
+    // Barlow Twins 0.20, MoCo v2 0.12–0.14); the rate is the contrastive methods' 2e-3 unless
+    // noted.
     let (steps, lr) = match &method {
-        // Steps with a teacher forward (BYOL, MoCo v3) or per-view batches cost more each.
-        // (measured here: 0.31 s per step for BYOL and MoCo v3, 0.23 Barlow, 0.16 MoCo v2,
-        // 0.20–0.21 SimCLR and SimSiam at batch 128).
-        MethodConfig::Byol(_) | MethodConfig::MocoV3(_) => (1300, 2e-3),
+        MethodConfig::Byol(_) => (1900, 2e-3),
+        MethodConfig::MocoV3(_) => (1800, 2e-3),
+        MethodConfig::Simsiam(_) => (2400, 2e-3),
+        MethodConfig::Simclr(_) => (2300, 2e-3),
         // Six views, two of them also through the teacher: 0.42 s per step.
         MethodConfig::Dino(_) => (1000, 2e-3),
         MethodConfig::Barlow(_) => (1800, 2e-3),
-        MethodConfig::MocoV2(_) => (2500, 2e-3),
+        MethodConfig::MocoV2(_) => (3500, 2e-3),
         // The encoder sees a quarter of the patches: 0.10 s per step. MAE's reconstruction
         // learnt features that beat the random encoder only at a quarter of the rate (README,
         // "MAE").
@@ -331,7 +334,6 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
         // One view and a small text tower: 0.12 s per step. At 2e-3 both towers collapsed (the
         // loss sat at ln N from step ~50); CLIP's own rate, 5e-4, learns (README, "CLIP").
         MethodConfig::Clip(_) => (3000, 5e-4),
-        _ => (2000, 2e-3),
     };
     // The convolutional stem lifts every method that can take it (README, "Results"); MAE's
     // encoder must see only the visible patches' pixels.
