@@ -323,7 +323,7 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
         MethodConfig::MocoV3(_) => (1800, 2e-3),
         MethodConfig::Simsiam(_) => (2400, 2e-3),
         MethodConfig::Simclr(_) => (2300, 2e-3),
-        // Six views, two of them also through the teacher: 0.42 s per step.
+        // Six views, two of them also through the teacher: 0.35 s per step.
         MethodConfig::Dino(_) => (1000, 2e-3),
         MethodConfig::Barlow(_) => (1800, 2e-3),
         MethodConfig::MocoV2(_) => (3500, 2e-3),

@@ -15,6 +15,16 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::AddedToken;
 use tokenizers::Normalizer;
 
+/// BERT's uncased pipeline around a WordPiece model: lower-casing and accent stripping,
+/// whitespace and punctuation splitting, `##` pieces joined back on decoding.
+fn bert_pipeline(model: WordPiece) -> tokenizers::Tokenizer {
+    let mut tk = tokenizers::Tokenizer::new(model);
+    tk.with_normalizer(Some(BertNormalizer::default()))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_decoder(Some(WordPieceDecoder::default()));
+    tk
+}
+
 pub enum Tokenizer {
     /// One id per character, in code-point order.
     Chars(Vec<char>),
@@ -38,11 +48,7 @@ impl Tokenizer {
             .unk_token("[UNK]".into())
             .build()
             .map_err(|e| Error::format(vocab, format!("not a WordPiece vocabulary: {e}")))?;
-        let mut tk = tokenizers::Tokenizer::new(model);
-        tk.with_normalizer(Some(BertNormalizer::default()))
-            .with_pre_tokenizer(Some(BertPreTokenizer))
-            .with_decoder(Some(WordPieceDecoder::default()));
-        Ok(Tokenizer::Subword(Box::new(tk)))
+        Ok(Tokenizer::Subword(Box::new(bert_pipeline(model))))
     }
 
     /// A byte-level BPE of `vocab_size` tokens learnt from `corpus` (GPT-2's scheme: any text
@@ -71,13 +77,6 @@ impl Tokenizer {
         corpus: &str,
         vocab_size: usize,
     ) -> std::result::Result<Tokenizer, String> {
-        let bert = |model: WordPiece| {
-            let mut tk = tokenizers::Tokenizer::new(model);
-            tk.with_normalizer(Some(BertNormalizer::default()))
-                .with_pre_tokenizer(Some(BertPreTokenizer))
-                .with_decoder(Some(WordPieceDecoder::default()));
-            tk
-        };
         let special =
             ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].map(|t| AddedToken::from(t, true));
         // The trainer numbers the `##c` pieces in hash-map order, and merges of equal count are
@@ -102,7 +101,7 @@ impl Tokenizer {
             .special_tokens(special.iter().cloned().chain(seeded).collect())
             .build()
             .into();
-        let mut tk = bert(WordPiece::default());
+        let mut tk = bert_pipeline(WordPiece::default());
         tk.train(&mut trainer, corpus.lines())
             .map_err(|e| format!("training a WordPiece vocabulary: {e}"))?;
         // A fresh tokenizer over the learnt vocabulary: the seeded pieces are ordinary entries,
@@ -113,7 +112,7 @@ impl Tokenizer {
             .unk_token("[UNK]".into())
             .build()
             .map_err(|e| format!("training a WordPiece vocabulary: {e}"))?;
-        let mut tk = bert(model);
+        let mut tk = bert_pipeline(model);
         tk.add_special_tokens(&special);
         Ok(Tokenizer::Subword(Box::new(tk)))
     }
@@ -287,8 +286,8 @@ mod tests {
 
     #[test]
     fn training_a_wordpiece_twice_gives_the_same_ids() {
-        // The trainer collects its alphabet in a hash map: without renumbering, two trainings
-        // on one corpus numbered the single characters differently.
+        // The trainer numbers `##c` pieces in hash-map order and breaks ties between merges by
+        // id: unseeded, two trainings on this corpus learnt different vocabularies.
         let corpus = "Elizabeth, Darcy and Ahab: 1811, 1813; quiz-like jumps!\n".repeat(20);
         let vocab = |tk: &Tokenizer| match tk {
             Tokenizer::Subword(tk) => {
