@@ -65,112 +65,105 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 //!kernel matmul_vec4
-// The same product for row-major A (M×K) and B (K×N) with K and N multiples of 4, using 16-byte
-// loads and stores and the 8×8 block held in sixteen named vec4 registers (no private arrays:
-// CPU drivers such as lavapipe spill those to memory). Each step of 4 along K does 16 loads for
-// 256 multiply-adds. Transposed operands are copied to this layout first.
+// The same product with K and N multiples of 4, using 16-byte loads and stores. Each invocation
+// holds a 16×8 block of C as 4×4 matrices: lo[q] column c is C's row r0 + 4q + c at columns
+// c0..c0+3, hi[q] the next four columns. llvmpipe (Mesa 22) loads storage buffers one lane at a
+// time, a load costing tens of multiply-adds, so the block is as tall as registers allow: per
+// step of 4 along K, 8 loads of B and 16 of A feed 512 multiply-adds (an 8×8 block: 16 for 256).
+// Transposed operands are read in place, a 4×4 block at a time, and turned in registers
+// (TRANS_A needs M a multiple of 4). A linear layer's bias is added by the first K slice's stores.
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> C: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> BIAS: array<vec4<f32>>;
 
-fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    let m = P[0];
-    let n = P[1];
-    if (r < m) {
-        let at = (c_base + r * n + c0) / 4u;
-        let add = P[12] != 0u;
-        C[at] = lo + select(vec4<f32>(), C[at], add);
-        if (c0 + 4u < n) {
-            C[at + 1u] = hi + select(vec4<f32>(), C[at + 1u], add);
-        }
-    }
-}
+// A is stored K×M (the product reads Aᵀ); B is stored N×K; BIAS holds N values (else unread).
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(8, 4)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m = P[0];
     let n = P[1];
     let k = P[2];
     let batch = gid.z + P[9];
-    let r0 = gid.y * 8u;
+    let r0 = gid.y * 16u;
     let c0 = gid.x * 8u;
     if (r0 >= m || c0 >= n) {
         return;
     }
     let a_base = batch * P[7];
     let b_base = batch * P[8];
-    // Rows past the edge re-read the last row; a column block past the edge re-reads the last one.
-    let ra0 = (a_base + min(r0 + 0u, m - 1u) * k) / 4u;
-    let ra1 = (a_base + min(r0 + 1u, m - 1u) * k) / 4u;
-    let ra2 = (a_base + min(r0 + 2u, m - 1u) * k) / 4u;
-    let ra3 = (a_base + min(r0 + 3u, m - 1u) * k) / 4u;
-    let ra4 = (a_base + min(r0 + 4u, m - 1u) * k) / 4u;
-    let ra5 = (a_base + min(r0 + 5u, m - 1u) * k) / 4u;
-    let ra6 = (a_base + min(r0 + 6u, m - 1u) * k) / 4u;
-    let ra7 = (a_base + min(r0 + 7u, m - 1u) * k) / 4u;
-    let c1 = (min(c0 + 4u, n - 4u) - c0) / 4u;
+    let m4 = m / 4u;
     let n4 = n / 4u;
-    var c00 = vec4<f32>();
-    var c01 = vec4<f32>();
-    var c10 = vec4<f32>();
-    var c11 = vec4<f32>();
-    var c20 = vec4<f32>();
-    var c21 = vec4<f32>();
-    var c30 = vec4<f32>();
-    var c31 = vec4<f32>();
-    var c40 = vec4<f32>();
-    var c41 = vec4<f32>();
-    var c50 = vec4<f32>();
-    var c51 = vec4<f32>();
-    var c60 = vec4<f32>();
-    var c61 = vec4<f32>();
-    var c70 = vec4<f32>();
-    var c71 = vec4<f32>();
+    let k4 = k / 4u;
+    // Rows and columns past the edge re-read the last valid ones; their results are not stored.
+    let c1 = min(c0 + 4u, n - 4u);
+    var lo: array<mat4x4<f32>, 4>;
+    var hi: array<mat4x4<f32>, 4>;
     for (var k0 = P[10]; k0 < P[11]; k0 += 4u) {
-        let kq = k0 / 4u;
-        let a0 = A[ra0 + kq];
-        let a1 = A[ra1 + kq];
-        let a2 = A[ra2 + kq];
-        let a3 = A[ra3 + kq];
-        let a4 = A[ra4 + kq];
-        let a5 = A[ra5 + kq];
-        let a6 = A[ra6 + kq];
-        let a7 = A[ra7 + kq];
-        let bq = (b_base + k0 * n + c0) / 4u;
-        let b00 = B[bq];
-        let b01 = B[bq + c1];
-        let b10 = B[bq + n4];
-        let b11 = B[bq + n4 + c1];
-        let b20 = B[bq + 2u * n4];
-        let b21 = B[bq + 2u * n4 + c1];
-        let b30 = B[bq + 3u * n4];
-        let b31 = B[bq + 3u * n4 + c1];
-        c00 += a0.x * b00 + a0.y * b10 + a0.z * b20 + a0.w * b30;
-        c01 += a0.x * b01 + a0.y * b11 + a0.z * b21 + a0.w * b31;
-        c10 += a1.x * b00 + a1.y * b10 + a1.z * b20 + a1.w * b30;
-        c11 += a1.x * b01 + a1.y * b11 + a1.z * b21 + a1.w * b31;
-        c20 += a2.x * b00 + a2.y * b10 + a2.z * b20 + a2.w * b30;
-        c21 += a2.x * b01 + a2.y * b11 + a2.z * b21 + a2.w * b31;
-        c30 += a3.x * b00 + a3.y * b10 + a3.z * b20 + a3.w * b30;
-        c31 += a3.x * b01 + a3.y * b11 + a3.z * b21 + a3.w * b31;
-        c40 += a4.x * b00 + a4.y * b10 + a4.z * b20 + a4.w * b30;
-        c41 += a4.x * b01 + a4.y * b11 + a4.z * b21 + a4.w * b31;
-        c50 += a5.x * b00 + a5.y * b10 + a5.z * b20 + a5.w * b30;
-        c51 += a5.x * b01 + a5.y * b11 + a5.z * b21 + a5.w * b31;
-        c60 += a6.x * b00 + a6.y * b10 + a6.z * b20 + a6.w * b30;
-        c61 += a6.x * b01 + a6.y * b11 + a6.z * b21 + a6.w * b31;
-        c70 += a7.x * b00 + a7.y * b10 + a7.z * b20 + a7.w * b30;
-        c71 += a7.x * b01 + a7.y * b11 + a7.z * b21 + a7.w * b31;
+        // B's rows k0..k0+3 as matrix columns, each over four of C's columns.
+        var bl: mat4x4<f32>;
+        var bh: mat4x4<f32>;
+        if (TRANS_B) {
+            let w = (b_base + k0) / 4u;
+            bl = transpose(mat4x4<f32>(
+                B[w + min(c0, n - 1u) * k4],
+                B[w + min(c0 + 1u, n - 1u) * k4],
+                B[w + min(c0 + 2u, n - 1u) * k4],
+                B[w + min(c0 + 3u, n - 1u) * k4],
+            ));
+            bh = transpose(mat4x4<f32>(
+                B[w + min(c1, n - 1u) * k4],
+                B[w + min(c1 + 1u, n - 1u) * k4],
+                B[w + min(c1 + 2u, n - 1u) * k4],
+                B[w + min(c1 + 3u, n - 1u) * k4],
+            ));
+        } else {
+            let q0 = (b_base + k0 * n + c0) / 4u;
+            let q1 = (b_base + k0 * n + c1) / 4u;
+            bl = mat4x4<f32>(B[q0], B[q0 + n4], B[q0 + 2u * n4], B[q0 + 3u * n4]);
+            bh = mat4x4<f32>(B[q1], B[q1 + n4], B[q1 + 2u * n4], B[q1 + 3u * n4]);
+        }
+        // Constant trip count: unrolled by the compiler, so lo and hi stay in registers.
+        for (var q = 0u; q < 4u; q++) {
+            // Rows r0 + 4q.. as matrix columns, each over K's k0..k0+3.
+            var a: mat4x4<f32>;
+            if (TRANS_A) {
+                let at = (a_base + min(r0 + 4u * q, m - 4u)) / 4u + k0 * m4;
+                a = transpose(mat4x4<f32>(A[at], A[at + m4], A[at + 2u * m4], A[at + 3u * m4]));
+            } else {
+                let r = r0 + 4u * q;
+                let kq = (a_base + k0) / 4u;
+                a = mat4x4<f32>(
+                    A[kq + min(r, m - 1u) * k4],
+                    A[kq + min(r + 1u, m - 1u) * k4],
+                    A[kq + min(r + 2u, m - 1u) * k4],
+                    A[kq + min(r + 3u, m - 1u) * k4],
+                );
+            }
+            lo[q] += bl * a;
+            hi[q] += bh * a;
+        }
     }
-    let c_base = batch * m * n;
-    store(c_base, r0 + 0u, c0, c00, c01);
-    store(c_base, r0 + 1u, c0, c10, c11);
-    store(c_base, r0 + 2u, c0, c20, c21);
-    store(c_base, r0 + 3u, c0, c30, c31);
-    store(c_base, r0 + 4u, c0, c40, c41);
-    store(c_base, r0 + 5u, c0, c50, c51);
-    store(c_base, r0 + 6u, c0, c60, c61);
-    store(c_base, r0 + 7u, c0, c70, c71);
+    // Later K slices add to C; the first adds the bias, if any.
+    let add = P[12] != 0u;
+    var bias_lo = vec4<f32>();
+    var bias_hi = vec4<f32>();
+    if (HAS_BIAS) {
+        bias_lo = BIAS[c0 / 4u];
+        bias_hi = BIAS[c1 / 4u];
+    }
+    for (var i = 0u; i < 16u; i++) {
+        if (r0 + i < m) {
+            let at = (batch * m * n + (r0 + i) * n + c0) / 4u;
+            C[at] = lo[i / 4u][i % 4u] + select(bias_lo, C[at], add);
+            if (c0 + 4u < n) {
+                C[at + 1u] = hi[i / 4u][i % 4u] + select(bias_hi, C[at + 1u], add);
+            }
+        }
+    }
 }
 
 //!kernel matmul_tiled

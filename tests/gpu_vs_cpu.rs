@@ -806,13 +806,19 @@ fn mm_tol(sa: &[usize], sb: &[usize]) -> Tol32 {
     reduce_tol(sa.iter().chain(sb).copied().max().unwrap_or(1) * 4)
 }
 
-/// The CPU's fused linear op against the GPU's composed product and bias add.
+/// The CPU's fused linear op against the GPU's: composed from a product and a bias add where N
+/// or K is not a multiple of 4, else fused (the bias added once when K spans two launches).
 #[test]
 fn gpu_linear() {
     let Some(gpu) = gpu_or_skip("gpu_linear") else {
         return;
     };
-    for (m, k, n, seed) in [(300usize, 64usize, 70usize, 60u64), (5, 3, 2, 63)] {
+    for (m, k, n, seed) in [
+        (300usize, 64usize, 70usize, 60u64),
+        (5, 3, 2, 63),
+        (300, 64, 72, 66),
+        (20, 2052, 8, 69),
+    ] {
         let s = [m, k];
         let inputs = vec![
             leaf32(normal(&s, seed), &s),
@@ -868,6 +874,10 @@ fn gpu_matmul_transposed() {
         (5, 7, 3),
         (33, 65, 17),
         (130, 257, 33),
+        // Multiples of 4: the vec4 kernel, reading transposed operands in place, at its 16×8
+        // block's edges.
+        (68, 12, 44),
+        (16, 4, 4),
     ] {
         for ta in [false, true] {
             for tb in [false, true] {

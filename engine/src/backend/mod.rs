@@ -281,6 +281,9 @@ pub fn linear(
         (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
             Some(Storage::Cpu(cpu::linear(x, w, b, m, k, n)))
         }
+        (Storage::Gpu(x), Storage::Gpu(w), Storage::Gpu(b)) => {
+            gpu::linear(x, w, b, m, k, n).map(Storage::Gpu)
+        }
         _ => None,
     }
 }

@@ -25,6 +25,10 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     features: wgpu::Features,
     profile: KernelProfile,
+    /// llvmpipe on the calling thread (`LP_NUM_THREADS=0`, the engine's default there): a
+    /// launch's workgroups run one after another, so splitting work across more of them buys
+    /// nothing but launches.
+    serial: bool,
     state: Mutex<State>,
 }
 
@@ -279,6 +283,8 @@ impl GpuContext {
             mapped_at_creation: false,
         });
         let timing = profiling.then(|| Timing::new(&device));
+        let serial = info.name.contains("llvmpipe")
+            && std::env::var("LP_NUM_THREADS").is_ok_and(|v| v.trim() == "0");
         Ok(GpuContext {
             device,
             queue,
@@ -286,6 +292,7 @@ impl GpuContext {
             limits,
             features,
             profile,
+            serial,
             state: Mutex::new(State {
                 pipelines: HashMap::new(),
                 pool: HashMap::new(),
@@ -357,6 +364,11 @@ impl GpuContext {
     /// A software rasteriser's compute (lavapipe, WARP, SwiftShader) rather than a GPU.
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether a launch's workgroups run one after another (see the `serial` field).
+    pub fn runs_serially(&self) -> bool {
+        self.serial
     }
 
     /// The kernel set this thread's launches use (see [`KernelProfile`]).

@@ -238,8 +238,10 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
     loop {
         // Blocks short enough that the launch has enough invocations to fill the device: ~64k
         // on a GPU (a bias gradient's 25,600 rows become ~340 blocks per column), a few
-        // thousand on a CPU driver's threads.
+        // thousand on a CPU driver's threads, and as long as the loop budget allows on one
+        // thread (a single pass up to 16,384 rows).
         let (busy, shortest) = match ctx.profile() {
+            KernelProfile::Software if ctx.runs_serially() => (1, 256),
             KernelProfile::Software => (2_048, 256),
             KernelProfile::Hardware => (65_536, 64),
         };
@@ -284,6 +286,45 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
 const MATMUL_K_SLICE: usize = 2048;
 
 pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
+    product(a, b, s, None)
+}
+
+/// A linear layer `x (m×k) · wᵀ + bias` (w stored n×k) with the bias added in the product's
+/// stores, or `None` where the vec4 kernel does not take the shapes (the op then composes it).
+pub fn linear(
+    x: &GpuData,
+    w: &GpuData,
+    bias: &GpuData,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Option<GpuData> {
+    let s = MatmulSpec {
+        batch: 1,
+        m,
+        k,
+        n,
+        trans_a: false,
+        trans_b: true,
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+    };
+    let hardware = x.ctx().profile() == KernelProfile::Hardware;
+    (!hardware && vec4_fits(&s)).then(|| product(x, w, s, Some(bias)))
+}
+
+/// Whether the vec4 kernel takes these shapes: K and N multiples of 4, aligned batch strides.
+fn vec4_fits(s: &MatmulSpec) -> bool {
+    s.k.is_multiple_of(4)
+        && s.n.is_multiple_of(4)
+        && s.n >= 4
+        && s.a_batch_stride.is_multiple_of(4)
+        && s.b_batch_stride.is_multiple_of(4)
+}
+
+/// [`matmul`], and [`linear`] when `bias` is given (that caller has checked [`vec4_fits`] and
+/// the profile, so that the bias reaches the vec4 kernel).
+fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> GpuData {
     let ctx = a.ctx();
     if s.k == 0 {
         // An empty sum: the product is all zeros.
@@ -301,56 +342,49 @@ pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     }
     let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
     let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
-    // The vec4 kernel wants row-major operands with K and N multiples of 4 (and aligned batch
-    // strides); a transposed operand is copied to row-major first, which costs a memory pass
-    // but keeps one well-tuned kernel.
-    let vec4 = s.k.is_multiple_of(4)
-        && s.n.is_multiple_of(4)
-        && s.n >= 4
-        && s.a_batch_stride.is_multiple_of(4)
-        && s.b_batch_stride.is_multiple_of(4);
-    let (a_rm, b_rm);
-    let (a, b, k, (a_rs, a_cs), (b_rs, b_cs), a_bs, b_bs) = if vec4 {
-        let rows =
-            |x: &GpuData, rows: usize, cols: usize, bs: usize, trans: bool| -> Option<GpuData> {
-                trans.then(|| {
-                    let batches = if bs == 0 { 1 } else { s.batch };
-                    gather_strided(x, 0, &[bs, 1, rows], &[batches, rows, cols])
-                })
-            };
-        a_rm = rows(a, s.m, s.k, s.a_batch_stride, s.trans_a);
-        b_rm = rows(b, s.k, s.n, s.b_batch_stride, s.trans_b);
-        let a_bs = if s.a_batch_stride == 0 { 0 } else { s.m * s.k };
-        let b_bs = if s.b_batch_stride == 0 { 0 } else { s.k * s.n };
+    // The vec4 kernel reads row-major and transposed operands in place (override constants
+    // TRANS_A, TRANS_B); a transposed A is read four rows at a time, so one whose M is not a
+    // multiple of 4 is copied to row-major.
+    let (a_rm, dummy);
+    let (a, k, constants, a_bs, bias_slot) = if vec4_fits(&s) {
+        let copy_a = s.trans_a && !s.m.is_multiple_of(4);
+        a_rm = copy_a.then(|| {
+            let batches = if s.a_batch_stride == 0 { 1 } else { s.batch };
+            gather_strided(a, 0, &[s.a_batch_stride, 1, s.m], &[batches, s.m, s.k])
+        });
+        let a_bs = if copy_a && s.a_batch_stride != 0 {
+            s.m * s.k
+        } else {
+            s.a_batch_stride
+        };
+        let constants = vec![
+            ("TRANS_A", (s.trans_a && !copy_a) as u32),
+            ("TRANS_B", s.trans_b as u32),
+            ("HAS_BIAS", bias.is_some() as u32),
+        ];
+        // Without a bias, a one-element stand-in the kernel never reads.
+        dummy = GpuData::alloc(ctx, 1);
         (
             a_rm.as_ref().unwrap_or(a),
-            b_rm.as_ref().unwrap_or(b),
             kernel!(MATMUL, "matmul_vec4"),
-            (s.k, 1),
-            (s.n, 1),
+            constants,
             a_bs,
-            b_bs,
+            Some(bias.unwrap_or(&dummy)),
         )
     } else {
-        (
-            a,
-            b,
-            kernel!(MATMUL, "matmul"),
-            (a_rs, a_cs),
-            (b_rs, b_cs),
-            s.a_batch_stride,
-            s.b_batch_stride,
-        )
+        (a, kernel!(MATMUL, "matmul"), vec![], s.a_batch_stride, None)
     };
+    let buffers: Vec<&GpuData> = [a, b, &c].into_iter().chain(bias_slot).collect();
     let mut base = 0;
     // K is covered in slices, the later ones adding into C, to bound each invocation's loop.
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS);
         for k0 in (0..s.k).step_by(MATMUL_K_SLICE) {
             let k1 = (k0 + MATMUL_K_SLICE).min(s.k);
-            let strides = [a_rs, a_cs, b_rs, b_cs, a_bs, b_bs];
+            let strides = [a_rs, a_cs, b_rs, b_cs, a_bs, s.b_batch_stride];
             let p = product_params(&s, strides, base, k0..k1, &[(k0 > 0) as usize]);
-            launch(ctx, k, &p, &[a, b, &c], [tiles[0], tiles[1], chunk as u32]);
+            let grid = [tiles[0], tiles[1], chunk as u32];
+            launch_with(ctx, k, &constants, &p, &buffers, grid);
         }
         base += chunk;
     }
