@@ -66,12 +66,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 //!kernel matmul_vec4
 // The same product with K and N multiples of 4, using 16-byte loads and stores. Each invocation
-// holds a 16×8 block of C as 4×4 matrices: lo[q] column c is C's row r0 + 4q + c at columns
-// c0..c0+3, hi[q] the next four columns. llvmpipe (Mesa 22) loads storage buffers one lane at a
-// time, a load costing tens of multiply-adds, so the block is as tall as registers allow: per
-// step of 4 along K, 8 loads of B and 16 of A feed 512 multiply-adds (an 8×8 block: 16 for 256).
-// Transposed operands are read in place, a 4×4 block at a time, and turned in registers
-// (TRANS_A needs M a multiple of 4). A linear layer's bias is added by the first K slice's stores.
+// holds an 8×8 block of C in four 4×4 matrices (named, not arrays: CPU drivers such as lavapipe
+// keep private arrays in memory): column c of lo0 is C's row r0 + c at columns c0..c0+3, hi0 the
+// next four columns, lo1 and hi1 rows r0 + 4 + c. Each step of 4 along K does 16 loads for 256
+// multiply-adds. Transposed operands are read in place, a 4×4 block at a time, and turned in
+// registers (TRANS_A needs M a multiple of 4). A linear layer's bias is added by the first K
+// slice's stores.
 @group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> C: array<vec4<f32>>;
@@ -82,88 +82,100 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 
-@compute @workgroup_size(8, 4)
+// Rows r..r+3 of A over K's k0..k0+3, as matrix columns.
+fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
+    let m = P[0];
+    let k = P[2];
+    if (TRANS_A) {
+        let m4 = m / 4u;
+        let at = (a_base + min(r, m - 4u)) / 4u + k0 * m4;
+        return transpose(mat4x4<f32>(A[at], A[at + m4], A[at + 2u * m4], A[at + 3u * m4]));
+    }
+    let k4 = k / 4u;
+    let kq = (a_base + k0) / 4u;
+    return mat4x4<f32>(
+        A[kq + min(r, m - 1u) * k4],
+        A[kq + min(r + 1u, m - 1u) * k4],
+        A[kq + min(r + 2u, m - 1u) * k4],
+        A[kq + min(r + 3u, m - 1u) * k4],
+    );
+}
+
+// B's rows k0..k0+3 at columns c..c+3, as matrix columns (each over the four columns).
+fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
+    let n = P[1];
+    let k = P[2];
+    if (TRANS_B) {
+        let k4 = k / 4u;
+        let w = (b_base + k0) / 4u;
+        return transpose(mat4x4<f32>(
+            B[w + min(c, n - 1u) * k4],
+            B[w + min(c + 1u, n - 1u) * k4],
+            B[w + min(c + 2u, n - 1u) * k4],
+            B[w + min(c + 3u, n - 1u) * k4],
+        ));
+    }
+    let n4 = n / 4u;
+    let q = (b_base + k0 * n + c) / 4u;
+    return mat4x4<f32>(B[q], B[q + n4], B[q + 2u * n4], B[q + 3u * n4]);
+}
+
+// Row r of C at columns c0..c0+7, added to C from a later K slice, else with the bias.
+fn store(r: u32, c0: u32, c1: u32, batch: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    let m = P[0];
+    let n = P[1];
+    if (r < m) {
+        let add = P[12] != 0u;
+        var bias_lo = vec4<f32>();
+        var bias_hi = vec4<f32>();
+        if (HAS_BIAS) {
+            bias_lo = BIAS[c0 / 4u];
+            bias_hi = BIAS[c1 / 4u];
+        }
+        let at = (batch * m * n + r * n + c0) / 4u;
+        C[at] = lo + select(bias_lo, C[at], add);
+        if (c0 + 4u < n) {
+            C[at + 1u] = hi + select(bias_hi, C[at + 1u], add);
+        }
+    }
+}
+
+@compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m = P[0];
     let n = P[1];
-    let k = P[2];
     let batch = gid.z + P[9];
-    let r0 = gid.y * 16u;
+    let r0 = gid.y * 8u;
     let c0 = gid.x * 8u;
     if (r0 >= m || c0 >= n) {
         return;
     }
     let a_base = batch * P[7];
     let b_base = batch * P[8];
-    let m4 = m / 4u;
-    let n4 = n / 4u;
-    let k4 = k / 4u;
-    // Rows and columns past the edge re-read the last valid ones; their results are not stored.
+    // A column block past the edge re-reads the last one; its results are not stored.
     let c1 = min(c0 + 4u, n - 4u);
-    var lo: array<mat4x4<f32>, 4>;
-    var hi: array<mat4x4<f32>, 4>;
+    var lo0 = mat4x4<f32>();
+    var hi0 = mat4x4<f32>();
+    var lo1 = mat4x4<f32>();
+    var hi1 = mat4x4<f32>();
     for (var k0 = P[10]; k0 < P[11]; k0 += 4u) {
-        // B's rows k0..k0+3 as matrix columns, each over four of C's columns.
-        var bl: mat4x4<f32>;
-        var bh: mat4x4<f32>;
-        if (TRANS_B) {
-            let w = (b_base + k0) / 4u;
-            bl = transpose(mat4x4<f32>(
-                B[w + min(c0, n - 1u) * k4],
-                B[w + min(c0 + 1u, n - 1u) * k4],
-                B[w + min(c0 + 2u, n - 1u) * k4],
-                B[w + min(c0 + 3u, n - 1u) * k4],
-            ));
-            bh = transpose(mat4x4<f32>(
-                B[w + min(c1, n - 1u) * k4],
-                B[w + min(c1 + 1u, n - 1u) * k4],
-                B[w + min(c1 + 2u, n - 1u) * k4],
-                B[w + min(c1 + 3u, n - 1u) * k4],
-            ));
-        } else {
-            let q0 = (b_base + k0 * n + c0) / 4u;
-            let q1 = (b_base + k0 * n + c1) / 4u;
-            bl = mat4x4<f32>(B[q0], B[q0 + n4], B[q0 + 2u * n4], B[q0 + 3u * n4]);
-            bh = mat4x4<f32>(B[q1], B[q1 + n4], B[q1 + 2u * n4], B[q1 + 3u * n4]);
-        }
-        // Constant trip count: unrolled by the compiler, so lo and hi stay in registers.
-        for (var q = 0u; q < 4u; q++) {
-            // Rows r0 + 4q.. as matrix columns, each over K's k0..k0+3.
-            var a: mat4x4<f32>;
-            if (TRANS_A) {
-                let at = (a_base + min(r0 + 4u * q, m - 4u)) / 4u + k0 * m4;
-                a = transpose(mat4x4<f32>(A[at], A[at + m4], A[at + 2u * m4], A[at + 3u * m4]));
-            } else {
-                let r = r0 + 4u * q;
-                let kq = (a_base + k0) / 4u;
-                a = mat4x4<f32>(
-                    A[kq + min(r, m - 1u) * k4],
-                    A[kq + min(r + 1u, m - 1u) * k4],
-                    A[kq + min(r + 2u, m - 1u) * k4],
-                    A[kq + min(r + 3u, m - 1u) * k4],
-                );
-            }
-            lo[q] += bl * a;
-            hi[q] += bh * a;
-        }
+        let bl = b_rows(b_base, k0, c0);
+        let bh = b_rows(b_base, k0, c1);
+        let a0 = a_rows(a_base, r0, k0);
+        let a1 = a_rows(a_base, r0 + 4u, k0);
+        lo0 += bl * a0;
+        hi0 += bh * a0;
+        lo1 += bl * a1;
+        hi1 += bh * a1;
     }
-    // Later K slices add to C; the first adds the bias, if any.
-    let add = P[12] != 0u;
-    var bias_lo = vec4<f32>();
-    var bias_hi = vec4<f32>();
-    if (HAS_BIAS) {
-        bias_lo = BIAS[c0 / 4u];
-        bias_hi = BIAS[c1 / 4u];
-    }
-    for (var i = 0u; i < 16u; i++) {
-        if (r0 + i < m) {
-            let at = (batch * m * n + (r0 + i) * n + c0) / 4u;
-            C[at] = lo[i / 4u][i % 4u] + select(bias_lo, C[at], add);
-            if (c0 + 4u < n) {
-                C[at + 1u] = hi[i / 4u][i % 4u] + select(bias_hi, C[at + 1u], add);
-            }
-        }
-    }
+    store(r0, c0, c1, batch, lo0[0], hi0[0]);
+    store(r0 + 1u, c0, c1, batch, lo0[1], hi0[1]);
+    store(r0 + 2u, c0, c1, batch, lo0[2], hi0[2]);
+    store(r0 + 3u, c0, c1, batch, lo0[3], hi0[3]);
+    store(r0 + 4u, c0, c1, batch, lo1[0], hi1[0]);
+    store(r0 + 5u, c0, c1, batch, lo1[1], hi1[1]);
+    store(r0 + 6u, c0, c1, batch, lo1[2], hi1[2]);
+    store(r0 + 7u, c0, c1, batch, lo1[3], hi1[3]);
 }
 
 //!kernel matmul_tiled
