@@ -120,22 +120,16 @@ fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
     return mat4x4<f32>(B[q], B[q + n4], B[q + 2u * n4], B[q + 3u * n4]);
 }
 
-// Row r of C at columns c0..c0+7, added to C from a later K slice, else with the bias.
-fn store(r: u32, c0: u32, c1: u32, batch: u32, lo: vec4<f32>, hi: vec4<f32>) {
+// Row r of C at columns c0..c0+7, added to C from a later K slice.
+fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     let m = P[0];
     let n = P[1];
     if (r < m) {
+        let at = (c_base + r * n + c0) / 4u;
         let add = P[12] != 0u;
-        var bias_lo = vec4<f32>();
-        var bias_hi = vec4<f32>();
-        if (HAS_BIAS) {
-            bias_lo = BIAS[c0 / 4u];
-            bias_hi = BIAS[c1 / 4u];
-        }
-        let at = (batch * m * n + r * n + c0) / 4u;
-        C[at] = lo + select(bias_lo, C[at], add);
+        C[at] = lo + select(vec4<f32>(), C[at], add);
         if (c0 + 4u < n) {
-            C[at + 1u] = hi + select(bias_hi, C[at + 1u], add);
+            C[at + 1u] = hi + select(vec4<f32>(), C[at + 1u], add);
         }
     }
 }
@@ -168,14 +162,26 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         lo1 += bl * a1;
         hi1 += bh * a1;
     }
-    store(r0, c0, c1, batch, lo0[0], hi0[0]);
-    store(r0 + 1u, c0, c1, batch, lo0[1], hi0[1]);
-    store(r0 + 2u, c0, c1, batch, lo0[2], hi0[2]);
-    store(r0 + 3u, c0, c1, batch, lo0[3], hi0[3]);
-    store(r0 + 4u, c0, c1, batch, lo1[0], hi1[0]);
-    store(r0 + 5u, c0, c1, batch, lo1[1], hi1[1]);
-    store(r0 + 6u, c0, c1, batch, lo1[2], hi1[2]);
-    store(r0 + 7u, c0, c1, batch, lo1[3], hi1[3]);
+    // The first K slice adds the bias to every row of the block (read once, not per row).
+    if (HAS_BIAS && P[12] == 0u) {
+        let bias_lo = BIAS[c0 / 4u];
+        let bias_hi = BIAS[c1 / 4u];
+        let rows_lo = mat4x4<f32>(bias_lo, bias_lo, bias_lo, bias_lo);
+        let rows_hi = mat4x4<f32>(bias_hi, bias_hi, bias_hi, bias_hi);
+        lo0 += rows_lo;
+        lo1 += rows_lo;
+        hi0 += rows_hi;
+        hi1 += rows_hi;
+    }
+    let c_base = batch * m * n;
+    store(c_base, r0, c0, lo0[0], hi0[0]);
+    store(c_base, r0 + 1u, c0, lo0[1], hi0[1]);
+    store(c_base, r0 + 2u, c0, lo0[2], hi0[2]);
+    store(c_base, r0 + 3u, c0, lo0[3], hi0[3]);
+    store(c_base, r0 + 4u, c0, lo1[0], hi1[0]);
+    store(c_base, r0 + 5u, c0, lo1[1], hi1[1]);
+    store(c_base, r0 + 6u, c0, lo1[2], hi1[2]);
+    store(c_base, r0 + 7u, c0, lo1[3], hi1[3]);
 }
 
 //!kernel matmul_tiled

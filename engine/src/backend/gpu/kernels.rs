@@ -337,6 +337,7 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
     // projection: 16 × 25,600 · 25,600 × 64).
     let tiled = (s.m >= 32 && s.n >= 32) || s.k >= 1024;
     if ctx.profile() == KernelProfile::Hardware && tiled {
+        debug_assert!(bias.is_none(), "internal: the tiled product adds no bias");
         let strides = [a_rs, a_cs, b_rs, b_cs, s.a_batch_stride, s.b_batch_stride];
         return matmul_tiled(a, b, s, strides);
     }
