@@ -24,12 +24,13 @@ pub trait Encoder: Module {
     fn dim(&self) -> usize;
 }
 
+/// A ViT is measured on its class token and mean patch token together, whichever it trains.
 impl Encoder for VisionTransformer {
     fn features(&self, images: &Tensor) -> Tensor {
-        VisionTransformer::features(self, images)
+        self.representation(images)
     }
 
     fn dim(&self) -> usize {
-        self.config.dim
+        2 * self.config.dim
     }
 }
