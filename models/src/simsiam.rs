@@ -20,8 +20,9 @@ pub struct SimSiamConfig {
     /// The predictor's bottleneck (paper: a quarter of z's width).
     pub pred_hidden: usize,
     /// The predictor's learning rate as a multiple of the run's (the paper keeps it fixed while
-    /// the rest decays). 10: a predictor that keeps up with the features (as DirectPred argues)
-    /// stops the collapse on Fashion-MNIST (effective rank 3.2 → 13.9; README, "Results").
+    /// the rest decays). A predictor that keeps up with the features (as DirectPred argues)
+    /// stops the collapse on Fashion-MNIST: 1 collapsed (effective rank 3.2 of 64); 10 → 30 took
+    /// the validation kNN at the end from 70.5 to 75.9 % (100 tied with 30; README, "Results").
     pub pred_lr: f64,
 }
 
@@ -30,7 +31,7 @@ impl Default for SimSiamConfig {
         SimSiamConfig {
             proj_out: 128,
             pred_hidden: 32,
-            pred_lr: 10.0,
+            pred_lr: 30.0,
         }
     }
 }
