@@ -874,7 +874,7 @@ fn gpu_matmul_transposed() {
         (5, 7, 3),
         (33, 65, 17),
         (130, 257, 33),
-        // Multiples of 4: the vec4 kernel, reading transposed operands in place, at its 16×8
+        // Multiples of 4: the vec4 kernel, reading transposed operands in place, at its 8×8
         // block's edges.
         (68, 12, 44),
         (16, 4, 4),

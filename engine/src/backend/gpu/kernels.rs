@@ -364,13 +364,13 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
             ("HAS_BIAS", bias.is_some() as u32),
         ];
         // Without a bias, a one-element stand-in the kernel never reads.
-        dummy = GpuData::alloc(ctx, 1);
+        dummy = bias.is_none().then(|| GpuData::alloc(ctx, 1));
         (
             a_rm.as_ref().unwrap_or(a),
             kernel!(MATMUL, "matmul_vec4"),
             constants,
             a_bs,
-            Some(bias.unwrap_or(&dummy)),
+            bias.or(dummy.as_ref()),
         )
     } else {
         (a, kernel!(MATMUL, "matmul"), vec![], s.a_batch_stride, None)
