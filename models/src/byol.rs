@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 pub struct ByolConfig {
     /// τ_base of the target's momentum, ramped to 1 over the run (paper: 0.996 for 1,000 epochs;
     /// a run of two thousand steps needs a target that moves far faster: 0.9, chosen on the
-    /// validation monitor with the fast predictor below; README, "The other methods").
+    /// validation monitor with the fast predictor below, then 0.8, which lifted the validation
+    /// kNN at the end from 92.7 to 95.2 % on MNIST and 76.0 to 78.5 on Fashion-MNIST; README,
+    /// "The other methods").
     pub tau_base: f64,
     pub proj_hidden: usize,
     pub proj_out: usize,
@@ -33,7 +35,7 @@ pub struct ByolConfig {
 impl Default for ByolConfig {
     fn default() -> Self {
         ByolConfig {
-            tau_base: 0.9,
+            tau_base: 0.8,
             proj_hidden: 256,
             proj_out: 64,
             pred_hidden: 256,
