@@ -4,7 +4,8 @@
 //!
 //! ℓ = Σ_{g ∈ globals} Σ_{v ≠ g} H(P_t(g), P_s(v)) / #pairs, where
 //! P_t = softmax((t − c) / τ_t) (centred, sharpened) and P_s = softmax(s / τ_s).
-//! The centre c follows the teacher's batch mean with momentum; τ_t warms up from 0.04 to 0.07.
+//! The centre c follows the teacher's batch mean with momentum; τ_t may warm up (the paper: 0.04
+//! to 0.07), but here it stays at 0.04 by default.
 
 use crate::method::{momentum, require, temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
@@ -27,7 +28,9 @@ pub struct DinoConfig {
     pub local_size: usize,
     pub student_temp: f64,
     /// The teacher's temperature rises linearly from `warmup_teacher_temp` to `teacher_temp`
-    /// over `teacher_temp_steps`.
+    /// over `teacher_temp_steps`. The paper's rise to 0.07 left the teacher nearly uniform here
+    /// (loss ≈ ln K); kept at 0.04 the validation kNN after 600 steps on MNIST was 61.1 % against
+    /// 57.0 (README, "DINO").
     pub warmup_teacher_temp: f64,
     pub teacher_temp: f64,
     pub teacher_temp_steps: u64,
@@ -55,7 +58,7 @@ impl Default for DinoConfig {
             local_size: 12,
             student_temp: 0.1,
             warmup_teacher_temp: 0.04,
-            teacher_temp: 0.07,
+            teacher_temp: 0.04,
             teacher_temp_steps: 500,
             center_momentum: 0.9,
             tau_base: 0.996,
