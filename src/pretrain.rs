@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Flags that set a field of the run configuration (the rest say where and how to run).
-const CONFIG_FLAGS: [&str; 52] = [
+const CONFIG_FLAGS: [&str; 53] = [
     "method",
     "steps",
     "batch",
@@ -77,6 +77,7 @@ const CONFIG_FLAGS: [&str; 52] = [
     "text-heads",
     "captions",
     "head-bn",
+    "centering",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -234,6 +235,9 @@ pub struct Args {
     /// BatchNorm in the head's hidden layers: true or false (dino)
     #[arg(long)]
     pub head_bn: Option<String>,
+    /// The teacher's centring: mean (DINO's running centre) or sinkhorn (DINOv2's) (dino)
+    #[arg(long)]
+    pub centering: Option<String>,
     /// Width of the shared image–text space (clip)
     #[arg(long)]
     pub embed_dim: Option<String>,

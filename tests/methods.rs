@@ -11,7 +11,7 @@ use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{no_grad, Device, Tensor};
-use selfsup_models::dino::{Dino, DinoConfig};
+use selfsup_models::dino::{sinkhorn_knopp, Centering, Dino, DinoConfig};
 use selfsup_models::heads::{HeadNorm, MlpHead, Tower};
 use selfsup_models::method::{Method, MethodConfig, Progress};
 use selfsup_models::moco_v2::{MocoV2, MocoV2Config};
@@ -211,12 +211,13 @@ fn dinos_head_batch_norm_gives_images_distinct_teacher_outputs() {
 
 /// DINO's loss is the cross-entropy H(P_t, P_s), which rises whenever the centred teacher grows
 /// less confident, so learning shows in the part the student controls: the KL divergence
-/// H(P_t, P_s) − H(P_t), which must fall on a fixed batch.
-fn dino_learns(device: &Device) {
+/// H(P_t, P_s) − H(P_t), which must fall on a fixed batch, with either centring.
+fn dino_learns(device: &Device, centering: Centering) {
     let config = tiny("dino", 30);
-    let MethodConfig::Dino(c) = config.method.clone() else {
+    let MethodConfig::Dino(mut c) = config.method.clone() else {
         unreachable!()
     };
+    c.centering = centering;
     let mut dino = Dino::new(
         &mut Init::new(3, device),
         config.vit.clone(),
@@ -230,9 +231,12 @@ fn dino_learns(device: &Device) {
     for step in 0..30 {
         let at = Progress { step, total: 30 };
         let q = no_grad(|| {
-            (&dino.teacher.forward(&globals, false) - &dino.center)
-                .mul_scalar(1.0 / dino.config.teacher_temp_at(step))
-                .softmax(-1)
+            let t = dino.teacher.forward(&globals, false);
+            let temp = dino.config.teacher_temp_at(step);
+            match centering {
+                Centering::Mean => (&t - &dino.center).mul_scalar(1.0 / temp).softmax(-1),
+                Centering::Sinkhorn => sinkhorn_knopp(&t, temp, 3),
+            }
         });
         let entropy = (&q * &q.clamp(1e-30, 1.0).log()).sum_all().item() / -32.0;
         opt.zero_grad();
@@ -245,7 +249,7 @@ fn dino_learns(device: &Device) {
     assert!(kl.iter().all(|k| k.is_finite() && *k > -1e-4), "{kl:?}");
     assert!(
         kl[29] < kl[0],
-        "dino on {}: KL {} → {}",
+        "dino ({centering:?}) on {}: KL {} → {}",
         device.name(),
         kl[0],
         kl[29]
@@ -260,7 +264,8 @@ fn every_method_trains(device: &Device) {
         loss_falls(m, device);
     }
     moco_v2_learns(device);
-    dino_learns(device);
+    dino_learns(device, Centering::Mean);
+    dino_learns(device, Centering::Sinkhorn);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use selfsup_models::bart::{Bart, BartConfig};
 use selfsup_models::bert::{self, BertConfig, BertMlm};
 use selfsup_models::byol::regression_loss;
 use selfsup_models::clip::clip_loss;
-use selfsup_models::dino::dino_loss;
+use selfsup_models::dino::{dino_loss, sinkhorn_knopp};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::mae::{Mae, MaeConfig, Masking};
 use selfsup_models::moco_v2::info_nce;
@@ -453,6 +453,26 @@ fn clip_loss_and_gradients_match_pytorch() {
         check_loss_in("clip_loss.safetensors", case, &names, &names, |x| {
             clip_loss(&x[0], &x[1], &x[2])
         });
+    }
+}
+
+/// DINOv2's Sinkhorn-Knopp centring of the teacher at a sharp and a soft temperature.
+#[test]
+fn sinkhorn_centring_matches_pytorch() {
+    let (ck, _) = fixture("sinkhorn.safetensors");
+    for (name, temp) in [("t04", 0.04), ("t10", 0.1)] {
+        let q = sinkhorn_knopp(&ck.tensors["logits"], temp, 3);
+        let want = &ck.tensors[&format!("q.{name}")];
+        assert_close(
+            &format!("q at τ {temp}"),
+            &q.to_vec(),
+            &want.to_vec(),
+            1e-6,
+            1e-4,
+        );
+        // exp(100 / 0.04) overflows f32: shifted logits must give the same assignments.
+        let shifted = sinkhorn_knopp(&ck.tensors["logits"].add_scalar(100.0), temp, 3);
+        assert_close("shifted", &shifted.to_vec(), &want.to_vec(), 1e-6, 1e-4);
     }
 }
 

@@ -19,6 +19,8 @@ weights, images and masking noise, and the masked-patch loss with raw and per-pa
 targets, each with the gradient of every parameter.
 dino_loss.safetensors: DINO's loss (main_dino.py's DINOLoss) over 2 global and 2 local views with
 centring and both temperatures, its gradient, and the updated centre.
+sinkhorn.safetensors: DINOv2's sinkhorn_knopp_teacher (3 iterations) on teacher logits of 6 images over 10
+prototypes at two temperatures.
 clip_loss.safetensors: CLIP's symmetric cross-entropy (open_clip's ClipLoss) over 6 image and 6 text
 features at two logit scales, with the gradients of both features and of the logit scale.
 bert_tiny.safetensors: a tiny BERT for masked language modelling written as Hugging Face's
@@ -31,7 +33,7 @@ parameter names: padded source and decoder-input rows, the teacher-forced loss a
 resize.safetensors: a (2, 3, 7, 7) tensor resized bicubically (align_corners=False) to 3×3, 12×12
 and 5×9, as DINO interpolates a ViT's position grid.
 
-    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino clip bert bart
+    torchenv/bin/python tools/make_fixtures.py gpt  # only those named: vit nt_xent ssl gpt mae resize dino sinkhorn clip bert bart
 """
 import math
 import os
@@ -395,6 +397,29 @@ def dino_fixture():
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "dino_loss.safetensors"), meta)
 
 
+def sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations=3):
+    """dinov2/loss/dino_clstoken_loss.py's DINOLoss.sinkhorn_knopp_teacher on one process."""
+    Q = torch.exp(teacher_output / teacher_temp).t()  # (K, B)
+    B, K = Q.shape[1], Q.shape[0]
+    Q /= torch.sum(Q)
+    for _ in range(n_iterations):
+        Q /= torch.sum(Q, dim=1, keepdim=True)
+        Q /= K
+        Q /= torch.sum(Q, dim=0, keepdim=True)
+        Q /= B
+    Q *= B
+    return Q.t()
+
+
+def sinkhorn_fixture():
+    torch.manual_seed(6)
+    t = {"logits": 0.3 * torch.randn(6, 10)}
+    for name, temp in [("t04", 0.04), ("t10", 0.1)]:
+        t[f"q.{name}"] = sinkhorn_knopp_teacher(t["logits"].double(), temp)
+    save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "sinkhorn.safetensors"),
+              {"torch": torch.__version__})
+
+
 def clip_fixture():
     """open_clip's ClipLoss: normalise, scale by exp(logit_scale), mean of both directions' CE."""
     torch.manual_seed(4)
@@ -602,7 +627,7 @@ if __name__ == "__main__":
     import sys
     os.makedirs(OUT, exist_ok=True)
     torch.set_default_dtype(torch.float32)
-    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "clip": clip_fixture, "bert": bert_fixture, "bart": bart_fixture}
+    makers = {"vit": vit_fixture, "nt_xent": nt_xent_fixture, "ssl": ssl_losses_fixture, "gpt": gpt_fixture, "mae": mae_fixture, "resize": resize_fixture, "dino": dino_fixture, "sinkhorn": sinkhorn_fixture, "clip": clip_fixture, "bert": bert_fixture, "bart": bart_fixture}
     for name in sys.argv[1:] or makers:
         makers[name]()
     print("wrote", sorted(os.listdir(OUT)))

@@ -5,7 +5,9 @@
 //! ℓ = Σ_{g ∈ globals} Σ_{v ≠ g} H(P_t(g), P_s(v)) / #pairs, where
 //! P_t = softmax((t − c) / τ_t) (centred, sharpened) and P_s = softmax(s / τ_s).
 //! The centre c follows the teacher's batch mean with momentum; τ_t may warm up (the paper: 0.04
-//! to 0.07), but here it stays at 0.04 by default.
+//! to 0.07), but here it stays at 0.04 by default. By default here the teacher is centred as in
+//! DINOv2 instead: P_t = Sinkhorn-Knopp(t / τ_t), rows of P_t summing to 1 and every prototype
+//! taking an equal share of the batch, which lets the teacher follow the student closely.
 
 use crate::method::{momentum, require, temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
@@ -18,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DinoConfig {
-    /// Prototypes K of the last layer.
+    /// Prototypes K of the last layer. 128 (not the paper's 65,536 or 1,024 here before): on
+    /// MNIST the validation kNN after 600 steps rose from 61.1 % to 64.9 (README, "DINO").
     pub out_dim: usize,
     pub head_hidden: usize,
     pub bottleneck: usize,
@@ -35,7 +38,9 @@ pub struct DinoConfig {
     pub teacher_temp: f64,
     pub teacher_temp_steps: u64,
     pub center_momentum: f64,
-    /// Starting teacher momentum, ramped to 1 on a cosine.
+    /// Starting teacher momentum, ramped to 1 on a cosine. With a running-mean centre a teacher
+    /// faster than the paper's 0.996 collapses here; with Sinkhorn-Knopp it cannot, and 0.8
+    /// learns fastest (README, "DINO").
     pub tau_base: f64,
     /// Keep the last layer's rows at unit norm (weight norm with its gain fixed to 1).
     pub norm_last_layer: bool,
@@ -46,12 +51,29 @@ pub struct DinoConfig {
     /// image gets the teacher's same centred (uniform) distribution (README, "DINO").
     #[serde(default)]
     pub head_bn: bool,
+    /// How the teacher's outputs are kept from collapsing onto a few prototypes. Sinkhorn-Knopp
+    /// with K 128 and τ 0.8: validation kNN 71.0 % after 600 steps on MNIST, against 61.1 with
+    /// the paper's running mean, K 1,024 and τ 0.996 (README, "DINO").
+    #[serde(default)]
+    pub centering: Centering,
+}
+
+/// The teacher's centring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Centering {
+    /// DINO: subtract a running mean of the teacher's logits, then softmax.
+    #[default]
+    Mean,
+    /// DINOv2 (SwAV's assignment): three Sinkhorn-Knopp iterations make the batch use every
+    /// prototype equally; no running state.
+    Sinkhorn,
 }
 
 impl Default for DinoConfig {
     fn default() -> Self {
         DinoConfig {
-            out_dim: 1024,
+            out_dim: 128,
             head_hidden: 256,
             bottleneck: 64,
             local_crops: 4,
@@ -61,10 +83,11 @@ impl Default for DinoConfig {
             teacher_temp: 0.04,
             teacher_temp_steps: 500,
             center_momentum: 0.9,
-            tau_base: 0.996,
+            tau_base: 0.8,
             norm_last_layer: true,
             freeze_last_layer: 60,
             head_bn: true,
+            centering: Centering::Sinkhorn,
         }
     }
 }
@@ -215,6 +238,22 @@ pub fn dino_loss(student: &Tensor, teacher: &Tensor, b: usize) -> Tensor {
         .mul_scalar(1.0 / (pairs * b) as f64)
 }
 
+/// Sinkhorn-Knopp (DINOv2's `sinkhorn_knopp_teacher`): teacher logits `(B, K)` to
+/// assignments `(B, K)` whose rows sum to 1 and whose columns each hold 1/K of the batch, by
+/// alternately normalising prototypes (columns) and images (rows) of exp(t/τ).
+pub fn sinkhorn_knopp(logits: &Tensor, temp: f64, iterations: usize) -> Tensor {
+    let [b, k] = [logits.shape()[0] as f64, logits.shape()[1] as f64];
+    // Less the largest logit, so exp cannot overflow; the first sum cancels that factor.
+    let top = logits.max(0, true).max(1, true); // (1, 1)
+    let mut q = (logits - &top).mul_scalar(1.0 / temp).exp();
+    q = &q / &q.sum_all();
+    for _ in 0..iterations {
+        q = (&q / &q.sum(0, true)).mul_scalar(1.0 / k); // each prototype: 1/K of the mass
+        q = (&q / &q.sum(1, true)).mul_scalar(1.0 / b); // each image: 1/B
+    }
+    q.mul_scalar(b)
+}
+
 /// A ViT with DINO's head: the student, and (by EMA) the teacher.
 pub struct DinoTower {
     pub encoder: VisionTransformer,
@@ -294,8 +333,13 @@ impl Method for Dino {
         }
         let t = no_grad(|| self.teacher.forward(&globals, false)); // (2B, K)
         let tau_t = self.config.teacher_temp_at(at.step);
-        let q = no_grad(|| (&t - &self.center).mul_scalar(1.0 / tau_t).softmax(-1));
-        self.batch_center = Some(no_grad(|| t.mean(0, true)));
+        let q = no_grad(|| match self.config.centering {
+            Centering::Mean => {
+                self.batch_center = Some(t.mean(0, true));
+                (&t - &self.center).mul_scalar(1.0 / tau_t).softmax(-1)
+            }
+            Centering::Sinkhorn => sinkhorn_knopp(&t, tau_t, 3),
+        });
         dino_loss(&s.mul_scalar(1.0 / self.config.student_temp), &q, b)
     }
 
