@@ -5,9 +5,9 @@
 //! ℓ = Σ_{g ∈ globals} Σ_{v ≠ g} H(P_t(g), P_s(v)) / #pairs, where
 //! P_t = softmax((t − c) / τ_t) (centred, sharpened) and P_s = softmax(s / τ_s).
 //! The centre c follows the teacher's batch mean with momentum; τ_t may warm up (the paper: 0.04
-//! to 0.07), but here it stays at 0.04 by default. By default here the teacher is centred as in
-//! DINOv2 instead: P_t = Sinkhorn-Knopp(t / τ_t), rows of P_t summing to 1 and every prototype
-//! taking an equal share of the batch, which lets the teacher follow the student closely.
+//! to 0.07), but here it stays at 0.04 by default. Here the teacher is centred as in DINOv2 by
+//! default: P_t = Sinkhorn-Knopp(t / τ_t), whose rows sum to 1 and whose prototypes each take an
+//! equal share of the batch, so the teacher can follow the student closely without collapsing.
 
 use crate::method::{momentum, require, temperature, width, Method, Progress};
 use crate::views::ViewsConfig;
@@ -62,7 +62,8 @@ pub struct DinoConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Centering {
-    /// DINO: subtract a running mean of the teacher's logits, then softmax.
+    /// DINO: subtract a running mean of the teacher's logits, then softmax. (What configs saved
+    /// before the choice existed were trained with.)
     #[default]
     Mean,
     /// DINOv2 (SwAV's assignment): three Sinkhorn-Knopp iterations make the batch use every
