@@ -11,7 +11,7 @@ use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
 use selfsup_engine::{no_grad, Device, Tensor};
-use selfsup_models::dino::{sinkhorn_knopp, Centering, Dino, DinoConfig};
+use selfsup_models::dino::{Centering, Dino, DinoConfig};
 use selfsup_models::heads::{HeadNorm, MlpHead, Tower};
 use selfsup_models::method::{Method, MethodConfig, Progress};
 use selfsup_models::moco_v2::{MocoV2, MocoV2Config};
@@ -230,14 +230,7 @@ fn dino_learns(device: &Device, centering: Centering) {
     let mut kl = Vec::new();
     for step in 0..30 {
         let at = Progress { step, total: 30 };
-        let q = no_grad(|| {
-            let t = dino.teacher.forward(&globals, false);
-            let temp = dino.config.teacher_temp_at(step);
-            match centering {
-                Centering::Mean => (&t - &dino.center).mul_scalar(1.0 / temp).softmax(-1),
-                Centering::Sinkhorn => sinkhorn_knopp(&t, temp, 3),
-            }
-        });
+        let q = no_grad(|| dino.teacher_targets(&dino.teacher.forward(&globals, false), step));
         let entropy = (&q * &q.clamp(1e-30, 1.0).log()).sum_all().item() / -32.0;
         opt.zero_grad();
         let loss = dino.loss(&views, &labels, at);

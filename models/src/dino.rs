@@ -309,6 +309,16 @@ impl Dino {
             batch_center: None,
         }
     }
+
+    /// The teacher's distributions P_t `(N, K)` over its logits `t` `(N, K)` at `step`: centred
+    /// (by the running centre or by Sinkhorn-Knopp) and sharpened by τ_t.
+    pub fn teacher_targets(&self, t: &Tensor, step: u64) -> Tensor {
+        let tau_t = self.config.teacher_temp_at(step);
+        match self.config.centering {
+            Centering::Mean => (t - &self.center).mul_scalar(1.0 / tau_t).softmax(-1),
+            Centering::Sinkhorn => sinkhorn_knopp(t, tau_t, 3),
+        }
+    }
 }
 
 impl Method for Dino {
@@ -333,14 +343,10 @@ impl Method for Dino {
             s = Tensor::cat(&[&s, &l], 0); // (V·B, K)
         }
         let t = no_grad(|| self.teacher.forward(&globals, false)); // (2B, K)
-        let tau_t = self.config.teacher_temp_at(at.step);
-        let q = no_grad(|| match self.config.centering {
-            Centering::Mean => {
-                self.batch_center = Some(t.mean(0, true));
-                (&t - &self.center).mul_scalar(1.0 / tau_t).softmax(-1)
-            }
-            Centering::Sinkhorn => sinkhorn_knopp(&t, tau_t, 3),
-        });
+        if self.config.centering == Centering::Mean {
+            self.batch_center = Some(no_grad(|| t.mean(0, true)));
+        }
+        let q = no_grad(|| self.teacher_targets(&t, at.step));
         dino_loss(&s.mul_scalar(1.0 / self.config.student_temp), &q, b)
     }
 
