@@ -327,9 +327,9 @@ pub fn defaults(method: &str, data: &Dataset, recipe: Recipe) -> Result<RunConfi
         MethodConfig::MocoV3(_) => (1800, 2e-3),
         MethodConfig::Simsiam(_) => (2400, 2e-3),
         MethodConfig::Simclr(_) => (2300, 2e-3),
-        // Six views, two of them also through the teacher: 0.41 s per step, so 1,400 steps fill
-        // the ~10 minutes the issue allows; its online kNN still rises at 1,000 (README, "DINO").
-        MethodConfig::Dino(_) => (1400, 2e-3),
+        // Two global views, also through the teacher: 0.32 s per step, so 2,000 steps fill the
+        // ~10 minutes the issue allows; its online kNN still rises at 1,000 (README, "DINO").
+        MethodConfig::Dino(_) => (2000, 2e-3),
         MethodConfig::Barlow(_) => (1800, 2e-3),
         MethodConfig::MocoV2(_) => (3500, 2e-3),
         // The encoder sees a quarter of the patches: 0.10 s per step. MAE's reconstruction

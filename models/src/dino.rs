@@ -25,7 +25,9 @@ pub struct DinoConfig {
     pub out_dim: usize,
     pub head_hidden: usize,
     pub bottleneck: usize,
-    /// Small crops per image, besides the two global ones.
+    /// Small crops per image, besides the two global ones. None by default: in the same ~10
+    /// minutes on this CPU, 2,000 steps without them reached 95.7 % validation kNN on MNIST,
+    /// 1,800 with two 94.8 and 1,400 with four 89.7 (README, "DINO").
     pub local_crops: usize,
     /// Side of a local crop in pixels (a multiple of the patch size).
     pub local_size: usize,
@@ -77,7 +79,7 @@ impl Default for DinoConfig {
             out_dim: 128,
             head_hidden: 256,
             bottleneck: 64,
-            local_crops: 4,
+            local_crops: 0,
             local_size: 12,
             student_temp: 0.1,
             warmup_teacher_temp: 0.04,
