@@ -12,7 +12,7 @@ use crate::run::{
     TEXT_METADATA,
 };
 use crate::setup::{self, cadence, parse_args, prepare_out};
-use crate::training::{diverged, Heartbeat};
+use crate::training::{resumed_at, text_loop, Cadence, TextRun};
 use clap::Parser;
 use rand::{Rng, SeedableRng};
 use selfsup_engine::checkpoint::{self, Checkpoint};
@@ -235,17 +235,15 @@ impl BartRun {
         let lr = self.config.schedule().lr(self.step);
         self.model.seek_dropout(self.step);
         let loss = self.model.loss(&ex.src, &ex.tgt, &ex.targets);
-        let l = optimize(
+        optimize(
             &loss,
             &self.model,
             &mut self.optimizer,
-            self.step,
+            &mut self.step,
+            &mut self.history,
             lr,
             self.config.clip,
-        )?;
-        self.step += 1;
-        self.history.push(l);
-        Ok(l)
+        )
     }
 
     /// Held-out documents (consecutive pairs of `rows`) under a fixed corruption.
@@ -440,15 +438,7 @@ pub fn main_with(argv: Vec<String>) -> Result<BartOutcome, String> {
         None => BartRun::new(config.clone(), &corpus.tokenizer, &device)?,
         Some((path, ck)) => {
             let run = BartRun::resume(ck, path, config.clone(), &corpus.tokenizer, &device)?;
-            if run.step > config.steps {
-                return Err(format!(
-                    "--steps {} is below the {} steps {} has already taken",
-                    config.steps,
-                    run.step,
-                    path.display()
-                ));
-            }
-            println!("resumed {} at step {}", path.display(), run.step);
+            resumed_at(path, run.step, config.steps)?;
             run
         }
     };
@@ -530,6 +520,22 @@ fn examples(
         .collect()
 }
 
+impl TextRun for BartRun {
+    type Data = Corpus;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn peak_lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Diverged> {
+        BartRun::train_step(self, &corpus.train)
+    }
+    fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {
+        BartRun::save(self, path, corpus)
+    }
+}
+
 fn train(
     args: &Args,
     run: &mut BartRun,
@@ -537,34 +543,18 @@ fn train(
     ckpt: &Path,
     held_out: &[(Vec<u32>, u32)],
 ) -> Result<(), String> {
+    let every = Cadence {
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+    };
     let total = run.config.steps;
-    let mut heartbeat = Heartbeat::new(total, run.step, args.log_every);
-    let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
-    while run.step < total {
-        let loss = run
-            .train_step(&corpus.train)
-            .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
-        heartbeat.beat(run.step, loss);
-        if run.step.is_multiple_of(args.eval_every) || run.step == total {
-            let (acc, loss) = run.evaluate(held_out);
-            let line = format!(
-                "step {}: held-out token accuracy {acc:.1} %, loss {loss:.3}",
-                run.step
-            );
-            heartbeat.say(line);
-        }
-        if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
-            run.save(ckpt, corpus)?;
-            saved = Some(run.step);
-        }
-    }
-    let (trained, secs) = heartbeat.finish();
-    if trained > 0 {
-        println!(
-            "training: {trained} steps in {secs:.1} s ({:.1} ms/step); checkpoint {}",
-            1e3 * secs / trained as f64,
-            ckpt.display()
-        );
-    }
-    Ok(())
+    text_loop(run, corpus, total, ckpt, &every, |run, hb| {
+        let (acc, loss) = run.evaluate(held_out);
+        hb.say(format!(
+            "step {}: held-out token accuracy {acc:.1} %, loss {loss:.3}",
+            run.step
+        ));
+        Ok(false)
+    })
 }

@@ -7,8 +7,9 @@ use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
 use crate::plot::{Chart, Kind, Series};
 use crate::run::stored_tokenizer;
+use crate::run::Diverged;
 use crate::setup::{self, cadence, parse_args, prepare_out};
-use crate::training::{diverged, Heartbeat};
+use crate::training::{resumed_at, text_loop, Cadence, TextRun};
 use clap::Parser;
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::no_grad;
@@ -184,15 +185,7 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
         None => MlmRun::new(config.clone(), specials()?, &device),
         Some((path, ck)) => {
             let run = MlmRun::resume(ck, path, config.clone(), specials()?, &device)?;
-            if run.step > config.steps {
-                return Err(format!(
-                    "--steps {} is below the {} steps {} has already taken",
-                    config.steps,
-                    run.step,
-                    path.display()
-                ));
-            }
-            println!("resumed {} at step {}", path.display(), run.step);
+            resumed_at(path, run.step, config.steps)?;
             run
         }
     };
@@ -327,6 +320,22 @@ fn bag_of_words(rows: &[(Vec<u32>, u32)], vocab: usize) -> Features {
 
 /// Trains to `config.steps` with held-out accuracy every `--eval-every` steps and a checkpoint
 /// every `--checkpoint-every`; a divergence stops with the last good checkpoint named.
+impl TextRun for MlmRun {
+    type Data = Corpus;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn peak_lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Diverged> {
+        MlmRun::train_step(self, corpus)
+    }
+    fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {
+        MlmRun::save(self, path, corpus)
+    }
+}
+
 fn train(
     args: &Args,
     run: &mut MlmRun,
@@ -335,37 +344,21 @@ fn train(
     held_out: &[(Vec<u32>, u32)],
     unigram: u32,
 ) -> Result<(), String> {
+    let every = Cadence {
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+    };
     let total = run.config.steps;
-    let mut heartbeat = Heartbeat::new(total, run.step, args.log_every);
-    let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
-    while run.step < total {
-        let loss = run
-            .train_step(corpus)
-            .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
-        heartbeat.beat(run.step, loss);
-        if run.step.is_multiple_of(args.eval_every) || run.step == total {
-            let (acc, _) = run.masked_accuracy(&run.model, held_out, unigram);
-            run.evals.push((run.step, acc as f32));
-            let line = format!(
-                "step {}: held-out masked-token accuracy {acc:.1} %",
-                run.step
-            );
-            heartbeat.say(line);
-        }
-        if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
-            run.save(ckpt, corpus)?;
-            saved = Some(run.step);
-        }
-    }
-    let (trained, secs) = heartbeat.finish();
-    if trained > 0 {
-        println!(
-            "training: {trained} steps in {secs:.1} s ({:.1} ms/step); checkpoint {}",
-            1e3 * secs / trained as f64,
-            ckpt.display()
-        );
-    }
-    Ok(())
+    text_loop(run, corpus, total, ckpt, &every, |run, hb| {
+        let (acc, _) = run.masked_accuracy(&run.model, held_out, unigram);
+        run.evals.push((run.step, acc as f32));
+        hb.say(format!(
+            "step {}: held-out masked-token accuracy {acc:.1} %",
+            run.step
+        ));
+        Ok(false)
+    })
 }
 
 /// `loss.csv` and `loss.png` (the training loss of every step, `history`) under `out`.

@@ -6,9 +6,10 @@
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
 use crate::run::stored_tokenizer;
+use crate::run::Diverged;
 use crate::setup::{self, cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
-use crate::training::{diverged, Heartbeat};
+use crate::training::{resumed_at, text_loop, Cadence, TextRun};
 use clap::Parser;
 use selfsup_engine::nn::Module;
 use selfsup_engine::Device;
@@ -222,15 +223,7 @@ pub fn main_with(argv: Vec<String>) -> Result<GptOutcome, String> {
         None => GptRun::new(config.clone(), train_ids, &device)?,
         Some((path, ck)) => {
             let run = GptRun::resume(ck, path, config.clone(), train_ids, &device)?;
-            if run.step > config.steps {
-                return Err(format!(
-                    "--steps {} is below the {} steps {} has already taken",
-                    config.steps,
-                    run.step,
-                    path.display()
-                ));
-            }
-            println!("resumed {} at step {}", path.display(), run.step);
+            resumed_at(path, run.step, config.steps)?;
             run
         }
     };
@@ -316,50 +309,51 @@ fn top_k(args: &Args) -> Option<usize> {
 
 /// Trains to `config.steps`, estimating losses every `--eval-every` steps and saving every
 /// `--checkpoint-every`; a divergence stops with the last good checkpoint named.
+impl TextRun for GptRun {
+    type Data = Corpus;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn peak_lr(&self) -> f64 {
+        self.config.lr
+    }
+    fn train_step(&mut self, _: &Corpus) -> Result<f32, Diverged> {
+        GptRun::train_step(self)
+    }
+    fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {
+        GptRun::save(self, path, corpus)
+    }
+    fn tokens_per_step(&self) -> Option<usize> {
+        Some(self.config.batch * self.config.model.ctx)
+    }
+}
+
 fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<(), String> {
+    let every = Cadence {
+        eval_every: args.eval_every,
+        checkpoint_every: args.checkpoint_every,
+        log_every: args.log_every,
+    };
     let total = run.config.steps;
-    let mut heartbeat = Heartbeat::new(total, run.step, args.log_every);
-    let mut saved: Option<u64> = (run.step > 0 && ckpt.exists()).then_some(run.step);
-    while run.step < total {
-        let loss = run
-            .train_step()
-            .map_err(|d| diverged(&d, saved, ckpt, run.config.lr))?;
-        heartbeat.beat(run.step, loss);
-        if run.step.is_multiple_of(args.eval_every) || run.step == total {
-            let t = run.evaluate(&corpus.train, args.eval_batches)?;
-            let v = run.evaluate(&corpus.val, args.eval_batches)?;
-            run.evals.push((run.step, t, v));
-            heartbeat.say(format!(
-                "step {}: train loss {t:.3} val loss {v:.3} ({:.0} s)",
+    text_loop(run, corpus, total, ckpt, &every, |run, hb| {
+        let t = run.evaluate(&corpus.train, args.eval_batches)?;
+        let v = run.evaluate(&corpus.val, args.eval_batches)?;
+        run.evals.push((run.step, t, v));
+        hb.say(format!(
+            "step {}: train loss {t:.3} val loss {v:.3} ({:.0} s)",
+            run.step,
+            hb.elapsed()
+        ));
+        let reached = args.target_loss.filter(|&t| f64::from(v) <= t);
+        if let Some(target) = reached {
+            hb.say(format!(
+                "reached val loss {target} at step {} after {:.1} s",
                 run.step,
-                heartbeat.elapsed()
+                hb.elapsed()
             ));
-            if let Some(target) = args.target_loss.filter(|&t| f64::from(v) <= t) {
-                heartbeat.say(format!(
-                    "reached val loss {target} at step {} after {:.1} s",
-                    run.step,
-                    heartbeat.elapsed()
-                ));
-                run.save(ckpt, corpus)?;
-                break;
-            }
         }
-        if run.step.is_multiple_of(args.checkpoint_every) || run.step == total {
-            run.save(ckpt, corpus)?;
-            saved = Some(run.step);
-        }
-    }
-    let (trained, secs) = heartbeat.finish();
-    if trained > 0 {
-        let tokens = trained as f64 * (run.config.batch * run.config.model.ctx) as f64;
-        println!(
-            "training: {trained} steps in {secs:.1} s ({:.1} ms/step, {:.0} tokens/s); checkpoint {}",
-            1e3 * secs / trained as f64,
-            tokens / secs,
-            ckpt.display()
-        );
-    }
-    Ok(())
+        Ok(reached.is_some())
+    })
 }
 
 /// `--tokens` tokens after `prompt`, timed.

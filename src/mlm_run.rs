@@ -415,17 +415,15 @@ impl MlmRun {
         let lr = self.config.schedule().lr(self.step);
         self.model.bert.seek_dropout(self.step);
         let loss = self.model.loss(&Batch { ids, ..batch }, &targets);
-        let l = optimize(
+        optimize(
             &loss,
             &self.model,
             &mut self.optimizer,
-            self.step,
+            &mut self.step,
+            &mut self.history,
             lr,
             self.config.clip,
-        )?;
-        self.step += 1;
-        self.history.push(l);
-        Ok(l)
+        )
     }
 
     /// Masked-token accuracy (%) of `model` on `rows` under a fixed masking, and that of always

@@ -361,25 +361,29 @@ pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(
     Ok((l, norm))
 }
 
-/// What a text run does with the loss it built for step `step` (0-based): backward with
-/// [`backward_checked`]'s checks and clipping, the optimizer step at `lr`, and a scan of the
-/// weights every [`PARAM_CHECK_EVERY`] steps. Returns the loss; nothing is updated when the loss
-/// or the gradient is not finite.
+/// What a text run does with the loss it built for step `*step` (0-based): backward with
+/// [`backward_checked`]'s checks and clipping, the optimizer step at `lr`, a scan of the weights
+/// every [`PARAM_CHECK_EVERY`] steps, then the step counted and its loss added to `history`.
+/// Returns the loss; nothing is updated when the loss or the gradient is not finite.
 pub fn optimize(
     loss: &Tensor,
     model: &dyn Module,
     optimizer: &mut dyn Optimizer,
-    step: u64,
+    step: &mut u64,
+    history: &mut Vec<f32>,
     lr: f64,
     clip: f64,
 ) -> Result<f32, Diverged> {
-    let diverged = |what: String| Diverged { step, what, lr };
+    let at = *step;
+    let diverged = |what: String| Diverged { step: at, what, lr };
     optimizer.zero_grad();
     let (l, _) = backward_checked(loss, &model.parameters(), clip).map_err(diverged)?;
     optimizer.step(lr);
-    if (step + 1).is_multiple_of(PARAM_CHECK_EVERY) {
+    if (at + 1).is_multiple_of(PARAM_CHECK_EVERY) {
         check_finite(&model.state_dict()).map_err(diverged)?;
     }
+    *step += 1;
+    history.push(l);
     Ok(l)
 }
 

@@ -305,17 +305,15 @@ impl GptRun {
         let lr = self.config.schedule().lr(self.step);
         self.model.seek_dropout(self.step);
         let loss = self.model.loss(&b.inputs, &b.targets, self.config.batch);
-        let l = optimize(
+        optimize(
             &loss,
             &self.model,
             &mut self.optimizer,
-            self.step,
+            &mut self.step,
+            &mut self.history,
             lr,
             self.config.clip,
-        )?;
-        self.step += 1;
-        self.history.push(l);
-        Ok(l)
+        )
     }
 
     /// Mean loss over `batches` fixed batches of `ids` (the same ones at every evaluation, so

@@ -1,6 +1,7 @@
-//! The training loop of the main job: steps to the configured total with checkpoints, the online
-//! kNN monitor on validation images, a heartbeat (a bar on a terminal, plain lines in a log), and
-//! the curves at the end.
+//! The training loops: the main job's (steps to the configured total with checkpoints, the online
+//! kNN monitor on validation images, a heartbeat — a bar on a terminal, plain lines in a log — and
+//! the curves at the end) and the text jobs' (GPT, BERT, BART: the same steps, checkpoints and
+//! heartbeat around each job's own evaluation).
 
 use crate::plot::{save_image_grid, Chart, Kind, Series};
 use crate::pretrain::Args;
@@ -117,6 +118,86 @@ pub(crate) fn diverged(d: &Diverged, saved: Option<u64>, ckpt: &Path, lr: f64) -
             lr / 10.0
         ),
     }
+}
+
+/// What the text jobs' shared loop ([`text_loop`]) needs of a run; `Data` is what a step draws
+/// from and what the checkpoint records the checksum of.
+pub(crate) trait TextRun {
+    type Data: ?Sized;
+    /// Optimizer steps taken.
+    fn step(&self) -> u64;
+    /// The peak learning rate, for the advice after a divergence.
+    fn peak_lr(&self) -> f64;
+    fn train_step(&mut self, data: &Self::Data) -> Result<f32, Diverged>;
+    fn save(&self, path: &Path, data: &Self::Data) -> Result<(), String>;
+    /// Tokens one step reads, where the job reports its throughput.
+    fn tokens_per_step(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// How often a text job evaluates (in steps), saves (in steps) and logs (in seconds).
+pub(crate) struct Cadence {
+    pub eval_every: u64,
+    pub checkpoint_every: u64,
+    pub log_every: f64,
+}
+
+/// Steps `run` to `total` with a heartbeat; every `eval_every` steps and at the end `evaluate`
+/// reports (through the heartbeat) and may end the run early by returning `true`; a checkpoint
+/// every `checkpoint_every` steps, at the end and at an early end. A divergence names the last
+/// good checkpoint. At the end one line: the steps taken, their time and the checkpoint.
+pub(crate) fn text_loop<R: TextRun>(
+    run: &mut R,
+    data: &R::Data,
+    total: u64,
+    ckpt: &Path,
+    every: &Cadence,
+    mut evaluate: impl FnMut(&mut R, &Heartbeat) -> Result<bool, String>,
+) -> Result<(), String> {
+    let mut heartbeat = Heartbeat::new(total, run.step(), every.log_every);
+    // A resumed run's own checkpoint is its last good one until it saves again.
+    let mut saved: Option<u64> = (run.step() > 0 && ckpt.exists()).then_some(run.step());
+    while run.step() < total {
+        let loss = run
+            .train_step(data)
+            .map_err(|d| diverged(&d, saved, ckpt, run.peak_lr()))?;
+        let step = run.step();
+        heartbeat.beat(step, loss);
+        let done =
+            (step.is_multiple_of(every.eval_every) || step == total) && evaluate(run, &heartbeat)?;
+        if done || step.is_multiple_of(every.checkpoint_every) || step == total {
+            run.save(ckpt, data)?;
+            saved = Some(step);
+        }
+        if done {
+            break;
+        }
+    }
+    let (trained, secs) = heartbeat.finish();
+    if trained > 0 {
+        let throughput = run.tokens_per_step().map_or(String::new(), |t| {
+            format!(", {:.0} tokens/s", (trained as usize * t) as f64 / secs)
+        });
+        println!(
+            "training: {trained} steps in {secs:.1} s ({:.1} ms/step{throughput}); checkpoint {}",
+            1e3 * secs / trained as f64,
+            ckpt.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses to resume `path`, a run at `step`, with fewer `--steps`; else says where it resumes.
+pub(crate) fn resumed_at(path: &Path, step: u64, steps: u64) -> Result<(), String> {
+    if step > steps {
+        return Err(format!(
+            "--steps {steps} is below the {step} steps {} has already taken",
+            path.display()
+        ));
+    }
+    println!("resumed {} at step {step}", path.display());
+    Ok(())
 }
 
 pub(crate) fn train_loop(
