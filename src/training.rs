@@ -16,8 +16,6 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-/// Steps until the configured total, with checkpoints, the online kNN monitor and a heartbeat:
-/// a bar on a terminal, a plain line every `--log-every` seconds otherwise (logs, CI).
 /// A progress bar at `pos` of `total` steps when stderr is a terminal; `None` means plain log
 /// lines instead.
 pub(crate) fn progress_bar(total: u64, pos: u64) -> Option<ProgressBar> {
@@ -200,6 +198,8 @@ pub(crate) fn resumed_at(path: &Path, step: u64, steps: u64) -> Result<(), Strin
     Ok(())
 }
 
+/// Steps until the configured total, with checkpoints, the online kNN monitor and a heartbeat:
+/// a bar on a terminal, a plain line every `--log-every` seconds otherwise (logs, CI).
 pub(crate) fn train_loop(
     args: &Args,
     run: &mut Run,
