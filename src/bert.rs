@@ -6,8 +6,7 @@
 use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
 use crate::plot::{Chart, Kind, Series};
-use crate::run::stored_tokenizer;
-use crate::run::Diverged;
+use crate::run::{stored_tokenizer, Diverged};
 use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{resumed_at, text_loop, Cadence, TextRun};
 use clap::Parser;
@@ -318,8 +317,6 @@ fn bag_of_words(rows: &[(Vec<u32>, u32)], vocab: usize) -> Features {
     }
 }
 
-/// Trains to `config.steps` with held-out accuracy every `--eval-every` steps and a checkpoint
-/// every `--checkpoint-every`; a divergence stops with the last good checkpoint named.
 impl TextRun for MlmRun {
     type Data = Corpus;
     fn step(&self) -> u64 {
@@ -336,6 +333,8 @@ impl TextRun for MlmRun {
     }
 }
 
+/// Trains to `config.steps` with held-out accuracy every `--eval-every` steps and a checkpoint
+/// every `--checkpoint-every`; a divergence stops with the last good checkpoint named.
 fn train(
     args: &Args,
     run: &mut MlmRun,

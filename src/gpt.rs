@@ -5,8 +5,7 @@
 
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
-use crate::run::stored_tokenizer;
-use crate::run::Diverged;
+use crate::run::{stored_tokenizer, Diverged};
 use crate::setup::{self, cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
 use crate::training::{resumed_at, text_loop, Cadence, TextRun};
@@ -307,8 +306,6 @@ fn top_k(args: &Args) -> Option<usize> {
     (args.top_k > 0).then_some(args.top_k)
 }
 
-/// Trains to `config.steps`, estimating losses every `--eval-every` steps and saving every
-/// `--checkpoint-every`; a divergence stops with the last good checkpoint named.
 impl TextRun for GptRun {
     type Data = Corpus;
     fn step(&self) -> u64 {
@@ -328,6 +325,8 @@ impl TextRun for GptRun {
     }
 }
 
+/// Trains to `config.steps`, estimating losses every `--eval-every` steps and saving every
+/// `--checkpoint-every`; a divergence stops with the last good checkpoint named.
 fn train(args: &Args, run: &mut GptRun, corpus: &Corpus, ckpt: &Path) -> Result<(), String> {
     let every = Cadence {
         eval_every: args.eval_every,
