@@ -35,10 +35,7 @@ struct Args {
 
 fn main() {
     selfsup::allocator::keep_freed_pages();
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    selfsup::program::run_main(|| run(Args::parse()));
 }
 
 fn run(args: Args) -> Result<(), String> {

@@ -53,14 +53,11 @@ fn time(dev: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let args = Args::parse();
-    let dev = match Device::gpu() {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
-    };
+    selfsup::program::run_main(|| probe(Args::parse()));
+}
+
+fn probe(args: Args) -> Result<(), String> {
+    let dev = Device::gpu().map_err(|e| e.to_string())?;
     let Device::Gpu(ctx) = &dev else {
         unreachable!("Device::gpu gives a GPU")
     };
@@ -168,7 +165,7 @@ fn main() {
         }
     }
     if args.matmul {
-        return;
+        return Ok(());
     }
 
     // Row kernels: bytes moved per call (read + write) over time.
@@ -218,6 +215,7 @@ fn main() {
             simclr_step(d, batch, if args.quick { 2 } else { 3 });
         }
     }
+    Ok(())
 }
 
 /// One run of `f` with `SELFSUP_GPU_PROFILE=1`: its kernels' device time, the host's time to

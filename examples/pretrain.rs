@@ -11,8 +11,5 @@ static GLOBAL: selfsup::allocator::Allocator = selfsup::allocator::Allocator;
 
 fn main() {
     selfsup::allocator::keep_freed_pages();
-    if let Err(e) = selfsup::pretrain::main_with(std::env::args().collect()) {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    selfsup::program::run_main(|| selfsup::pretrain::main_with(std::env::args().collect()));
 }

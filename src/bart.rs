@@ -8,7 +8,7 @@ use crate::bert::plot_loss;
 use crate::flags;
 use crate::mlm_run::{read_corpus, Corpus, Specials};
 use crate::run::{
-    optimize, restore, run_tensors, stored_step, stored_tokenizer, text_meta, Diverged,
+    optimize, restore, run_tensors, stored_step, stored_tokenizer, text_meta, Stopped,
     TEXT_METADATA,
 };
 use crate::setup::{self, cadence, parse_args, prepare_out};
@@ -220,7 +220,7 @@ impl BartRun {
     }
 
     /// One AdamW step on batch `step`: documents of random training sentences, corrupted.
-    pub fn train_step(&mut self, train: &[(Vec<u32>, u32)]) -> Result<f32, Diverged> {
+    pub fn train_step(&mut self, train: &[(Vec<u32>, u32)]) -> Result<f32, Stopped> {
         let mut rng = SeededRng::seed_from_u64(
             self.config.seed ^ self.step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
         );
@@ -528,7 +528,7 @@ impl TextRun for BartRun {
     fn peak_lr(&self) -> f64 {
         self.config.lr
     }
-    fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Diverged> {
+    fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Stopped> {
         BartRun::train_step(self, &corpus.train)
     }
     fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {

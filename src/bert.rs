@@ -6,7 +6,7 @@
 use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
 use crate::plot::{Chart, Kind, Series};
-use crate::run::{stored_tokenizer, Diverged};
+use crate::run::{stored_tokenizer, Stopped};
 use crate::setup::{self, cadence, parse_args, prepare_out};
 use crate::training::{resumed_at, text_loop, Cadence, TextRun};
 use clap::Parser;
@@ -325,7 +325,7 @@ impl TextRun for MlmRun {
     fn peak_lr(&self) -> f64 {
         self.config.lr
     }
-    fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Diverged> {
+    fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Stopped> {
         MlmRun::train_step(self, corpus)
     }
     fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {

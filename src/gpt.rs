@@ -5,7 +5,7 @@
 
 use crate::flags;
 use crate::plot::{Chart, Kind, Series};
-use crate::run::{stored_tokenizer, Diverged};
+use crate::run::{stored_tokenizer, Stopped};
 use crate::setup::{self, cadence, fits_in_memory, load_checkpoint, parse_args, prepare_out};
 use crate::text_run::{read_corpus, tokenize, Corpus, GptRun, GptRunConfig};
 use crate::training::{resumed_at, text_loop, Cadence, TextRun};
@@ -314,7 +314,7 @@ impl TextRun for GptRun {
     fn peak_lr(&self) -> f64 {
         self.config.lr
     }
-    fn train_step(&mut self, _: &Corpus) -> Result<f32, Diverged> {
+    fn train_step(&mut self, _: &Corpus) -> Result<f32, Stopped> {
         GptRun::train_step(self)
     }
     fn save(&self, path: &Path, corpus: &Corpus) -> Result<(), String> {

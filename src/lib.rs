@@ -12,6 +12,7 @@ pub mod gpt;
 pub mod mlm_run;
 pub mod plot;
 pub mod pretrain;
+pub mod program;
 pub mod report;
 pub mod run;
 mod setup;

@@ -4,8 +4,8 @@
 //! checkpoint needs no loader state and a resumed run is bit-identical on the CPU backend.
 
 use crate::run::{
-    optimize, restore, run_tensors, stored_config, stored_history, stored_step, text_meta,
-    Diverged, TEXT_METADATA,
+    optimize, restore, run_tensors, stored_config, stored_history, stored_step, text_meta, Stopped,
+    TEXT_METADATA,
 };
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -410,7 +410,7 @@ impl MlmRun {
 
     /// One AdamW step on batch number `step`; nothing is updated when the loss or the gradient
     /// is not finite.
-    pub fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Diverged> {
+    pub fn train_step(&mut self, corpus: &Corpus) -> Result<f32, Stopped> {
         let (batch, ids, targets) = self.batch(corpus, self.step);
         let lr = self.config.schedule().lr(self.step);
         self.model.bert.seek_dropout(self.step);

@@ -140,22 +140,47 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
-/// Training stopped because something became non-finite; the weights are those of the last
-/// finite step.
+/// Why training stopped before its end.
 #[derive(Clone, Debug)]
-pub struct Diverged {
+pub enum Cause {
+    /// A loss, gradient or weight became NaN or ∞ (what, where).
+    NonFinite(String),
+    /// The GPU failed (out of memory, device lost), naming the op it hit.
+    Device(String),
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::NonFinite(what) | Cause::Device(what) => f.write_str(what),
+        }
+    }
+}
+
+impl From<selfsup_engine::Error> for Cause {
+    fn from(e: selfsup_engine::Error) -> Cause {
+        Cause::Device(e.to_string())
+    }
+}
+
+/// Training stopped at `step`; the weights are those of the last good step.
+#[derive(Clone, Debug)]
+pub struct Stopped {
     pub step: u64,
-    pub what: String,
+    pub cause: Cause,
     pub lr: f64,
 }
 
-impl std::fmt::Display for Diverged {
+impl std::fmt::Display for Stopped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "training diverged at step {}: {} (learning rate {:.3e})",
-            self.step, self.what, self.lr
-        )
+        match &self.cause {
+            Cause::NonFinite(what) => write!(
+                f,
+                "training diverged at step {}: {what} (learning rate {:.3e})",
+                self.step, self.lr
+            ),
+            Cause::Device(what) => write!(f, "the GPU failed at step {}: {what}", self.step),
+        }
     }
 }
 
@@ -275,7 +300,7 @@ impl Run {
 
     /// One optimizer step on the next batch of views. Nothing is updated when the loss or the
     /// gradient is not finite.
-    pub fn train_step(&mut self) -> Result<StepStats, Diverged> {
+    pub fn train_step(&mut self) -> Result<StepStats, Stopped> {
         let batch = self.loader.next().expect("the loader is endless").data;
         let views: Vec<Tensor> = batch
             .views
@@ -287,24 +312,17 @@ impl Run {
             total: self.config.steps,
         };
         let lr = self.config.schedule().lr(self.step);
+        let stopped = |step, cause| Stopped { step, cause, lr };
         self.optimizer.zero_grad();
         let loss = self.model.loss(&views, &batch.labels, at);
         let (l, norm) = backward_checked(&loss, &self.model.parameters(), self.config.optim.clip)
-            .map_err(|what| Diverged {
-            step: self.step,
-            what,
-            lr,
-        })?;
+            .map_err(|c| stopped(self.step, c))?;
         self.optimizer.step(lr);
         self.model.after_step(at);
         self.step += 1;
         self.history.push(l);
         if self.step.is_multiple_of(PARAM_CHECK_EVERY) {
-            self.check_parameters().map_err(|what| Diverged {
-                step: self.step,
-                what,
-                lr,
-            })?;
+            self.check_parameters().map_err(|c| stopped(self.step, c))?;
         }
         Ok(StepStats {
             loss: l,
@@ -314,7 +332,7 @@ impl Run {
     }
 
     /// An error naming the first parameter or buffer (teacher, queue) holding a NaN or ∞.
-    pub fn check_parameters(&self) -> Result<(), String> {
+    pub fn check_parameters(&self) -> Result<(), Cause> {
         check_finite(&self.model.state_dict())
     }
 
@@ -343,11 +361,11 @@ impl Run {
 
 /// `loss`'s value, its backward pass, and the global gradient norm of `params`, which are
 /// clipped to `clip` when it is positive (clipping measures the norm it needs). `Err` says
-/// what is not finite, the loss or the norm, before any gradient is used.
-pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(f32, f64), String> {
-    let l = loss.item();
+/// what is not finite, the loss or the norm, before any gradient is used, or how the GPU failed.
+pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(f32, f64), Cause> {
+    let l = loss.try_item()?;
     if !l.is_finite() {
-        return Err(format!("the loss is {l}"));
+        return Err(Cause::NonFinite(format!("the loss is {l}")));
     }
     loss.backward();
     let norm = if clip > 0.0 {
@@ -355,8 +373,12 @@ pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(
     } else {
         grad_norm(params)
     };
+    // A failed device reads back no norm (NaN): the failure is the cause, not the gradient.
+    loss.device().check()?;
     if !norm.is_finite() {
-        return Err(format!("loss {l:.4}, gradient norm {norm}"));
+        return Err(Cause::NonFinite(format!(
+            "loss {l:.4}, gradient norm {norm}"
+        )));
     }
     Ok((l, norm))
 }
@@ -373,14 +395,18 @@ pub fn optimize(
     history: &mut Vec<f32>,
     lr: f64,
     clip: f64,
-) -> Result<f32, Diverged> {
+) -> Result<f32, Stopped> {
     let at = *step;
-    let diverged = |what: String| Diverged { step: at, what, lr };
+    let stopped = |cause| Stopped {
+        step: at,
+        cause,
+        lr,
+    };
     optimizer.zero_grad();
-    let (l, _) = backward_checked(loss, &model.parameters(), clip).map_err(diverged)?;
+    let (l, _) = backward_checked(loss, &model.parameters(), clip).map_err(stopped)?;
     optimizer.step(lr);
     if (at + 1).is_multiple_of(PARAM_CHECK_EVERY) {
-        check_finite(&model.state_dict()).map_err(diverged)?;
+        check_finite(&model.state_dict()).map_err(stopped)?;
     }
     *step += 1;
     history.push(l);
@@ -406,21 +432,21 @@ pub fn text_meta(
     ])
 }
 
-/// An error naming the first of `state`'s tensors that holds a NaN or ∞.
-pub fn check_finite(state: &[(String, Tensor)]) -> Result<(), String> {
+/// An error naming the first of `state`'s tensors that holds a NaN or ∞, or how the GPU failed.
+pub fn check_finite(state: &[(String, Tensor)]) -> Result<(), Cause> {
     let sums: Vec<Tensor> = no_grad(|| state.iter().map(|(_, t)| t.sum_all()).collect());
     // One read-back: a sum is finite only if every element is (barring overflow, which is just as
     // fatal).
     let refs: Vec<&Tensor> = sums.iter().collect();
-    let values = Tensor::stack(&refs, 0).to_vec();
+    let values = Tensor::stack(&refs, 0).try_to_vec()?;
     match state.iter().zip(values).find(|(_, s)| !s.is_finite()) {
         None => Ok(()),
         Some(((name, t), _)) => {
-            let bad = t.to_vec().iter().filter(|v| !v.is_finite()).count();
-            Err(format!(
+            let bad = t.try_to_vec()?.iter().filter(|v| !v.is_finite()).count();
+            Err(Cause::NonFinite(format!(
                 "{bad} of {} values of {name} are not finite",
                 t.numel()
-            ))
+            )))
         }
     }
 }

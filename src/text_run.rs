@@ -5,7 +5,7 @@
 
 use crate::run::{
     check_finite, optimize, restore, run_tensors, stored_config, stored_history, stored_step,
-    text_meta, Diverged, TEXT_METADATA,
+    text_meta, Stopped, TEXT_METADATA,
 };
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{decode_text, read_text, split_ids, TokenBlocks, Tokenizer};
@@ -300,7 +300,7 @@ impl GptRun {
 
     /// One AdamW step on batch number `step`. Nothing is updated when the loss or the gradient
     /// is not finite.
-    pub fn train_step(&mut self) -> Result<f32, Diverged> {
+    pub fn train_step(&mut self) -> Result<f32, Stopped> {
         let b = self.blocks.batch(self.step);
         let lr = self.config.schedule().lr(self.step);
         self.model.seek_dropout(self.step);

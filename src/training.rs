@@ -5,7 +5,7 @@
 
 use crate::plot::{save_image_grid, Chart, Kind, Series};
 use crate::pretrain::Args;
-use crate::run::{Diverged, Run};
+use crate::run::{Cause, Run, Stopped};
 use indicatif::{ProgressBar, ProgressStyle};
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::Module;
@@ -101,20 +101,28 @@ impl Heartbeat {
     }
 }
 
-/// What to tell a user whose run diverged: what happened, and which checkpoint (if any) to
-/// resume at a tenth of the peak rate `lr`.
-pub(crate) fn diverged(d: &Diverged, saved: Option<u64>, ckpt: &Path, lr: f64) -> String {
-    match saved {
-        Some(step) => format!(
+/// What to tell a user whose run stopped: what happened, and which checkpoint (if any) to
+/// resume — at a tenth of the peak rate `lr` after a divergence, as it was after a GPU failure.
+pub(crate) fn stopped(d: &Stopped, saved: Option<u64>, ckpt: &Path, lr: f64) -> String {
+    let device = matches!(d.cause, Cause::Device(_));
+    match (saved, device) {
+        (Some(step), false) => format!(
             "{d}; {} still holds step {step}; resume it with a lower rate: --resume {} --lr {:.0e}",
             ckpt.display(),
             ckpt.display(),
             lr / 10.0
         ),
-        None => format!(
+        (Some(step), true) => format!(
+            "{d}; {} still holds step {step}; resume it with --resume {} (a smaller --batch if \
+             memory ran out)",
+            ckpt.display(),
+            ckpt.display()
+        ),
+        (None, false) => format!(
             "{d}; no checkpoint was written; start again with a lower rate, e.g. --lr {:.0e}",
             lr / 10.0
         ),
+        (None, true) => format!("{d}; no checkpoint was written"),
     }
 }
 
@@ -126,7 +134,7 @@ pub(crate) trait TextRun {
     fn step(&self) -> u64;
     /// The peak learning rate, for the advice after a divergence.
     fn peak_lr(&self) -> f64;
-    fn train_step(&mut self, data: &Self::Data) -> Result<f32, Diverged>;
+    fn train_step(&mut self, data: &Self::Data) -> Result<f32, Stopped>;
     fn save(&self, path: &Path, data: &Self::Data) -> Result<(), String>;
     /// Tokens one step reads, where the job reports its throughput.
     fn tokens_per_step(&self) -> Option<usize> {
@@ -159,7 +167,7 @@ pub(crate) fn text_loop<R: TextRun>(
     while run.step() < total {
         let loss = run
             .train_step(data)
-            .map_err(|d| diverged(&d, saved, ckpt, run.peak_lr()))?;
+            .map_err(|d| stopped(&d, saved, ckpt, run.peak_lr()))?;
         let step = run.step();
         heartbeat.beat(step, loss);
         let done =
@@ -217,7 +225,7 @@ pub(crate) fn train_loop(
     while run.step < total {
         let stats = run
             .train_step()
-            .map_err(|d| diverged(&d, saved, ckpt, run.config.optim.lr))?;
+            .map_err(|d| stopped(&d, saved, ckpt, run.config.optim.lr))?;
         let msg = format!("loss {:.4} lr {:.2e}", stats.loss, stats.lr);
         match &bar {
             Some(bar) => {

@@ -75,16 +75,21 @@ pub fn save(
     tensors: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
+    // A device failure refuses the save, so the file on disk keeps the last good state.
     let host: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
             let (dtype, bytes) = match t.dtype() {
-                DType::F32 => (Dtype::F32, bytemuck::cast_slice(&t.to_vec()).to_vec()),
-                DType::F64 => (Dtype::F64, bytemuck::cast_slice(&t.to_vec_f64()).to_vec()),
+                DType::F32 => (Dtype::F32, bytemuck::cast_slice(&t.try_to_vec()?).to_vec()),
+                DType::F64 => (
+                    Dtype::F64,
+                    bytemuck::cast_slice(&t.try_to_vec_f64()?).to_vec(),
+                ),
             };
-            (name.clone(), dtype, t.shape().to_vec(), bytes)
+            Ok((name.clone(), dtype, t.shape().to_vec(), bytes))
         })
-        .collect();
+        .collect::<Result<_>>()
+        .map_err(|e| Error::format(path, format!("not saved: {e}")))?;
     let views = host
         .iter()
         .map(|(name, dtype, shape, bytes)| {

@@ -88,10 +88,27 @@ impl Device {
     }
 
     /// Makes every queued kernel finish (a no-op on the CPU); benchmarks call it before timing.
+    /// Panics with the device's failure, if it has one.
     pub fn synchronize(&self) {
         if let Device::Gpu(g) = self {
-            g.synchronize();
+            g.synchronize().unwrap_or_else(|e| panic!("{e}"));
         }
+    }
+
+    /// The GPU's first failure so far (out of memory, device lost), naming the op it hit; the
+    /// CPU never fails this way. After a failure the GPU drops further work, and every
+    /// read-back returns this error.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.check(),
+        }
+    }
+
+    /// The failure of the process-wide GPU context, if it was opened and has failed: what a
+    /// program reports when a panic follows from it.
+    pub fn shared_gpu_failure() -> Option<Error> {
+        GpuContext::shared_if_open().and_then(|g| g.check().err())
     }
 }
 

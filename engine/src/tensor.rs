@@ -254,25 +254,45 @@ impl Tensor {
         Tensor(Arc::new(inner))
     }
 
-    /// Copies the values to the host as f32 (waits for queued GPU work).
+    /// Copies the values to the host as f32 (waits for queued GPU work). Panics with the device's
+    /// failure (out of memory, device lost), naming the op it hit; [`Tensor::try_to_vec`]
+    /// returns it instead.
+    #[track_caller]
     pub fn to_vec(&self) -> Vec<f32> {
+        self.try_to_vec().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Copies the values to the host as f32, or the GPU's failure as an error.
+    pub fn try_to_vec(&self) -> crate::Result<Vec<f32>> {
         match &*self.storage() {
-            Storage::Cpu(c) => c.to_f32(),
+            Storage::Cpu(c) => Ok(c.to_f32()),
             Storage::Gpu(g) => g.download(),
         }
     }
 
-    /// Copies the values to the host as f64.
+    /// Copies the values to the host as f64 (panics on a device failure, as [`Tensor::to_vec`]).
+    #[track_caller]
     pub fn to_vec_f64(&self) -> Vec<f64> {
+        self.try_to_vec_f64().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Copies the values to the host as f64, or the GPU's failure as an error.
+    pub fn try_to_vec_f64(&self) -> crate::Result<Vec<f64>> {
         match &*self.storage() {
-            Storage::Cpu(c) => c.to_f64(),
-            Storage::Gpu(g) => g.download().into_iter().map(f64::from).collect(),
+            Storage::Cpu(c) => Ok(c.to_f64()),
+            Storage::Gpu(g) => Ok(g.download()?.into_iter().map(f64::from).collect()),
         }
     }
 
     /// The single value of a one-element tensor.
     #[track_caller]
     pub fn item(&self) -> f32 {
+        self.try_item().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The single value of a one-element tensor, or the GPU's failure as an error.
+    #[track_caller]
+    pub fn try_item(&self) -> crate::Result<f32> {
         assert_eq!(
             self.numel(),
             1,
@@ -280,7 +300,7 @@ impl Tensor {
             self.shape(),
             self.numel()
         );
-        self.to_vec()[0]
+        Ok(self.try_to_vec()?[0])
     }
 
     /// The same values on `device` (a differentiable copy).
@@ -290,9 +310,9 @@ impl Tensor {
         }
         let storage = match (&*self.storage(), device) {
             (Storage::Cpu(c), Device::Gpu(ctx)) => Storage::Gpu(GpuData::upload(ctx, &c.to_f32())),
-            (Storage::Gpu(g), Device::Cpu) => Storage::Cpu(CpuData::F32(g.download())),
-            (Storage::Gpu(g), Device::Gpu(ctx)) => {
-                Storage::Gpu(GpuData::upload(ctx, &g.download()))
+            (Storage::Gpu(_), Device::Cpu) => Storage::Cpu(CpuData::F32(self.to_vec())),
+            (Storage::Gpu(_), Device::Gpu(ctx)) => {
+                Storage::Gpu(GpuData::upload(ctx, &self.to_vec()))
             }
             (Storage::Cpu(_), Device::Cpu) => unreachable!("same device handled above"),
         };

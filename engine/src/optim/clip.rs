@@ -6,7 +6,8 @@ use crate::tensor::Tensor;
 ///
 /// Each gradient's sum of squares is reduced on its device and the sums are read back once, so
 /// a GPU model waits for one transfer, not one per tensor. All gradients must share a device
-/// and dtype, as one model's do.
+/// and dtype, as one model's do. NaN when the GPU failed on the way (`Device::check` says how),
+/// which a caller that stops on a non-finite norm treats like any other.
 pub fn grad_norm(params: &[Tensor]) -> f64 {
     crate::no_grad(|| {
         let sums: Vec<Tensor> = params
@@ -18,7 +19,8 @@ pub fn grad_norm(params: &[Tensor]) -> f64 {
             return 0.0;
         }
         let refs: Vec<&Tensor> = sums.iter().collect();
-        Tensor::stack(&refs, 0).sum_all().to_vec_f64()[0].sqrt()
+        let total = Tensor::stack(&refs, 0).sum_all();
+        total.try_to_vec_f64().map_or(f64::NAN, |v| v[0].sqrt())
     })
 }
 

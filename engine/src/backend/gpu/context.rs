@@ -5,6 +5,10 @@
 //! read back. Buffers freed while a batch is open only return to the pool after it is submitted,
 //! so an upload (a queue write, which runs before the batch) can never overwrite data that a
 //! recorded op still has to read.
+//!
+//! Device failures (out of memory, a lost device, a rejected command) do not panic inside wgpu:
+//! the first one is kept with the op it hit, later work is dropped, and every read-back returns
+//! it as an [`Error::Device`] naming the op and its sizes, so a training run can stop cleanly.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -30,6 +34,15 @@ pub struct GpuContext {
     /// nothing but launches.
     serial: bool,
     state: Mutex<State>,
+    /// The first device failure; set by wgpu's callbacks, which may run on any thread.
+    failure: Arc<Mutex<Option<Failure>>>,
+}
+
+/// What went wrong on the device, and in which op (filled in by the launch or upload that
+/// needed the failed allocation or command).
+struct Failure {
+    what: String,
+    op: Option<String>,
 }
 
 /// Which kernel set runs where both exist. CPU-backed drivers (lavapipe, WARP, SwiftShader) run
@@ -122,6 +135,8 @@ struct State {
     params_buf: wgpu::Buffer,
     slot: u64,
     timing: Option<Timing>,
+    /// The last kernel recorded and its grid, named when a read-back finds the device lost.
+    last: Option<(&'static str, [u32; 3])>,
 }
 
 /// Per-kernel device time from timestamp queries around every launch (`SELFSUP_GPU_PROFILE=1`
@@ -209,6 +224,11 @@ impl GpuContext {
         Ok(ctx)
     }
 
+    /// The process-wide context if something has opened it.
+    pub fn shared_if_open() -> Option<Arc<GpuContext>> {
+        SHARED.get().and_then(|r| r.as_ref().ok().cloned())
+    }
+
     fn create() -> std::result::Result<GpuContext, String> {
         let forced = KernelProfile::from_env()?;
         // llvmpipe (lavapipe) runs compute on its own worker threads by default; on the calling
@@ -271,6 +291,33 @@ impl GpuContext {
             ..Default::default()
         }))
         .map_err(|e| format!("could not open {}: {e}", info.name))?;
+        let failure = Arc::new(Mutex::new(None));
+        let record = |failure: &Arc<Mutex<Option<Failure>>>, what: String| {
+            let mut f = failure.lock().unwrap();
+            f.get_or_insert(Failure { what, op: None });
+        };
+        let f = failure.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let what = match e {
+                wgpu::Error::OutOfMemory { .. } => "out of memory".to_string(),
+                wgpu::Error::Validation { description, .. }
+                | wgpu::Error::Internal { description, .. } => one_line(&description),
+            };
+            record(&f, what);
+        }));
+        let f = failure.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            // The loss is the cause of whatever failed before it was reported (work on a lost
+            // device meets invalid buffers first), so it replaces that.
+            let what = format!("device lost ({reason:?}) {message}")
+                .trim()
+                .to_string();
+            let mut kept = f.lock().unwrap();
+            match &mut *kept {
+                Some(failure) => failure.what = what,
+                None => *kept = Some(Failure { what, op: None }),
+            }
+        });
         eprintln!(
             "selfsup: GPU adapter {} ({:?}, {:?}; {profile:?} kernels)",
             info.name, info.backend, info.device_type
@@ -302,8 +349,43 @@ impl GpuContext {
                 params_buf,
                 slot: align,
                 timing,
+                last: None,
             }),
+            failure,
         })
+    }
+
+    /// A context of its own on the best adapter, apart from the process-wide one (for work that
+    /// must not share its fate, such as a test that loses its device).
+    pub fn new() -> Result<Arc<GpuContext>> {
+        GpuContext::create().map(Arc::new).map_err(Error::Device)
+    }
+
+    /// The first device failure so far, naming the op it hit; `Ok` while the device works.
+    pub fn check(&self) -> Result<()> {
+        match &*self.failure.lock().unwrap() {
+            None => Ok(()),
+            Some(f) => Err(Error::Device(match &f.op {
+                Some(op) => format!("{}: {} in {op}", self.info.name, f.what),
+                None => format!("{}: {}", self.info.name, f.what),
+            })),
+        }
+    }
+
+    /// Whether a failure is recorded, naming the op that met it if none is named yet.
+    fn failed(&self, op: impl FnOnce() -> String) -> bool {
+        match &mut *self.failure.lock().unwrap() {
+            None => false,
+            Some(f) => {
+                f.op.get_or_insert_with(op);
+                true
+            }
+        }
+    }
+
+    /// Destroys the device, as a driver reset would: later work fails with a device-lost error.
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     /// The adapter's name and graphics API, e.g. `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)`.
@@ -417,14 +499,29 @@ impl GpuContext {
                 return b;
             }
         }
-        self.device.create_buffer(&wgpu::BufferDescriptor {
+        let ok_before = self.check().is_ok();
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        })
+        });
+        if ok_before && self.check().is_err() {
+            let st = self.state.lock().unwrap();
+            let pooled: u64 = st.pool.values().flatten().map(wgpu::Buffer::size).sum();
+            drop(st);
+            if let Some(f) = &mut *self.failure.lock().unwrap() {
+                f.what = format!(
+                    "{} allocating {} ({} idle in the buffer pool)",
+                    f.what,
+                    human_bytes(size),
+                    human_bytes(pooled)
+                );
+            }
+        }
+        buffer
     }
 
     /// Returns a buffer to the pool (after the open batch is submitted).
@@ -434,6 +531,9 @@ impl GpuContext {
 
     /// Copies host bytes into a buffer (ordered before the next submitted batch).
     pub(crate) fn write(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
+        if self.failed(|| format!("an upload of {}", human_bytes(bytes.len() as u64))) {
+            return;
+        }
         if !bytes.is_empty() {
             count(|c| {
                 c.uploads += 1;
@@ -503,7 +603,17 @@ impl GpuContext {
         buffers: &[&wgpu::Buffer],
         grid: [u32; 3],
     ) {
-        if grid.contains(&0) {
+        let op = || {
+            let sizes: Vec<String> = buffers.iter().map(|b| human_bytes(b.size())).collect();
+            format!(
+                "kernel {kernel} ({}×{}×{} workgroups; buffers {})",
+                grid[0],
+                grid[1],
+                grid[2],
+                sizes.join(", ")
+            )
+        };
+        if grid.contains(&0) || self.failed(op) {
             return;
         }
         let mut st = self.state.lock().unwrap();
@@ -538,17 +648,25 @@ impl GpuContext {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
+        if self.failed(op) {
+            return;
+        }
         st.ops.push(Recorded {
             kernel,
             pipeline,
             bind_group,
             grid,
         });
+        st.last = Some((kernel, grid));
         count(|c| c.dispatches += 1);
     }
 
     /// Encodes and submits the open batch, then recycles the buffers it freed.
     fn submit(&self, st: &mut State) {
+        if self.failed(|| format!("a batch of {} launches", st.ops.len())) {
+            st.ops.clear();
+            st.params.clear();
+        }
         if !st.ops.is_empty() {
             st.params.resize(st.ops.len() * st.slot as usize, 0);
             self.queue.write_buffer(&st.params_buf, 0, &st.params);
@@ -595,10 +713,18 @@ impl GpuContext {
         let Some(t) = &mut st.timing else { return };
         let n = 2 * st.ops.len() as u64;
         let slice = t.readback.slice(..8 * n);
-        slice.map_async(wgpu::MapMode::Read, |_| {});
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("GPU device lost while reading kernel times");
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
+        if let Err(e) = waited.map_err(|e| e.to_string()).and_then(|_| {
+            rx.recv()
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }) {
+            return self.record(format!("{e} reading kernel times"));
+        }
         {
             let view = slice.get_mapped_range().expect("mapped kernel times");
             let ticks: Vec<u64> = bytemuck::cast_slice(&view).to_vec();
@@ -609,6 +735,14 @@ impl GpuContext {
             }
         }
         t.readback.unmap();
+    }
+
+    /// Keeps `what` as the device's failure unless one is already kept.
+    fn record(&self, what: String) {
+        self.failure
+            .lock()
+            .unwrap()
+            .get_or_insert(Failure { what, op: None });
     }
 
     /// Launches and device time in nanoseconds per kernel since the last call, longest first;
@@ -630,18 +764,22 @@ impl GpuContext {
         self.submit(&mut st);
     }
 
-    /// Submits recorded work and waits until the device has finished it.
-    pub fn synchronize(&self) {
+    /// Submits recorded work and waits until the device has finished it; `Err` names the
+    /// device's failure, if it has one.
+    pub fn synchronize(&self) -> Result<()> {
         self.flush();
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("GPU device lost while waiting for work");
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.record(format!("{e} while waiting for work"));
+        }
+        self.check()
     }
 
-    /// Reads `bytes` bytes of `buffer` back to the host, after all recorded work.
-    pub(crate) fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Vec<u8> {
+    /// Reads `bytes` bytes of `buffer` back to the host, after all recorded work; `Err` names
+    /// the device's failure instead of returning values that were never computed.
+    pub(crate) fn read(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        self.check()?;
         if bytes == 0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let size = bytes.next_multiple_of(4);
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -650,7 +788,7 @@ impl GpuContext {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        {
+        let last = {
             let mut st = self.state.lock().unwrap();
             self.submit(&mut st);
             count(|c| {
@@ -658,7 +796,8 @@ impl GpuContext {
                 c.readbacks += 1;
                 c.readback_bytes += bytes;
             });
-        }
+            st.last
+        };
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
@@ -666,14 +805,50 @@ impl GpuContext {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .expect("GPU device lost during readback");
-        rx.recv()
-            .expect("readback callback dropped")
-            .expect("GPU buffer could not be mapped for reading");
+        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = waited.map_err(|e| e.to_string()).and_then(|_| {
+            rx.recv()
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = mapped {
+            self.record(e);
+        }
+        self.failed(|| {
+            let after = last.map_or(String::new(), |(k, g)| {
+                format!(" after kernel {k} ({}×{}×{} workgroups)", g[0], g[1], g[2])
+            });
+            format!("a read-back of {}{after}", human_bytes(bytes))
+        });
+        self.check()?;
         let data = staging.get_mapped_range(..).expect("mapped range").to_vec();
         staging.unmap();
-        data[..bytes as usize].to_vec()
+        Ok(data[..bytes as usize].to_vec())
+    }
+}
+
+/// wgpu's multi-line error report ("Validation Error", "Caused by:", the call, the reason) as
+/// one line: the reason, then where it arose.
+fn one_line(report: &str) -> String {
+    let lines: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "Caused by:" && !l.ends_with(" Error"))
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", in ")
+}
+
+/// `bytes` for a message: `512 B`, `4.0 MiB`, `1.50 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
     }
 }

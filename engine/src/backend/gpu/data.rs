@@ -47,10 +47,11 @@ impl GpuData {
         d
     }
 
-    /// Copies the values back to the host, waiting for the work that produces them.
-    pub fn download(&self) -> Vec<f32> {
-        let bytes = self.buf.ctx.read(self.buffer(), self.len as u64 * 4);
-        bytemuck::pod_collect_to_vec(&bytes)
+    /// Copies the values back to the host, waiting for the work that produces them; `Err` if
+    /// the device failed on the way.
+    pub fn download(&self) -> crate::error::Result<Vec<f32>> {
+        let bytes = self.buf.ctx.read(self.buffer(), self.len as u64 * 4)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     pub fn len(&self) -> usize {
