@@ -1,8 +1,8 @@
 //! What the GPU backend does on this machine's adapter, one figure per line: the adapter and its
 //! limits, copy bandwidth, matrix-product GFLOP/s (squares and the ViT's shapes), softmax, layer
 //! norm and reduction bandwidth, attention forward+backward, and the SimCLR training step split
-//! into forward, backward and optimizer with its kernel launches, submissions and uploads, then
-//! the same step on the host's CPU backend for comparison.
+//! into forward, backward and optimizer (with the gradient norm the run takes first) with its
+//! kernel launches, submissions and uploads, then the same step on the host's CPU backend.
 //!
 //! Made to be run once on a borrowed GPU machine, so it is built portable (no `target-cpu=native`,
 //! which `.cargo/config.toml` sets for this machine's CPU backend), stripped, and finishes in a few
@@ -21,7 +21,7 @@ use selfsup::models::views::{Recipe, ViewsConfig};
 use selfsup::models::vit::{Pool, VitConfig};
 use selfsup_engine::backend::gpu::GpuContext;
 use selfsup_engine::nn::Init;
-use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
+use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Optimizer};
 use selfsup_engine::{no_grad, Device, Tensor};
 use std::time::Instant;
 
@@ -282,6 +282,8 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         let r1 = t1.elapsed();
         dev.synchronize();
         let t2 = Instant::now();
+        // As the run's step: the gradient norm first (checked for NaN, used for clipping).
+        grad_norm(&model.parameters());
         opt.step(1e-3);
         model.after_step(at);
         let r2 = t2.elapsed();
@@ -324,6 +326,7 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
     };
     opt.zero_grad();
     model.loss(&x, &labels, at).backward();
+    grad_norm(&model.parameters());
     opt.step(1e-3);
     let times = ctx.take_kernel_times();
     let total: f64 = times.iter().map(|k| k.2).sum();

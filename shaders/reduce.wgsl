@@ -65,3 +65,49 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         IY[t] = at; // sums bind a stand-in here
     }
 }
+
+//!kernel sum_squares
+// Σx² of each of up to eight tensors (a global gradient norm's parts) in one launch: workgroup k
+// reduces tensor k into OUT[first + k], a strided loop per invocation then a fixed tree, so the
+// result does not depend on scheduling. The host keeps each tensor under 256 × 16,384 elements
+// (llvmpipe's loop limit). Unused bindings repeat X0 and are not read.
+// P: [count, first, n0, …, n7].
+@group(0) @binding(1) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(2) var<storage, read> X0: array<f32>;
+@group(0) @binding(3) var<storage, read> X1: array<f32>;
+@group(0) @binding(4) var<storage, read> X2: array<f32>;
+@group(0) @binding(5) var<storage, read> X3: array<f32>;
+@group(0) @binding(6) var<storage, read> X4: array<f32>;
+@group(0) @binding(7) var<storage, read> X5: array<f32>;
+@group(0) @binding(8) var<storage, read> X6: array<f32>;
+@group(0) @binding(9) var<storage, read> X7: array<f32>;
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let k = wid.x;
+    let n = P[2u + k];
+    var acc = 0.0;
+    switch k {
+        case 0u: { for (var i = lid.x; i < n; i += 256u) { acc += X0[i] * X0[i]; } }
+        case 1u: { for (var i = lid.x; i < n; i += 256u) { acc += X1[i] * X1[i]; } }
+        case 2u: { for (var i = lid.x; i < n; i += 256u) { acc += X2[i] * X2[i]; } }
+        case 3u: { for (var i = lid.x; i < n; i += 256u) { acc += X3[i] * X3[i]; } }
+        case 4u: { for (var i = lid.x; i < n; i += 256u) { acc += X4[i] * X4[i]; } }
+        case 5u: { for (var i = lid.x; i < n; i += 256u) { acc += X5[i] * X5[i]; } }
+        case 6u: { for (var i = lid.x; i < n; i += 256u) { acc += X6[i] * X6[i]; } }
+        default: { for (var i = lid.x; i < n; i += 256u) { acc += X7[i] * X7[i]; } }
+    }
+    partial[lid.x] = acc;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid.x < s) {
+            partial[lid.x] += partial[lid.x + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        OUT[P[1] + k] = partial[0];
+    }
+}

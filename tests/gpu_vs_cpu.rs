@@ -1992,3 +1992,69 @@ fn gpu_adamw_is_one_launch_and_matches_the_cpu() {
             .collect::<Vec<_>>()
     );
 }
+
+/// The fused Σx² of many tensors (a gradient norm's parts) against the CPU, with 19 tensors (three
+/// launches of eight, the last partial) from one value to more than a workgroup's loop stride,
+/// and the global gradient norm built on it in that many launches plus the final sum.
+#[test]
+fn gpu_sum_squares_of_many_tensors_in_few_launches() {
+    use selfsup_engine::optim::grad_norm;
+    let Some(gpu) = gpu_or_skip("gpu_sum_squares_of_many_tensors_in_few_launches") else {
+        return;
+    };
+    let shapes: Vec<Vec<usize>> = (0..19)
+        .map(|k| match k % 4 {
+            0 => vec![1],
+            1 => vec![33, 65],
+            2 => vec![257],
+            _ => vec![3, 1000 + k],
+        })
+        .collect();
+    let values: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, s)| normal(s, 40 + k as u64).iter().map(|&v| v as f32).collect())
+        .collect();
+    let on = |dev: &Device| -> Vec<Tensor> {
+        shapes
+            .iter()
+            .zip(&values)
+            .map(|(s, v)| Tensor::from_vec(v.clone(), s, dev))
+            .collect()
+    };
+    let want = Tensor::sum_squares(&on(&Device::cpu())).to_vec();
+    let tensors = on(&gpu);
+    let before = gpu.gpu_counters().unwrap();
+    let sums = Tensor::sum_squares(&tensors);
+    assert_eq!((gpu.gpu_counters().unwrap() - before).dispatches, 3);
+    assert_eq!(sums.shape(), &[19]);
+    assert_close32(
+        "sum_squares",
+        &[19],
+        &sums.to_vec(),
+        &want,
+        reduce_tol(3100),
+    );
+
+    // The same values as gradients: grad_norm = √Σ, read back once.
+    let params: Vec<Tensor> = tensors
+        .iter()
+        .map(|t| Tensor::zeros(t.shape(), &gpu).requires_grad_(true))
+        .collect();
+    let loss = params
+        .iter()
+        .zip(&tensors)
+        .map(|(p, t)| (p * t).sum_all())
+        .reduce(|a, b| &a + &b)
+        .unwrap();
+    loss.backward();
+    let before = gpu.gpu_counters().unwrap();
+    let norm = grad_norm(&params);
+    let spent = gpu.gpu_counters().unwrap() - before;
+    let expected = want.iter().map(|&v| v as f64).sum::<f64>().sqrt();
+    assert!(
+        (norm - expected).abs() <= 1e-4 * expected,
+        "{norm} vs {expected}"
+    );
+    assert_eq!((spent.dispatches, spent.readbacks), (4, 1), "{spent:?}");
+}

@@ -9,7 +9,7 @@ use selfsup::run::{OptimConfig, OptimizerKind, Run, RunConfig};
 use selfsup_engine::checkpoint;
 use selfsup_engine::data::Dataset;
 use selfsup_engine::nn::{BatchNorm1d, Dropout, Init, Module};
-use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
+use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Optimizer};
 use selfsup_engine::{no_grad, Device, Tensor};
 use selfsup_models::dino::{Centering, Dino, DinoConfig};
 use selfsup_models::heads::{HeadNorm, MlpHead, Tower};
@@ -291,13 +291,15 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
         opt.zero_grad();
         model.loss(&views, &labels, at).backward();
         let mid = gpu.gpu_counters().expect("GPU counters");
+        grad_norm(&model.parameters());
+        let normed = gpu.gpu_counters().expect("GPU counters");
         opt.step(1e-3);
         model.after_step(at);
         let after = gpu.gpu_counters().expect("GPU counters");
-        (mid - before, after - mid)
+        (mid - before, normed - mid, after - normed)
     };
     step(0);
-    let (pass, optimizer) = step(1);
+    let (pass, norm, optimizer) = step(1);
     assert!(
         pass.upload_bytes <= 2048,
         "forward + backward uploaded {} bytes in {} writes",
@@ -306,6 +308,11 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
     );
     assert_eq!(optimizer.upload_bytes, 0, "the optimizer uploaded data");
     assert_eq!(optimizer.dispatches, params, "AdamW launches per parameter");
+    // The gradient norm: eight gradients' Σg² per launch, one sum, one read-back.
+    assert_eq!(
+        (norm.dispatches, norm.readbacks, norm.upload_bytes),
+        (params.div_ceil(8) + 1, 1, 0)
+    );
 }
 
 /// Weights, buffers (teacher, queue) and optimizer state, sorted by name.

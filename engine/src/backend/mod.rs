@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod gpu;
 
 use crate::DType;
+use std::sync::Arc;
 
 /// Element-wise functions of one argument. Parametric ones carry their constants.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -321,6 +322,23 @@ pub fn adamw(
         }
         _ => None,
     }
+}
+
+/// Σx² of each tensor as one f32 vector, in a launch per eight tensors on the GPU; `None` where
+/// that kernel does not apply (CPU or mixed devices, f64, a tensor too long for it), and callers
+/// compose squares and sums instead.
+pub fn sum_squares(xs: &[&Storage]) -> Option<Storage> {
+    let gpu: Vec<&gpu::GpuData> = xs
+        .iter()
+        .map(|s| match s {
+            Storage::Gpu(g) if g.len() <= gpu::SUM_SQUARES_MAX => Some(g),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let first = gpu.first()?;
+    gpu.iter()
+        .all(|g| Arc::ptr_eq(g.ctx(), first.ctx()))
+        .then(|| Storage::Gpu(gpu::sum_squares(&gpu)))
 }
 
 /// Reads `shape` elements of `src` starting at `offset` through `strides` into a new

@@ -91,6 +91,21 @@ impl Tensor {
         self.mean_axes(&[], false)
     }
 
+    /// Σx² of each of `tensors`, as one vector (no gradient): the parts of a global gradient
+    /// norm, in one launch per eight tensors on the GPU instead of a square and a sum each.
+    pub fn sum_squares(tensors: &[Tensor]) -> Tensor {
+        assert!(!tensors.is_empty(), "sum_squares: no tensors");
+        let storages: Vec<_> = tensors.iter().map(Tensor::storage).collect();
+        let refs: Vec<&backend::Storage> = storages.iter().map(|s| &**s).collect();
+        match backend::sum_squares(&refs) {
+            Some(s) => Tensor::from_storage(s, vec![tensors.len()], tensors[0].device()),
+            None => crate::no_grad(|| {
+                let sums: Vec<Tensor> = tensors.iter().map(|t| t.square().sum_all()).collect();
+                Tensor::stack(&sums.iter().collect::<Vec<_>>(), 0)
+            }),
+        }
+    }
+
     /// Variance over `axes` with Bessel's `correction` (1 = unbiased, as PyTorch's default).
     #[track_caller]
     pub fn var_axes(&self, axes: &[isize], keepdim: bool, correction: usize) -> Tensor {

@@ -4,22 +4,17 @@ use crate::tensor::Tensor;
 
 /// The global L2 norm of the gradients of `params` (those without a gradient count as zero).
 ///
-/// Each gradient's sum of squares is reduced on its device and the sums are read back once, so
-/// a GPU model waits for one transfer, not one per tensor. All gradients must share a device
+/// The gradients' sums of squares are reduced on their device ([`Tensor::sum_squares`]) and read
+/// back once, so a GPU model waits for one transfer, not one per tensor. All gradients must share a device
 /// and dtype, as one model's do. NaN when the GPU failed on the way (`Device::check` says how),
 /// which a caller that stops on a non-finite norm treats like any other.
 pub fn grad_norm(params: &[Tensor]) -> f64 {
     crate::no_grad(|| {
-        let sums: Vec<Tensor> = params
-            .iter()
-            .filter_map(|p| p.grad())
-            .map(|g| g.square().sum_all())
-            .collect();
-        if sums.is_empty() {
+        let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
+        if grads.is_empty() {
             return 0.0;
         }
-        let refs: Vec<&Tensor> = sums.iter().collect();
-        let total = Tensor::stack(&refs, 0).sum_all();
+        let total = Tensor::sum_squares(&grads).sum_all();
         total.try_to_vec_f64().map_or(f64::NAN, |v| v[0].sqrt())
     })
 }

@@ -918,6 +918,32 @@ pub fn adamw(p: &GpuData, g: &GpuData, m: &GpuData, v: &GpuData, s: AdamWStep) -
     out
 }
 
+/// Largest tensor [`sum_squares`] takes: each of its 256 invocations loops at most
+/// [`LOOP_BUDGET`] times.
+pub const SUM_SQUARES_MAX: usize = 256 * LOOP_BUDGET;
+
+/// Σx² of each tensor, as one vector: eight tensors per launch (the parts of a global gradient
+/// norm, ~2 launches per parameter when composed). Each holds at most [`SUM_SQUARES_MAX`] values.
+pub fn sum_squares(xs: &[&GpuData]) -> GpuData {
+    let ctx = xs[0].ctx();
+    let out = GpuData::alloc(ctx, xs.len());
+    for (c, chunk) in xs.chunks(8).enumerate() {
+        let mut p = vec![chunk.len() as u32, 8 * c as u32];
+        p.extend((0..8).map(|k| chunk.get(k).map_or(0, |x| x.len() as u32)));
+        let mut bufs = vec![&out];
+        bufs.extend((0..8).map(|k| *chunk.get(k).unwrap_or(&chunk[0])));
+        let groups = chunk.len() as u32;
+        launch(
+            ctx,
+            kernel!(REDUCE, "sum_squares"),
+            &p,
+            &bufs,
+            [groups, 1, 1],
+        );
+    }
+    out
+}
+
 /// `n` copies of `value`, written by a kernel (no host upload).
 pub fn fill(ctx: &Arc<GpuContext>, n: usize, value: f64) -> GpuData {
     let y = GpuData::alloc(ctx, n);

@@ -56,6 +56,6 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!(count, 27);
+        assert_eq!(count, 28);
     }
 }
