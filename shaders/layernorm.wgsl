@@ -1,5 +1,10 @@
-// Row-wise layer norm without affine parameters (the affine part is an ordinary broadcast op):
-// x̂ = (x - mean) · rstd, one workgroup per row, and its input gradient.
+// Row-wise layer norm x̂ = (x - mean) · rstd and its input gradient, one workgroup (or, the
+// `_rowwise` kernels, one invocation) per row. With the override constant AFFINE the forward
+// writes y = x̂·w + b and keeps x̂ in XH, and the backward takes the gradient through w and
+// writes g·x̂ to GX (summed over rows into w's gradient by the host); without it those bindings
+// are stand-ins (X for W and B, Y for XH; XH for W, DX for GX) and never touched.
+
+override AFFINE: bool = false;
 
 const WG: u32 = 64u;
 var<workgroup> red: array<f32, WG>;
@@ -24,6 +29,18 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> MEAN: array<f32>;
 @group(0) @binding(4) var<storage, read_write> RSTD: array<f32>;
+@group(0) @binding(5) var<storage, read> W: array<f32>;
+@group(0) @binding(6) var<storage, read> B: array<f32>;
+@group(0) @binding(7) var<storage, read_write> XH: array<f32>;
+
+fn store(base: u32, j: u32, xh: f32) {
+    if (AFFINE) {
+        XH[base + j] = xh;
+        Y[base + j] = xh * W[j] + B[j];
+    } else {
+        Y[base + j] = xh;
+    }
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -49,7 +66,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let rstd = inverseSqrt(reduce_sum(lid, v) / n + pf(2u));
     if (live) {
         for (var j = lid; j < cols; j += WG) {
-            Y[base + j] = (X[base + j] - mean) * rstd;
+            store(base, j, (X[base + j] - mean) * rstd);
         }
         if (lid == 0u) {
             MEAN[row] = mean;
@@ -64,6 +81,16 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 @group(0) @binding(2) var<storage, read> RSTD: array<f32>;
 @group(0) @binding(3) var<storage, read> G: array<f32>;
 @group(0) @binding(4) var<storage, read_write> DX: array<f32>;
+@group(0) @binding(5) var<storage, read> W: array<f32>;
+@group(0) @binding(6) var<storage, read_write> GX: array<f32>;
+
+// The gradient reaching x̂: through w when affine.
+fn grad(base: u32, j: u32) -> f32 {
+    if (AFFINE) {
+        return G[base + j] * W[j];
+    }
+    return G[base + j];
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -76,7 +103,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var sgx = 0.0;
     if (live) {
         for (var j = lid; j < cols; j += WG) {
-            let g = G[base + j];
+            let g = grad(base, j);
             sg += g;
             sgx += g * XH[base + j];
         }
@@ -86,7 +113,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (live) {
         let r = RSTD[row];
         for (var j = lid; j < cols; j += WG) {
-            DX[base + j] = r * (G[base + j] - mg - XH[base + j] * mgx);
+            DX[base + j] = r * (grad(base, j) - mg - XH[base + j] * mgx);
+            if (AFFINE) {
+                GX[base + j] = G[base + j] * XH[base + j];
+            }
         }
     }
 }
@@ -97,6 +127,18 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> MEAN: array<f32>;
 @group(0) @binding(4) var<storage, read_write> RSTD: array<f32>;
+@group(0) @binding(5) var<storage, read> W: array<f32>;
+@group(0) @binding(6) var<storage, read> B: array<f32>;
+@group(0) @binding(7) var<storage, read_write> XH: array<f32>;
+
+fn store(base: u32, j: u32, xh: f32) {
+    if (AFFINE) {
+        XH[base + j] = xh;
+        Y[base + j] = xh * W[j] + B[j];
+    } else {
+        Y[base + j] = xh;
+    }
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -119,7 +161,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let rstd = inverseSqrt(v / n + pf(2u));
     for (var j = 0u; j < cols; j++) {
-        Y[base + j] = (X[base + j] - mean) * rstd;
+        store(base, j, (X[base + j] - mean) * rstd);
     }
     MEAN[row] = mean;
     RSTD[row] = rstd;
@@ -130,6 +172,16 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(2) var<storage, read> RSTD: array<f32>;
 @group(0) @binding(3) var<storage, read> G: array<f32>;
 @group(0) @binding(4) var<storage, read_write> DX: array<f32>;
+@group(0) @binding(5) var<storage, read> W: array<f32>;
+@group(0) @binding(6) var<storage, read_write> GX: array<f32>;
+
+// The gradient reaching x̂: through w when affine.
+fn grad(base: u32, j: u32) -> f32 {
+    if (AFFINE) {
+        return G[base + j] * W[j];
+    }
+    return G[base + j];
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -143,7 +195,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     var sg = 0.0;
     var sgx = 0.0;
     for (var j = 0u; j < cols; j++) {
-        let g = G[base + j];
+        let g = grad(base, j);
         sg += g;
         sgx += g * XH[base + j];
     }
@@ -151,6 +203,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let mgx = sgx / n;
     let r = RSTD[row];
     for (var j = 0u; j < cols; j++) {
-        DX[base + j] = r * (G[base + j] - mg - XH[base + j] * mgx);
+        DX[base + j] = r * (grad(base, j) - mg - XH[base + j] * mgx);
+        if (AFFINE) {
+            GX[base + j] = G[base + j] * XH[base + j];
+        }
     }
 }

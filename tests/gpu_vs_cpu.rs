@@ -1905,9 +1905,21 @@ fn gpu_long_rows_use_the_workgroup_kernels() {
         reduce_tol(5000),
         |t| t[0].log_softmax(-1),
     );
-    gpu_check_with("layer_norm (3,5000)", &gpu, [x, w], reduce_tol(5000), |t| {
-        t[0].layer_norm(Some(&t[1]), None, 1e-5)
-    });
+    let b = leaf32(normal(&[5000], 53), &[5000]);
+    gpu_check_with(
+        "layer_norm (3,5000)",
+        &gpu,
+        [x.clone(), w.clone()],
+        reduce_tol(5000),
+        |t| t[0].layer_norm(Some(&t[1]), None, 1e-5),
+    );
+    gpu_check_with(
+        "layer_norm affine, fused (3,5000)",
+        &gpu,
+        [x, w, b],
+        reduce_tol(5000),
+        |t| t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-5),
+    );
 }
 
 /// conv2d (a window gather with a zero row for padding, then `linear`) on both backends.
@@ -1939,58 +1951,77 @@ fn gpu_conv2d() {
 }
 
 /// AdamW's fused GPU kernel against the CPU's over three steps with weight decay and bias
-/// correction, on a parameter that is not a multiple of the workgroup size; one launch per
-/// parameter per step (the first also fills the two moment buffers with zeros).
+/// correction: seven parameters of sizes around the workgroup's 256 in two groups (another
+/// decay, another rate), so two launches per step, the second with three parameters (the first
+/// step also fills the moment buffers with zeros, two launches per parameter).
 #[test]
-fn gpu_adamw_is_one_launch_and_matches_the_cpu() {
+fn gpu_adamw_updates_four_parameters_per_launch_and_matches_the_cpu() {
     use selfsup_engine::optim::{AdamW, Optimizer, ParamGroup};
-    let Some(gpu) = gpu_or_skip("gpu_adamw_is_one_launch_and_matches_the_cpu") else {
+    let Some(gpu) = gpu_or_skip("gpu_adamw_updates_four_parameters_per_launch_and_matches_the_cpu")
+    else {
         return;
     };
-    let n = 1000;
-    let run = |dev: &Device| -> (Vec<f32>, Vec<u64>) {
-        let p = Tensor::from_vec(
-            normal(&[n], 1).iter().map(|&v| v as f32).collect(),
-            &[n],
-            dev,
-        )
-        .requires_grad_(true);
-        let c = Tensor::from_vec(
-            normal(&[n], 2).iter().map(|&v| v as f32).collect(),
-            &[n],
-            dev,
-        );
-        let group = ParamGroup {
-            params: vec![("w".into(), p.clone())],
-            weight_decay: 0.1,
-            lr_scale: 1.0,
-            adapt: true,
+    let sizes = [1000, 1, 255, 256, 257, 33 * 65, 5];
+    let run = |dev: &Device| -> (Vec<Vec<f32>>, Vec<u64>) {
+        let tensor = |n: usize, seed: u64| {
+            let v = normal(&[n], seed).iter().map(|&v| v as f32).collect();
+            Tensor::from_vec(v, &[n], dev)
         };
-        let mut opt = AdamW::new(vec![group], 0.9, 0.99, 1e-8);
+        let params: Vec<Tensor> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| tensor(n, k as u64).requires_grad_(true))
+            .collect();
+        let consts: Vec<Tensor> = sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| tensor(n, 100 + k as u64))
+            .collect();
+        let named = |r: std::ops::Range<usize>| -> Vec<(String, Tensor)> {
+            r.map(|k| (format!("w{k}"), params[k].clone())).collect()
+        };
+        let groups = vec![
+            ParamGroup {
+                params: named(0..4),
+                weight_decay: 0.1,
+                lr_scale: 1.0,
+                adapt: true,
+            },
+            ParamGroup {
+                params: named(4..7),
+                weight_decay: 0.0,
+                lr_scale: 0.5,
+                adapt: false,
+            },
+        ];
+        let mut opt = AdamW::new(groups, 0.9, 0.99, 1e-8);
         let mut launches = Vec::new();
         for _ in 0..3 {
             opt.zero_grad();
             // ∇ = c + p: a gradient that changes with the parameter.
-            (&(&p * &c).sum_all() + &p.square().sum_all().mul_scalar(0.5)).backward();
+            let loss = params
+                .iter()
+                .zip(&consts)
+                .map(|(p, c)| &(p * c).sum_all() + &p.square().sum_all().mul_scalar(0.5))
+                .reduce(|a, b| &a + &b)
+                .unwrap();
+            loss.backward();
             let before = dev.gpu_counters();
             opt.step(0.05);
             if let (Some(a), Some(b)) = (dev.gpu_counters(), before) {
                 launches.push((a - b).dispatches);
             }
         }
-        (p.to_vec(), launches)
+        (params.iter().map(Tensor::to_vec).collect(), launches)
     };
     let (want, _) = run(&Device::cpu());
     let (got, launches) = run(&gpu);
-    assert_eq!(launches, [3, 1, 1], "AdamW launches per step");
-    assert_close32("adamw, 3 steps", &[n], &got, &want, F32_TOL);
-    assert_ne!(
-        want,
-        normal(&[n], 1)
-            .iter()
-            .map(|&v| v as f32)
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(launches, [2 * 7 + 2, 2, 2], "AdamW launches per step");
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close32(&format!("adamw w{k}, 3 steps"), &[g.len()], g, w, F32_TOL);
+    }
+    let first: Vec<f32> = normal(&[1000], 0).iter().map(|&v| v as f32).collect();
+    assert_ne!(want[0], first, "the parameters moved");
 }
 
 /// The fused Σx² of many tensors (a gradient norm's parts) against the CPU, with 19 tensors (three

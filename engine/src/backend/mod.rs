@@ -303,25 +303,44 @@ pub struct AdamWStep {
     pub eps: f64,
 }
 
-/// The new (parameter, first moment, second moment) of an AdamW step in one pass (one launch on
-/// the GPU), or `None` for operands on different devices, which the optimizer's composed ops
-/// then refuse by name.
-pub fn adamw(
-    p: &Storage,
-    g: &Storage,
-    m: &Storage,
-    v: &Storage,
-    s: AdamWStep,
-) -> Option<[Storage; 3]> {
-    match (p, g, m, v) {
-        (Storage::Cpu(p), Storage::Cpu(g), Storage::Cpu(m), Storage::Cpu(v)) => {
-            Some(cpu::adamw(p, g, m, v, s).map(Storage::Cpu))
-        }
-        (Storage::Gpu(p), Storage::Gpu(g), Storage::Gpu(m), Storage::Gpu(v)) => {
-            Some(gpu::adamw(p, g, m, v, s).map(Storage::Gpu))
-        }
-        _ => None,
+/// The new (parameter, first moment, second moment) of an AdamW step for each `[p, g, m, v]`, in
+/// one pass each on the CPU and four parameters per launch on the GPU; `None` for operands on
+/// different devices (which the optimizer's composed ops then refuse by name), or an adapter
+/// with too few storage bindings for the fused kernel (composed ops then run there).
+pub fn adamw(items: &[[&Storage; 4]], steps: &[AdamWStep]) -> Option<Vec<[Storage; 3]>> {
+    if items.iter().flatten().all(|s| matches!(s, Storage::Cpu(_))) {
+        return Some(
+            items
+                .iter()
+                .zip(steps)
+                .map(|([p, g, m, v], &s)| {
+                    let [p, g, m, v] = [p, g, m, v].map(|x| cpu_data(x));
+                    cpu::adamw(p, g, m, v, s).map(Storage::Cpu)
+                })
+                .collect(),
+        );
     }
+    let gpu: Vec<[&gpu::GpuData; 4]> = items
+        .iter()
+        .map(|item| {
+            let mut out = Vec::with_capacity(4);
+            for s in item {
+                match s {
+                    Storage::Gpu(g) => out.push(g),
+                    Storage::Cpu(_) => return None,
+                }
+            }
+            out.try_into().ok()
+        })
+        .collect::<Option<_>>()?;
+    let ctx = gpu.first()?[0].ctx();
+    let one_context = gpu.iter().flatten().all(|g| Arc::ptr_eq(g.ctx(), ctx));
+    (one_context && ctx.max_storage_buffers() >= gpu::ADAMW_BINDINGS).then(|| {
+        gpu::adamw(&gpu, steps)
+            .into_iter()
+            .map(|o| o.map(Storage::Gpu))
+            .collect()
+    })
 }
 
 /// Σx² of each tensor as one f32 vector, in a launch per eight tensors on the GPU; `None` where
@@ -411,8 +430,8 @@ pub fn layer_norm_backward(
         gpu => gpu::layer_norm_backward(xhat, rstd, g, rows, cols))
 }
 
-/// Layer norm and its affine map `y = x̂·w + b` in one pass: `(y, x̂, rstd)`, or `None` where the
-/// backend has no fused kernel and the op composes it.
+/// Layer norm and its affine map `y = x̂·w + b` in one pass (one launch on the GPU): `(y, x̂,
+/// rstd)`, or `None` for operands on different devices, which the composed op then refuses.
 pub fn layer_norm_affine(
     x: &Storage,
     w: &Storage,
@@ -424,6 +443,11 @@ pub fn layer_norm_affine(
         (Storage::Cpu(x), Storage::Cpu(w), Storage::Cpu(b)) => {
             let (y, xh, r) = cpu::layer_norm_affine(x, w, b, cols, eps);
             Some((Storage::Cpu(y), Storage::Cpu(xh), Storage::Cpu(r)))
+        }
+        (Storage::Gpu(x), Storage::Gpu(w), Storage::Gpu(b)) => {
+            let rows = x.len() / cols.max(1);
+            let (y, xh, r) = gpu::layer_norm_affine(x, w, b, rows, cols, eps);
+            Some((Storage::Gpu(y), Storage::Gpu(xh), Storage::Gpu(r)))
         }
         _ => None,
     }
@@ -443,7 +467,12 @@ pub fn layer_norm_affine_backward(
             let (dx, dw, db) = cpu::layer_norm_affine_backward(x, r, w, g, cols);
             (Storage::Cpu(dx), Storage::Cpu(dw), Storage::Cpu(db))
         }
-        _ => panic!("layer_norm backward: the fused kernel runs on the CPU only"),
+        (Storage::Gpu(x), Storage::Gpu(r), Storage::Gpu(w), Storage::Gpu(g)) => {
+            let rows = x.len() / cols.max(1);
+            let (dx, dw, db) = gpu::layer_norm_affine_backward(x, r, w, g, rows, cols);
+            (Storage::Gpu(dx), Storage::Gpu(dw), Storage::Gpu(db))
+        }
+        _ => panic!("layer_norm backward: operands live on different devices"),
     }
 }
 

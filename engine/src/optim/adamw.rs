@@ -50,36 +50,68 @@ impl Optimizer for AdamW {
         let t = (self.state.steps + 1) as f64;
         let bias1 = 1.0 - beta1.powf(t);
         let bias2_sqrt = (1.0 - beta2.powf(t)).sqrt();
-        self.state.step(|group, p, g, bufs| {
-            let [m, v] = bufs else {
-                unreachable!("AdamW keeps two buffers")
-            };
-            let lr = lr * group.lr_scale;
-            let s = AdamWStep {
-                decay: 1.0 - lr * group.weight_decay,
-                beta1,
-                beta2,
-                step_size: lr / bias1,
-                bias2_sqrt,
-                eps,
-            };
-            let [new_p, new_m, new_v] = adamw_update(p, g, m, v, s);
-            p.set_data(&new_p);
-            (*m, *v) = (new_m, new_v);
+        self.state.step_all(|due| {
+            let steps: Vec<AdamWStep> = due
+                .iter()
+                .map(|(group, ..)| {
+                    let lr = lr * group.lr_scale;
+                    AdamWStep {
+                        decay: 1.0 - lr * group.weight_decay,
+                        beta1,
+                        beta2,
+                        step_size: lr / bias1,
+                        bias2_sqrt,
+                        eps,
+                    }
+                })
+                .collect();
+            adamw_updates(due, &steps)
         });
     }
 
     super::delegate_state!();
 }
 
-/// One parameter's new (value, first moment, second moment): the backend's fused kernel where it
-/// has one, else the same arithmetic as tensor ops.
-fn adamw_update(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> [Tensor; 3] {
-    let (shape, device) = (p.shape().to_vec(), p.device());
-    if let Some(out) = backend::adamw(&p.storage(), &g.storage(), &m.storage(), &v.storage(), s) {
-        return out.map(|d| Tensor::from_storage(d, shape.clone(), device.clone()));
+/// Every parameter's new value and (first moment, second moment): the backend's fused kernel
+/// where it has one (several parameters per launch on the GPU), else the same arithmetic as
+/// tensor ops.
+fn adamw_updates(
+    due: &[(&ParamGroup, &Tensor, Tensor, &[Tensor])],
+    steps: &[AdamWStep],
+) -> Vec<(Tensor, Vec<Tensor>)> {
+    let storages: Vec<[_; 4]> = due
+        .iter()
+        .map(|(_, p, g, bufs)| {
+            [
+                p.storage(),
+                g.storage(),
+                bufs[0].storage(),
+                bufs[1].storage(),
+            ]
+        })
+        .collect();
+    let refs: Vec<[&backend::Storage; 4]> = storages
+        .iter()
+        .map(|s| s.each_ref().map(|a| &**a))
+        .collect();
+    match backend::adamw(&refs, steps) {
+        Some(out) => due
+            .iter()
+            .zip(out)
+            .map(|((_, p, ..), [np, nm, nv])| {
+                let t = |d| Tensor::from_storage(d, p.shape().to_vec(), p.device());
+                (t(np), vec![t(nm), t(nv)])
+            })
+            .collect(),
+        None => due
+            .iter()
+            .zip(steps)
+            .map(|((_, p, g, bufs), &s)| {
+                let [np, nm, nv] = adamw_composed(p, g, &bufs[0], &bufs[1], s);
+                (np, vec![nm, nv])
+            })
+            .collect(),
     }
-    adamw_composed(p, g, m, v, s)
 }
 
 fn adamw_composed(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, s: AdamWStep) -> [Tensor; 3] {

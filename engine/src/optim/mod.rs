@@ -147,6 +147,38 @@ impl GroupState {
         }
     }
 
+    /// [`GroupState::step`] for optimizers that update many parameters at once (AdamW's fused
+    /// kernel takes several per launch): `update` gets every trainable parameter that has a
+    /// gradient, as (group, parameter, gradient, buffers), and returns their new values and
+    /// buffers in the same order.
+    fn step_all(
+        &mut self,
+        update: impl FnOnce(&[(&ParamGroup, &Tensor, Tensor, &[Tensor])]) -> Vec<(Tensor, Vec<Tensor>)>,
+    ) {
+        self.steps += 1;
+        let _guard = crate::NoGradGuard::new();
+        let mut due = Vec::new();
+        for group in &self.groups {
+            for (name, p) in group.params.iter().filter(|(_, p)| p.requires_grad()) {
+                self.buffers
+                    .entry(name.clone())
+                    .or_insert_with(|| self.kinds.iter().map(|_| p.zeros_like()).collect());
+                if let Some(g) = p.grad() {
+                    due.push((group, name, p, g));
+                }
+            }
+        }
+        let args: Vec<_> = due
+            .iter()
+            .map(|(group, name, p, g)| (*group, *p, g.clone(), self.buffers[*name].as_slice()))
+            .collect();
+        let updated = update(&args);
+        for ((_, name, p, _), (value, bufs)) in due.iter().zip(updated) {
+            p.set_data(&value);
+            self.buffers.insert((*name).clone(), bufs);
+        }
+    }
+
     fn zero_grad(&self) {
         for group in &self.groups {
             for (_, p) in &group.params {

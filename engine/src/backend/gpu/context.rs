@@ -425,6 +425,10 @@ impl GpuContext {
                 "max storage binding".into(),
                 format!("{} MiB", self.max_binding() >> 20),
             ),
+            (
+                "storage buffers per kernel".into(),
+                l.max_storage_buffers_per_shader_stage.to_string(),
+            ),
         ];
         for (name, f) in [
             ("shader f16", wgpu::Features::SHADER_F16),
@@ -461,6 +465,11 @@ impl GpuContext {
     /// A snapshot of the calling thread's work counters (see [`GpuCounters`]).
     pub fn counters(&self) -> GpuCounters {
         COUNTERS.with(|c| c.get())
+    }
+
+    /// Storage buffers one kernel may bind (its parameters included).
+    pub fn max_storage_buffers(&self) -> u32 {
+        self.limits.max_storage_buffers_per_shader_stage
     }
 
     /// Largest buffer one kernel may bind, in bytes.

@@ -523,6 +523,33 @@ pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log:
 
 #[track_caller]
 pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, GpuData, GpuData) {
+    let (y, mean, rstd, _) = layer_norm_launch(x, None, rows, cols, eps);
+    (y, mean, rstd)
+}
+
+/// Layer norm with its affine weight and bias in one launch: (y, x̂, rstd).
+#[track_caller]
+pub fn layer_norm_affine(
+    x: &GpuData,
+    w: &GpuData,
+    b: &GpuData,
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> (GpuData, GpuData, GpuData) {
+    let (y, _, rstd, xhat) = layer_norm_launch(x, Some((w, b)), rows, cols, eps);
+    (y, xhat.expect("an affine launch keeps x̂"), rstd)
+}
+
+/// One layer-norm launch: (y, mean, rstd, and x̂ apart from y when affine).
+#[track_caller]
+fn layer_norm_launch(
+    x: &GpuData,
+    affine: Option<(&GpuData, &GpuData)>,
+    rows: usize,
+    cols: usize,
+    eps: f64,
+) -> (GpuData, GpuData, GpuData, Option<GpuData>) {
     check_row_len("layer_norm", cols);
     let ctx = x.ctx();
     let (y, mean, rstd) = (
@@ -530,6 +557,7 @@ pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, 
         GpuData::alloc(ctx, rows),
         GpuData::alloc(ctx, rows),
     );
+    let xhat = affine.map(|_| GpuData::alloc(ctx, x.len()));
     let p = [rows as u32, cols as u32, bits(eps)];
     let (k, grid) = row_kernel(
         ctx,
@@ -538,8 +566,12 @@ pub fn layer_norm(x: &GpuData, rows: usize, cols: usize, eps: f64) -> (GpuData, 
         kernel!(LAYERNORM, "layer_norm_rowwise"),
         kernel!(LAYERNORM, "layer_norm"),
     );
-    launch(ctx, k, &p, &[x, &y, &mean, &rstd], grid);
-    (y, mean, rstd)
+    // Without affine parameters the extra bindings are stand-ins the kernel never touches.
+    let (w, b) = affine.unwrap_or((x, x));
+    let buffers = [x, &y, &mean, &rstd, w, b, xhat.as_ref().unwrap_or(&y)];
+    let constants = [("AFFINE", affine.is_some() as u32)];
+    launch_with(ctx, k, &constants, &p, &buffers, grid);
+    (y, mean, rstd, xhat)
 }
 
 pub fn layer_norm_backward(
@@ -549,8 +581,38 @@ pub fn layer_norm_backward(
     rows: usize,
     cols: usize,
 ) -> GpuData {
+    layer_norm_backward_launch(xhat, rstd, None, g, rows, cols).0
+}
+
+/// The affine layer norm's gradients (x, weight, bias): the input's and g·x̂ in one launch, then
+/// the two sums over rows.
+pub fn layer_norm_affine_backward(
+    xhat: &GpuData,
+    rstd: &GpuData,
+    w: &GpuData,
+    g: &GpuData,
+    rows: usize,
+    cols: usize,
+) -> (GpuData, GpuData, GpuData) {
+    let (dx, gx) = layer_norm_backward_launch(xhat, rstd, Some(w), g, rows, cols);
+    let gx = gx.expect("an affine launch writes g·x̂");
+    let dw = reduce(Reduce::Sum, &gx, 1, rows, cols);
+    let db = reduce(Reduce::Sum, g, 1, rows, cols);
+    (dx, dw, db)
+}
+
+/// One layer-norm backward launch: dx, and g·x̂ when affine (its gradient passes through `w`).
+fn layer_norm_backward_launch(
+    xhat: &GpuData,
+    rstd: &GpuData,
+    w: Option<&GpuData>,
+    g: &GpuData,
+    rows: usize,
+    cols: usize,
+) -> (GpuData, Option<GpuData>) {
     let ctx = xhat.ctx();
     let dx = GpuData::alloc(ctx, xhat.len());
+    let gx = w.map(|_| GpuData::alloc(ctx, xhat.len()));
     let p = [rows as u32, cols as u32];
     let (k, grid) = row_kernel(
         ctx,
@@ -559,8 +621,23 @@ pub fn layer_norm_backward(
         kernel!(LAYERNORM, "layer_norm_backward_rowwise"),
         kernel!(LAYERNORM, "layer_norm_backward"),
     );
-    launch(ctx, k, &p, &[xhat, rstd, g, &dx], grid);
-    dx
+    let buffers = [
+        xhat,
+        rstd,
+        g,
+        &dx,
+        w.unwrap_or(xhat),
+        gx.as_ref().unwrap_or(&dx),
+    ];
+    launch_with(
+        ctx,
+        k,
+        &[("AFFINE", w.is_some() as u32)],
+        &p,
+        &buffers,
+        grid,
+    );
+    (dx, gx)
 }
 
 /// Head dimensions the fused kernels keep in registers.
@@ -892,29 +969,69 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
     y
 }
 
-/// One AdamW step of a parameter in one launch: its new (value, first moment, second moment).
-pub fn adamw(p: &GpuData, g: &GpuData, m: &GpuData, v: &GpuData, s: AdamWStep) -> [GpuData; 3] {
-    let ctx = p.ctx();
-    let n = p.len();
-    let out = [(); 3].map(|_| GpuData::alloc(ctx, n));
-    let params = [
-        n as u32,
-        bits(s.decay),
-        bits(s.beta1),
-        bits(s.beta2),
-        bits(1.0 - s.beta1),
-        bits(1.0 - s.beta2),
-        bits(1.0 / s.bias2_sqrt),
-        bits(s.eps),
-        bits(s.step_size),
-    ];
-    launch(
-        ctx,
-        kernel!(OPTIM, "adamw"),
-        &params,
-        &[p, g, m, v, &out[0], &out[1], &out[2]],
-        grid(n, 256),
-    );
+/// Parameters one AdamW launch updates: 4 × 7 buffers and the parameters fit the 31 storage
+/// bindings of Metal, the tightest of the usual adapters.
+pub const ADAMW_PER_LAUNCH: usize = 4;
+
+/// Storage bindings the AdamW kernel needs (see [`adamw`]).
+pub const ADAMW_BINDINGS: u32 = 7 * ADAMW_PER_LAUNCH as u32 + 1;
+
+/// One AdamW step of each parameter (value, gradient, moments), four per launch: their new
+/// (value, first moment, second moment). Decay and step size are each parameter's own; β, ε and
+/// the bias correction are one optimizer's, shared by all. The adapter must allow
+/// [`ADAMW_BINDINGS`] storage buffers per kernel.
+pub fn adamw(items: &[[&GpuData; 4]], steps: &[AdamWStep]) -> Vec<[GpuData; 3]> {
+    let Some(first) = items.first() else {
+        return Vec::new();
+    };
+    let ctx = first[0].ctx();
+    let s0 = steps[0];
+    debug_assert!(steps
+        .iter()
+        .all(|s| (s.beta1, s.beta2, s.bias2_sqrt, s.eps)
+            == (s0.beta1, s0.beta2, s0.bias2_sqrt, s0.eps)));
+    let out: Vec<[GpuData; 3]> = items
+        .iter()
+        .map(|[p, ..]| [(); 3].map(|_| GpuData::alloc(ctx, p.len())))
+        .collect();
+    for (chunk, (outs, steps)) in items.chunks(ADAMW_PER_LAUNCH).zip(
+        out.chunks(ADAMW_PER_LAUNCH)
+            .zip(steps.chunks(ADAMW_PER_LAUNCH)),
+    ) {
+        let mut starts = [0u32; ADAMW_PER_LAUNCH];
+        let mut groups = 0usize;
+        for (k, [p, ..]) in chunk.iter().enumerate() {
+            starts[k] = groups as u32;
+            groups += p.len().div_ceil(256);
+        }
+        let pick = |k: usize| if k < chunk.len() { k } else { 0 };
+        let mut params = vec![chunk.len() as u32];
+        params.extend(starts);
+        params.extend((0..ADAMW_PER_LAUNCH).map(|k| chunk[pick(k)][0].len() as u32));
+        params.extend((0..ADAMW_PER_LAUNCH).map(|k| bits(steps[pick(k)].decay)));
+        params.extend((0..ADAMW_PER_LAUNCH).map(|k| bits(steps[pick(k)].step_size)));
+        params.extend([
+            bits(s0.beta1),
+            bits(s0.beta2),
+            bits(1.0 - s0.beta1),
+            bits(1.0 - s0.beta2),
+            bits(1.0 / s0.bias2_sqrt),
+            bits(s0.eps),
+        ]);
+        let buffers: Vec<&GpuData> = (0..ADAMW_PER_LAUNCH)
+            .flat_map(|k| {
+                let ([p, g, m, v], [np, nm, nv]) = (&chunk[pick(k)], &outs[pick(k)]);
+                [*p, *g, *m, *v, np, nm, nv]
+            })
+            .collect();
+        launch(
+            ctx,
+            kernel!(OPTIM, "adamw"),
+            &params,
+            &buffers,
+            grid(groups * 256, 256),
+        );
+    }
     out
 }
 
