@@ -56,7 +56,8 @@ pub fn nt_xent(z1: &Tensor, z2: &Tensor, temperature: f64) -> Tensor {
     let n = z1.shape()[0];
     let z = Tensor::cat(&[z1, z2], 0).normalize(1, 1e-12);
     let sim = z.matmul_nt(&z).mul_scalar(1.0 / temperature); // (2N, 2N)
-                                                             // The diagonal (i = j) as a mask, made on the device from 2N indices: (2N, 1) = (1, 2N).
+
+    // The diagonal (i = j) as a mask, made on the device from 2N indices: (2N, 1) = (1, 2N).
     let idx = z.new_from(&(0..2 * n).map(|i| i as f64).collect::<Vec<_>>(), &[2 * n]);
     let eye = idx.unsqueeze(1).eq_(&idx.unsqueeze(0));
     let sim = sim.masked_fill(&eye, f64::NEG_INFINITY);
