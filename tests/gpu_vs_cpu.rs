@@ -1090,6 +1090,24 @@ fn gpu_batch_norm() {
         );
         let rm = const32(normal(&[c], seed + 30), &[c]);
         let rv = const32(uniform(&[c], 0.5, 2.0, seed + 40), &[c]);
+        // Affine with running statistics: one fused launch each way on the GPU.
+        gpu_check_with(
+            &format!("batch_norm train fused {s:?}"),
+            &gpu,
+            &[x.clone(), w.clone(), b.clone(), rm.clone(), rv.clone()],
+            tol,
+            |t| {
+                t[0].batch_norm(
+                    Some(&t[3]),
+                    Some(&t[4]),
+                    Some(&t[1]),
+                    Some(&t[2]),
+                    true,
+                    0.1,
+                    1e-5,
+                )
+            },
+        );
         gpu_check_with(
             &format!("batch_norm eval {s:?}"),
             &gpu,
@@ -1107,31 +1125,28 @@ fn gpu_batch_norm() {
                 )
             },
         );
-        // Running statistics after two training steps agree.
-        let stats = |dev: &Device| {
-            let xs = Tensor::from_vec(x.to_vec(), &s, dev);
-            let rm = Tensor::from_vec(vec![0.0; c], &[c], dev);
-            let rv = Tensor::from_vec(vec![1.0; c], &[c], dev);
-            for _ in 0..2 {
-                let _ = xs.batch_norm(Some(&rm), Some(&rv), None, None, true, 0.1, 1e-5);
-            }
-            (rm.to_vec(), rv.to_vec())
-        };
-        let ((gm, gv), (cm, cv)) = (stats(&gpu), stats(&Device::cpu()));
-        assert_close32(
-            &format!("batch_norm running_mean {s:?}"),
-            &[c],
-            &gm,
-            &cm,
-            tol,
-        );
-        assert_close32(
-            &format!("batch_norm running_var {s:?}"),
-            &[c],
-            &gv,
-            &cv,
-            tol,
-        );
+        // Running statistics after two training steps agree, composed and fused (affine).
+        for affine in [false, true] {
+            let stats = |dev: &Device| {
+                let xs = Tensor::from_vec(x.to_vec(), &s, dev);
+                let rm = Tensor::from_vec(vec![0.0; c], &[c], dev);
+                let rv = Tensor::from_vec(vec![1.0; c], &[c], dev);
+                let (w, b) = (Tensor::ones(&[c], dev), Tensor::zeros(&[c], dev));
+                let (w, b) = if affine {
+                    (Some(&w), Some(&b))
+                } else {
+                    (None, None)
+                };
+                for _ in 0..2 {
+                    let _ = xs.batch_norm(Some(&rm), Some(&rv), w, b, true, 0.1, 1e-5);
+                }
+                (rm.to_vec(), rv.to_vec())
+            };
+            let ((gm, gv), (cm, cv)) = (stats(&gpu), stats(&Device::cpu()));
+            let what = format!("{s:?}, affine {affine}");
+            assert_close32(&format!("running_mean {what}"), &[c], &gm, &cm, tol);
+            assert_close32(&format!("running_var {what}"), &[c], &gv, &cv, tol);
+        }
     }
 }
 

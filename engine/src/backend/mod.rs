@@ -343,6 +343,47 @@ pub fn adamw(items: &[[&Storage; 4]], steps: &[AdamWStep]) -> Option<Vec<[Storag
     })
 }
 
+/// Batch norm in training of an (outer, c, inner) layout with weight, bias and running
+/// statistics `[w, b, running mean, running var]`, in one launch on the GPU: (y, x̂, rstd per
+/// channel, new running mean, new running var). `None` where that kernel does not apply (the
+/// CPU and mixed devices, where the op composes it; channels longer than the kernel's loops).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    x: &Storage,
+    params: [&Storage; 4],
+    outer: usize,
+    c: usize,
+    inner: usize,
+    eps: f64,
+    momentum: f64,
+) -> Option<[Storage; 5]> {
+    let Storage::Gpu(x) = x else { return None };
+    let mut gpu = Vec::with_capacity(4);
+    for p in params {
+        match p {
+            Storage::Gpu(g) if Arc::ptr_eq(g.ctx(), x.ctx()) => gpu.push(g),
+            _ => return None,
+        }
+    }
+    if outer * inner > gpu::BATCH_NORM_MAX_COUNT {
+        return None;
+    }
+    let params: [&gpu::GpuData; 4] = gpu.try_into().ok()?;
+    let out = gpu::batch_norm(x, params, outer, c, inner, eps, momentum);
+    Some(out.map(Storage::Gpu))
+}
+
+/// Gradients (x, weight, bias) of [`batch_norm`] from `[x̂, rstd, weight, output gradient]`.
+pub fn batch_norm_backward(
+    saved: [&Storage; 4],
+    outer: usize,
+    c: usize,
+    inner: usize,
+) -> [Storage; 3] {
+    let gpu = saved.map(gpu_data);
+    gpu::batch_norm_backward(gpu, outer, c, inner).map(Storage::Gpu)
+}
+
 /// Σx² of each tensor as one f32 vector, in a launch per eight tensors on the GPU; `None` where
 /// that kernel does not apply (CPU or mixed devices, f64, a tensor too long for it), and callers
 /// compose squares and sums instead.
@@ -516,14 +557,14 @@ pub fn attention(
 fn cpu_data(s: &Storage) -> &cpu::CpuData {
     match s {
         Storage::Cpu(c) => c,
-        Storage::Gpu(_) => panic!("attention: operands live on different devices"),
+        Storage::Gpu(_) => panic!("operands live on different devices"),
     }
 }
 
 fn gpu_data(s: &Storage) -> &gpu::GpuData {
     match s {
         Storage::Gpu(g) => g,
-        Storage::Cpu(_) => panic!("attention: operands live on different devices"),
+        Storage::Cpu(_) => panic!("operands live on different devices"),
     }
 }
 

@@ -198,6 +198,13 @@ impl Tensor {
                 "batch_norm: training needs more than one value per channel, got shape {:?}",
                 self.shape()
             );
+            if let (Some(rm), Some(rv), Some(w), Some(b)) =
+                (running_mean, running_var, weight, bias)
+            {
+                if let Some(y) = self.batch_norm_fused([w, b, rm, rv], momentum, eps) {
+                    return y;
+                }
+            }
             let mean = self.mean_axes(&axes, true);
             let var = self.var_axes(&axes, true, 0);
             no_grad(|| {
@@ -225,6 +232,47 @@ impl Tensor {
             Some(b) => &scaled + &b.reshape_to(&bshape),
             None => scaled,
         }
+    }
+
+    /// Training batch norm with weight, bias and running statistics as one fused op (one launch
+    /// each way on the GPU), where the backend has the kernel; the running statistics move too.
+    fn batch_norm_fused(&self, params: [&Tensor; 4], momentum: f64, eps: f64) -> Option<Tensor> {
+        let [w, b, rm, rv] = params;
+        let shape = self.shape().to_vec();
+        // (outer, c, inner): the channel axis between the batch and any trailing axes.
+        let (outer, c) = (shape[0], shape[1]);
+        let inner = shape[2..].iter().product::<usize>();
+        let storages = params.map(Tensor::storage);
+        let [y, xhat, rstd, mean, var] = backend::batch_norm(
+            &self.storage(),
+            storages.each_ref().map(|s| &**s),
+            outer,
+            c,
+            inner,
+            eps,
+            momentum,
+        )?;
+        let dev = self.device();
+        rm.set_data(&Tensor::from_storage(mean, vec![c], dev.clone()));
+        rv.set_data(&Tensor::from_storage(var, vec![c], dev.clone()));
+        let (xhat, rstd, ws) = (Arc::new(xhat), Arc::new(rstd), w.detach());
+        Some(Tensor::from_op(
+            y,
+            shape.clone(),
+            &dev.clone(),
+            &[self, w, b],
+            move |g| {
+                let ws = ws.storage();
+                let gs = g.storage();
+                let [dx, dw, db] =
+                    backend::batch_norm_backward([&xhat, &rstd, &ws, &gs], outer, c, inner);
+                vec![
+                    Some(Tensor::from_storage(dx, shape, dev.clone())),
+                    Some(Tensor::from_storage(dw, vec![c], dev.clone())),
+                    Some(Tensor::from_storage(db, vec![c], dev)),
+                ]
+            },
+        ))
     }
 
     /// Zeroes each element with probability `p` and scales the rest by 1/(1-p); the mask comes

@@ -181,7 +181,12 @@ mod tests {
             bias2_sqrt: (1.0 - 0.99f64.powi(3)).sqrt(),
             eps: 1e-8,
         };
-        let fused = adamw_update(&p, &g, &m, &v, s);
+        let storages = [&p, &g, &m, &v].map(Tensor::storage);
+        let [out] = <[_; 1]>::try_from(
+            backend::adamw(&[storages.each_ref().map(|s| &**s)], &[s]).expect("CPU operands"),
+        )
+        .expect("one parameter");
+        let fused = out.map(|d| Tensor::from_storage(d, vec![n], cpu.clone()));
         let composed = adamw_composed(&p, &g, &m, &v, s);
         for (f, c) in fused.iter().zip(&composed) {
             assert_eq!(f.to_vec(), c.to_vec());

@@ -3,7 +3,7 @@
 use super::context::{GpuContext, KernelProfile};
 use super::data::GpuData;
 use super::shaders::{
-    self, ATTENTION, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
+    self, ATTENTION, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
 };
 use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Packing, Reduce, Unary};
 use std::sync::Arc;
@@ -647,6 +647,67 @@ const MAX_HEAD_DIM: usize = 128;
 /// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv
 /// multiply-adds per key or query) within llvmpipe's loop limit. Elsewhere attention is composed
 /// from matmuls and a softmax.
+/// Most values per channel the batch-norm kernels take: three passes over them stay within
+/// llvmpipe's loop limit.
+pub const BATCH_NORM_MAX_COUNT: usize = LOOP_BUDGET;
+
+/// Training batch norm of an (outer, c, inner) tensor with weight, bias and running statistics,
+/// one invocation per channel: (y, x̂, rstd per channel, new running mean, new running var).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    x: &GpuData,
+    [w, b, rm, rv]: [&GpuData; 4],
+    outer: usize,
+    c: usize,
+    inner: usize,
+    eps: f64,
+    momentum: f64,
+) -> [GpuData; 5] {
+    let ctx = x.ctx();
+    let [y, xhat] = [(); 2].map(|_| GpuData::alloc(ctx, x.len()));
+    let [rstd, mean, var] = [(); 3].map(|_| GpuData::alloc(ctx, c));
+    let p = [
+        (outer * inner) as u32,
+        c as u32,
+        inner as u32,
+        bits(eps),
+        bits(momentum),
+    ];
+    let buffers = [x, w, b, rm, rv, &y, &xhat, &rstd, &mean, &var];
+    let groups = c.div_ceil(64) as u32;
+    launch(
+        ctx,
+        kernel!(BATCHNORM, "batch_norm"),
+        &p,
+        &buffers,
+        [groups, 1, 1],
+    );
+    [y, xhat, rstd, mean, var]
+}
+
+/// The gradients (x, weight, bias) of [`batch_norm`] from x̂, rstd, the weight and the output
+/// gradient, one invocation per channel.
+pub fn batch_norm_backward(
+    [xhat, rstd, w, g]: [&GpuData; 4],
+    outer: usize,
+    c: usize,
+    inner: usize,
+) -> [GpuData; 3] {
+    let ctx = xhat.ctx();
+    let dx = GpuData::alloc(ctx, xhat.len());
+    let [dw, db] = [(); 2].map(|_| GpuData::alloc(ctx, c));
+    let p = [(outer * inner) as u32, c as u32, inner as u32];
+    let groups = c.div_ceil(64) as u32;
+    launch(
+        ctx,
+        kernel!(BATCHNORM, "batch_norm_backward"),
+        &p,
+        &[xhat, rstd, w, g, &dx, &dw, &db],
+        [groups, 1, 1],
+    );
+    [dx, dw, db]
+}
+
 pub fn attention_fits(s: &AttnSpec) -> bool {
     s.d <= MAX_HEAD_DIM
         && s.dv <= MAX_HEAD_DIM

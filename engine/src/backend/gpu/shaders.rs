@@ -10,6 +10,7 @@ pub const REDUCE: &str = include_str!("../../../../shaders/reduce.wgsl");
 pub const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
 pub const SOFTMAX: &str = include_str!("../../../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../../../shaders/layernorm.wgsl");
+pub const BATCHNORM: &str = include_str!("../../../../shaders/batchnorm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
 pub const OPTIM: &str = include_str!("../../../../shaders/optim.wgsl");
 
@@ -37,6 +38,7 @@ mod tests {
             MATMUL,
             SOFTMAX,
             LAYERNORM,
+            BATCHNORM,
             ATTENTION,
             OPTIM,
         ];
@@ -56,6 +58,6 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!(count, 28);
+        assert_eq!(count, 30);
     }
 }
