@@ -90,31 +90,15 @@ fn a_training_step_on_a_failed_device_stops_with_the_device_as_cause() {
     );
     let x = Tensor::randn(&[16, 8], 4, &dev);
     let (mut step, mut history) = (0, Vec::new());
-    let loss = layer.forward(&x).square().mean_all();
-    optimize(
-        &loss,
-        &layer,
-        &mut adamw,
-        &mut step,
-        &mut history,
-        1e-3,
-        1.0,
-    )
-    .unwrap();
+    let mut train_step = |step: &mut u64, history: &mut Vec<f32>| {
+        let loss = layer.forward(&x).square().mean_all();
+        optimize(&loss, &layer, &mut adamw, step, history, 1e-3, 1.0)
+    };
+    train_step(&mut step, &mut history).unwrap();
     assert_eq!(step, 1);
 
     ctx.destroy();
-    let loss = layer.forward(&x).square().mean_all();
-    let stopped = optimize(
-        &loss,
-        &layer,
-        &mut adamw,
-        &mut step,
-        &mut history,
-        1e-3,
-        1.0,
-    )
-    .expect_err("a lost device stops the step");
+    let stopped = train_step(&mut step, &mut history).expect_err("a lost device stops the step");
     assert!(matches!(stopped.cause, Cause::Device(_)), "{stopped:?}");
     assert!(
         stopped.to_string().starts_with("the GPU failed at step 1:"),

@@ -1090,41 +1090,19 @@ fn gpu_batch_norm() {
         );
         let rm = const32(normal(&[c], seed + 30), &[c]);
         let rv = const32(uniform(&[c], 0.5, 2.0, seed + 40), &[c]);
-        // Affine with running statistics: one fused launch each way on the GPU.
-        gpu_check_with(
-            &format!("batch_norm train fused {s:?}"),
-            &gpu,
-            &[x.clone(), w.clone(), b.clone(), rm.clone(), rv.clone()],
-            tol,
-            |t| {
-                t[0].batch_norm(
-                    Some(&t[3]),
-                    Some(&t[4]),
-                    Some(&t[1]),
-                    Some(&t[2]),
-                    true,
-                    0.1,
-                    1e-5,
-                )
-            },
-        );
-        gpu_check_with(
-            &format!("batch_norm eval {s:?}"),
-            &gpu,
-            &[x.clone(), w, b, rm, rv],
-            tol,
-            |t| {
-                t[0].batch_norm(
-                    Some(&t[3]),
-                    Some(&t[4]),
-                    Some(&t[1]),
-                    Some(&t[2]),
-                    false,
-                    0.1,
-                    1e-5,
-                )
-            },
-        );
+        // With running statistics: in training one fused launch each way on the GPU.
+        for training in [true, false] {
+            gpu_check_with(
+                &format!("batch_norm with running statistics, training {training}, {s:?}"),
+                &gpu,
+                &[x.clone(), w.clone(), b.clone(), rm.clone(), rv.clone()],
+                tol,
+                |t| {
+                    let (rm, rv) = (Some(&t[3]), Some(&t[4]));
+                    t[0].batch_norm(rm, rv, Some(&t[1]), Some(&t[2]), training, 0.1, 1e-5)
+                },
+            );
+        }
         // Running statistics after two training steps agree, composed and fused (affine).
         for affine in [false, true] {
             let stats = |dev: &Device| {

@@ -640,13 +640,6 @@ fn layer_norm_backward_launch(
     (dx, gx)
 }
 
-/// Head dimensions the fused kernels keep in registers.
-const MAX_HEAD_DIM: usize = 128;
-
-/// Whether the fused kernels can run `s`: head dimensions in registers and multiples of 4 (rows
-/// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv
-/// multiply-adds per key or query) within llvmpipe's loop limit. Elsewhere attention is composed
-/// from matmuls and a softmax.
 /// Most values per channel the batch-norm kernels take: three passes over them stay within
 /// llvmpipe's loop limit.
 pub const BATCH_NORM_MAX_COUNT: usize = LOOP_BUDGET;
@@ -708,6 +701,13 @@ pub fn batch_norm_backward(
     [dx, dw, db]
 }
 
+/// Head dimensions the fused kernels keep in registers.
+const MAX_HEAD_DIM: usize = 128;
+
+/// Whether the fused kernels can run `s`: head dimensions in registers and multiples of 4 (rows
+/// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv
+/// multiply-adds per key or query) within llvmpipe's loop limit. Elsewhere attention is composed
+/// from matmuls and a softmax.
 pub fn attention_fits(s: &AttnSpec) -> bool {
     s.d <= MAX_HEAD_DIM
         && s.dv <= MAX_HEAD_DIM
