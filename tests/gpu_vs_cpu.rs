@@ -2010,6 +2010,7 @@ fn gpu_adamw_updates_four_parameters_per_launch_and_matches_the_cpu() {
     let (want, _) = run(&Device::cpu());
     let (got, launches) = run(&gpu);
     assert_eq!(launches, [2 * 7 + 2, 2, 2], "AdamW launches per step");
+    assert_eq!(run(&gpu).0, got, "the same bits again");
     for (k, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_close32(&format!("adamw w{k}, 3 steps"), &[g.len()], g, w, F32_TOL);
     }
@@ -2059,6 +2060,8 @@ fn gpu_sum_squares_of_many_tensors_in_few_launches() {
         &want,
         reduce_tol(3100),
     );
+    let again = Tensor::sum_squares(&tensors).to_vec();
+    assert_eq!(again, sums.to_vec(), "the same bits again");
 
     // The same values as gradients: grad_norm = √Σ, read back once.
     let params: Vec<Tensor> = tensors
