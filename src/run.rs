@@ -11,7 +11,7 @@ use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::data::{n_views, Dataset, Loader, Tokenizer, Views};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{
-    clip_grad_norm, grad_norm, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine,
+    clip_grads, grad_norm_squared, param_groups, AdamW, Lars, Optimizer, Sgd, WarmupCosine,
 };
 use selfsup_engine::{no_grad, Device, Tensor};
 use selfsup_models::method::{
@@ -360,25 +360,30 @@ impl Run {
 }
 
 /// `loss`'s value, its backward pass, and the global gradient norm of `params`, which are
-/// clipped to `clip` when it is positive (clipping measures the norm it needs). `Err` says
-/// what is not finite, the loss or the norm, before any gradient is used, or how the GPU failed.
+/// clipped to `clip` when it is positive. The loss and the norm are read back together, one wait
+/// for the device per step. `Err` says what is not finite, the loss or the norm, before any
+/// gradient is used, or how the GPU failed.
 pub fn backward_checked(loss: &Tensor, params: &[Tensor], clip: f64) -> Result<(f32, f64), Cause> {
-    let l = loss.try_item()?;
+    loss.backward();
+    let values = no_grad(|| {
+        let l = loss.detach().reshape(&[1]);
+        match grad_norm_squared(params) {
+            Some(sq) => Tensor::cat(&[&l, &sq.reshape(&[1])], 0),
+            None => l,
+        }
+    })
+    .try_to_vec_f64()?;
+    let (l, norm) = (values[0] as f32, values.get(1).map_or(0.0, |sq| sq.sqrt()));
     if !l.is_finite() {
         return Err(Cause::NonFinite(format!("the loss is {l}")));
     }
-    loss.backward();
-    let norm = if clip > 0.0 {
-        clip_grad_norm(params, clip)
-    } else {
-        grad_norm(params)
-    };
-    // A failed device reads back no norm (NaN): the failure is the cause, not the gradient.
-    loss.device().check()?;
     if !norm.is_finite() {
         return Err(Cause::NonFinite(format!(
             "loss {l:.4}, gradient norm {norm}"
         )));
+    }
+    if clip > 0.0 {
+        clip_grads(params, norm, clip);
     }
     Ok((l, norm))
 }

@@ -319,6 +319,22 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
     );
 }
 
+/// A run's training step on the GPU waits for the device once: the loss and the gradient norm
+/// are read back together.
+#[test]
+fn a_gpu_training_step_reads_back_once() {
+    let Some(gpu) = common::gpu_or_skip("a_gpu_training_step_reads_back_once") else {
+        return;
+    };
+    let mut run = Run::new(tiny("simclr", 2), digits(32), &gpu);
+    for _ in 0..2 {
+        let before = gpu.gpu_counters().expect("GPU counters");
+        run.train_step().unwrap();
+        let spent = gpu.gpu_counters().expect("GPU counters") - before;
+        assert_eq!(spent.readbacks, 1, "{spent:?}");
+    }
+}
+
 /// Weights, buffers (teacher, queue) and optimizer state, sorted by name.
 fn state(run: &Run) -> Vec<(String, Vec<f32>)> {
     let mut v: Vec<(String, Vec<f32>)> = run

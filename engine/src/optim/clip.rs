@@ -5,18 +5,20 @@ use crate::tensor::Tensor;
 /// The global L2 norm of the gradients of `params` (those without a gradient count as zero).
 ///
 /// The gradients' sums of squares are reduced on their device ([`Tensor::sum_squares`]) and read
-/// back once, so a GPU model waits for one transfer, not one per tensor. All gradients must share a device
-/// and dtype, as one model's do. NaN when the GPU failed on the way (`Device::check` says how),
-/// which a caller that stops on a non-finite norm treats like any other.
+/// back once, so a GPU model waits for one transfer, not one per tensor. All gradients must share
+/// a device and dtype, as one model's do. NaN when the GPU failed on the way (`Device::check`
+/// says how), which a caller that stops on a non-finite norm treats like any other.
 pub fn grad_norm(params: &[Tensor]) -> f64 {
-    crate::no_grad(|| {
-        let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
-        if grads.is_empty() {
-            return 0.0;
-        }
-        let total = Tensor::sum_squares(&grads).sum_all();
-        total.try_to_vec_f64().map_or(f64::NAN, |v| v[0].sqrt())
+    grad_norm_squared(params).map_or(0.0, |sq| {
+        sq.try_to_vec_f64().map_or(f64::NAN, |v| v[0].sqrt())
     })
+}
+
+/// The squared global norm of the gradients of `params` as a one-element tensor on their device,
+/// not read back (a training step reads it together with the loss); `None` without gradients.
+pub fn grad_norm_squared(params: &[Tensor]) -> Option<Tensor> {
+    let grads: Vec<Tensor> = params.iter().filter_map(|p| p.grad()).collect();
+    (!grads.is_empty()).then(|| crate::no_grad(|| Tensor::sum_squares(&grads).sum_all()))
 }
 
 /// Scales all gradients by `max_norm/(norm + 1e-6)` when their global L2 norm exceeds
@@ -25,6 +27,12 @@ pub fn grad_norm(params: &[Tensor]) -> f64 {
 /// gradients alone and is returned for the caller to act on.
 pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
     let norm = grad_norm(params);
+    clip_grads(params, norm, max_norm);
+    norm
+}
+
+/// [`clip_grad_norm`]'s scaling, for a caller that has measured the gradients' global `norm`.
+pub fn clip_grads(params: &[Tensor], norm: f64, max_norm: f64) {
     if norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
         crate::no_grad(|| {
@@ -33,7 +41,6 @@ pub fn clip_grad_norm(params: &[Tensor], max_norm: f64) -> f64 {
             }
         });
     }
-    norm
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod schedule;
 mod sgd;
 
 pub use adamw::AdamW;
-pub use clip::{clip_grad_norm, grad_norm};
+pub use clip::{clip_grad_norm, clip_grads, grad_norm, grad_norm_squared};
 pub use lars::Lars;
 pub use schedule::{cosine_ramp, WarmupCosine};
 pub use sgd::Sgd;
