@@ -292,10 +292,6 @@ impl GpuContext {
         }))
         .map_err(|e| format!("could not open {}: {e}", info.name))?;
         let failure = Arc::new(Mutex::new(None));
-        let record = |failure: &Arc<Mutex<Option<Failure>>>, what: String| {
-            let mut f = failure.lock().unwrap();
-            f.get_or_insert(Failure { what, op: None });
-        };
         let f = failure.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let what = match e {
@@ -303,7 +299,7 @@ impl GpuContext {
                 wgpu::Error::Validation { description, .. }
                 | wgpu::Error::Internal { description, .. } => one_line(&description),
             };
-            record(&f, what);
+            keep_first(&f, what);
         }));
         let f = failure.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -722,17 +718,8 @@ impl GpuContext {
         let Some(t) = &mut st.timing else { return };
         let n = 2 * st.ops.len() as u64;
         let slice = t.readback.slice(..8 * n);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
-        if let Err(e) = waited.map_err(|e| e.to_string()).and_then(|_| {
-            rx.recv()
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        }) {
-            return self.record(format!("{e} reading kernel times"));
+        if !self.map_for_reading(slice, " reading kernel times") {
+            return;
         }
         {
             let view = slice.get_mapped_range().expect("mapped kernel times");
@@ -748,10 +735,26 @@ impl GpuContext {
 
     /// Keeps `what` as the device's failure unless one is already kept.
     fn record(&self, what: String) {
-        self.failure
-            .lock()
-            .unwrap()
-            .get_or_insert(Failure { what, op: None });
+        keep_first(&self.failure, what);
+    }
+
+    /// Maps `slice` for reading and waits for the device; `false` after recording why that
+    /// failed (`context` says what was being read).
+    fn map_for_reading(&self, slice: wgpu::BufferSlice<'_>, context: &str) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = waited.map_err(|e| e.to_string()).and_then(|_| {
+            rx.recv()
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = &mapped {
+            self.record(format!("{e}{context}"));
+        }
+        mapped.is_ok()
     }
 
     /// Launches and device time in nanoseconds per kernel since the last call, longest first;
@@ -810,19 +813,7 @@ impl GpuContext {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        let waited = self.device.poll(wgpu::PollType::wait_indefinitely());
-        let mapped = waited.map_err(|e| e.to_string()).and_then(|_| {
-            rx.recv()
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        });
-        if let Err(e) = mapped {
-            self.record(e);
-        }
+        self.map_for_reading(staging.slice(..), "");
         self.failed(|| {
             let after = last.map_or(String::new(), |(k, g)| {
                 format!(" after kernel {k} ({}×{}×{} workgroups)", g[0], g[1], g[2])
@@ -834,6 +825,14 @@ impl GpuContext {
         staging.unmap();
         Ok(data[..bytes as usize].to_vec())
     }
+}
+
+/// Keeps `what` as the failure in `kept` unless one is already there (wgpu's error callback and
+/// the context's own checks share it).
+fn keep_first(kept: &Mutex<Option<Failure>>, what: String) {
+    kept.lock()
+        .unwrap()
+        .get_or_insert(Failure { what, op: None });
 }
 
 /// wgpu's multi-line error report ("Validation Error", "Caused by:", the call, the reason) as
