@@ -320,27 +320,32 @@ pub fn adamw(items: &[[&Storage; 4]], steps: &[AdamWStep]) -> Option<Vec<[Storag
                 .collect(),
         );
     }
-    let gpu: Vec<[&gpu::GpuData; 4]> = items
-        .iter()
-        .map(|item| {
-            let mut out = Vec::with_capacity(4);
-            for s in item {
-                match s {
-                    Storage::Gpu(g) => out.push(g),
-                    Storage::Cpu(_) => return None,
-                }
-            }
-            out.try_into().ok()
-        })
-        .collect::<Option<_>>()?;
-    let ctx = gpu.first()?[0].ctx();
-    let one_context = gpu.iter().flatten().all(|g| Arc::ptr_eq(g.ctx(), ctx));
-    (one_context && ctx.max_storage_buffers() >= gpu::ADAMW_BINDINGS).then(|| {
+    let all = on_one_gpu(items.iter().flatten().copied())?;
+    let gpu: Vec<[&gpu::GpuData; 4]> = all
+        .chunks_exact(4)
+        .map(|c| [c[0], c[1], c[2], c[3]])
+        .collect();
+    (all[0].ctx().max_storage_buffers() >= gpu::ADAMW_BINDINGS).then(|| {
         gpu::adamw(&gpu, steps)
             .into_iter()
             .map(|o| o.map(Storage::Gpu))
             .collect()
     })
+}
+
+/// The GPU buffers of `storages` when every one lives on the same GPU context (and there is at
+/// least one); `None` otherwise, where a fused kernel does not apply.
+fn on_one_gpu<'a>(storages: impl Iterator<Item = &'a Storage>) -> Option<Vec<&'a gpu::GpuData>> {
+    let gpu: Vec<&gpu::GpuData> = storages
+        .map(|s| match s {
+            Storage::Gpu(g) => Some(g),
+            Storage::Cpu(_) => None,
+        })
+        .collect::<Option<_>>()?;
+    let first = gpu.first()?;
+    gpu.iter()
+        .all(|g| Arc::ptr_eq(g.ctx(), first.ctx()))
+        .then_some(gpu)
 }
 
 /// Batch norm in training of an (outer, c, inner) layout with weight, bias and running
@@ -357,19 +362,19 @@ pub fn batch_norm(
     eps: f64,
     momentum: f64,
 ) -> Option<[Storage; 5]> {
-    let Storage::Gpu(x) = x else { return None };
-    let mut gpu = Vec::with_capacity(4);
-    for p in params {
-        match p {
-            Storage::Gpu(g) if Arc::ptr_eq(g.ctx(), x.ctx()) => gpu.push(g),
-            _ => return None,
-        }
-    }
     if outer * inner > gpu::BATCH_NORM_MAX_COUNT {
         return None;
     }
-    let params: [&gpu::GpuData; 4] = gpu.try_into().ok()?;
-    let out = gpu::batch_norm(x, params, outer, c, inner, eps, momentum);
+    let gpu = on_one_gpu(std::iter::once(x).chain(params))?;
+    let out = gpu::batch_norm(
+        gpu[0],
+        [gpu[1], gpu[2], gpu[3], gpu[4]],
+        outer,
+        c,
+        inner,
+        eps,
+        momentum,
+    );
     Some(out.map(Storage::Gpu))
 }
 
@@ -388,16 +393,9 @@ pub fn batch_norm_backward(
 /// that kernel does not apply (CPU or mixed devices, f64, a tensor too long for it), and callers
 /// compose squares and sums instead.
 pub fn sum_squares(xs: &[&Storage]) -> Option<Storage> {
-    let gpu: Vec<&gpu::GpuData> = xs
-        .iter()
-        .map(|s| match s {
-            Storage::Gpu(g) if g.len() <= gpu::SUM_SQUARES_MAX => Some(g),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    let first = gpu.first()?;
+    let gpu = on_one_gpu(xs.iter().copied())?;
     gpu.iter()
-        .all(|g| Arc::ptr_eq(g.ctx(), first.ctx()))
+        .all(|g| g.len() <= gpu::SUM_SQUARES_MAX)
         .then(|| Storage::Gpu(gpu::sum_squares(&gpu)))
 }
 
