@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Flags that set a field of [`BertRunConfig`].
-const CONFIG_FLAGS: [&str; 15] = [
+const CONFIG_FLAGS: [&str; 17] = [
     "data",
     "vocab-size",
     "steps",
@@ -34,6 +34,8 @@ const CONFIG_FLAGS: [&str; 15] = [
     "clip",
     "seed",
     "rows",
+    "contrast",
+    "contrast-tau",
 ];
 
 #[derive(Parser, Debug, Clone)]
@@ -85,6 +87,13 @@ pub struct Args {
     /// as many as fit --ctx)
     #[arg(long)]
     pub rows: Option<String>,
+    /// Weight of a contrastive loss (DeCLUTR's) between rows from nearby in one book, beside
+    /// the MLM loss (0: MLM alone)
+    #[arg(long)]
+    pub contrast: Option<String>,
+    /// Temperature of the contrastive loss
+    #[arg(long)]
+    pub contrast_tau: Option<String>,
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
     #[arg(long)]
     pub device: Option<String>,
@@ -107,6 +116,10 @@ pub struct Args {
     /// Sentences of each set the evaluation uses (training sentences for the probe's fit)
     #[arg(long, default_value_t = 3000)]
     pub eval_sentences: usize,
+    /// Score the book probe on other training sentences instead of the held-out ones (for
+    /// choosing settings; the held-out ones are for the report)
+    #[arg(long)]
+    pub validate: bool,
 }
 
 /// What a finished job measured (percentages).
@@ -215,12 +228,11 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
         "BERT MLM d{} L{} ({} steps of batch {})",
         m.dim, m.depth, config.steps, config.batch
     );
-    plot_loss(
-        &out,
-        &title,
-        "masked-token cross-entropy (nats)",
-        &run.history,
-    )?;
+    let y_label = match config.contrast > 0.0 {
+        true => "masked-token cross-entropy + weighted contrastive loss (nats)",
+        false => "masked-token cross-entropy (nats)",
+    };
+    plot_loss(&out, &title, y_label, &run.history)?;
 
     // The measurements, each beside the same thing from the untrained initial weights.
     let random = BertMlm::new(&mut Init::new(config.seed, &device), config.model.clone());
@@ -228,8 +240,13 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
     let (random_acc, _) = run.masked_accuracy(&random, held_out, unigram);
     let fit = &corpus.train[..args.eval_sentences.min(corpus.train.len())];
     let classes = corpus.books.len();
+    // --validate scores the probe on the training sentences after those it is fit on.
+    let scored = match args.validate {
+        true => &corpus.train[fit.len()..(2 * fit.len()).min(corpus.train.len())],
+        false => held_out,
+    };
     let probe = |model: &BertMlm| {
-        let (tr, te) = (embed(model, fit, &run), embed(model, held_out, &run));
+        let (tr, te) = (embed(model, fit, &run), embed(model, scored, &run));
         100.0 * linear_probe(&tr, &te, classes, config.seed).accuracy
     };
     let (p, p_random) = (probe(&run.model), probe(&random));
@@ -237,15 +254,19 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
     let p_bow = 100.0
         * linear_probe(
             &bag_of_words(fit, vocab),
-            &bag_of_words(held_out, vocab),
+            &bag_of_words(scored, vocab),
             classes,
             config.seed,
         )
         .accuracy;
     println!(
-        "\nheld-out sentences: {n_eval} ({} books: {})",
+        "\nheld-out sentences: {n_eval} ({} books: {}); book probe scored on {}",
         classes,
-        corpus.books.join(", ")
+        corpus.books.join(", "),
+        match args.validate {
+            true => format!("{} other training sentences (--validate)", scored.len()),
+            false => "them".into(),
+        }
     );
     println!("| model | masked-token accuracy % | book probe % |");
     println!("|---|---|---|");

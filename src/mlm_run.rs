@@ -14,8 +14,9 @@ use selfsup_engine::data::{read_text, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, WarmupCosine};
 use selfsup_engine::{no_grad, Device, SeededRng};
-use selfsup_models::bert::{mlm_mask, Batch, BertConfig, BertMlm, IGNORE};
+use selfsup_models::bert::{mean_pool, mlm_mask, Batch, BertConfig, BertMlm, IGNORE};
 use selfsup_models::method::{positive, require, transformer_shape};
+use selfsup_models::simclr::nt_xent;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -46,7 +47,22 @@ pub struct BertRunConfig {
     /// What a training row holds.
     #[serde(default)]
     pub rows: Rows,
+    /// Weight of DeCLUTR's contrastive loss beside the MLM loss (0: MLM alone): half of each
+    /// batch are anchor rows, the other half a row from nearby in each anchor's book, and the
+    /// mean-pooled states of each pair are told apart from the batch's other rows (NT-Xent).
+    #[serde(default)]
+    pub contrast: f64,
+    /// That loss's temperature.
+    #[serde(default = "default_contrast_tau")]
+    pub contrast_tau: f64,
 }
+
+fn default_contrast_tau() -> f64 {
+    0.05
+}
+
+/// How far (in sentences of its book) a contrastive positive may start from its anchor.
+const NEARBY: usize = 10;
 
 /// What one training row holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -85,6 +101,8 @@ impl BertRunConfig {
             clip: 1.0,
             seed: 0,
             rows: Rows::Packed,
+            contrast: 0.0,
+            contrast_tau: default_contrast_tau(),
         }
     }
 
@@ -124,6 +142,19 @@ impl BertRunConfig {
             "between 1 and 4096",
         )?;
         positive("lr", self.lr)?;
+        require(
+            self.contrast >= 0.0,
+            "contrast",
+            self.contrast,
+            "≥ 0 (0: MLM alone)",
+        )?;
+        positive("contrast_tau", self.contrast_tau)?;
+        require(
+            self.contrast == 0.0 || (self.batch >= 4 && self.batch.is_multiple_of(2)),
+            "batch",
+            self.batch,
+            "even and at least 4 with --contrast (anchor and positive rows)",
+        )?;
         require(
             self.weight_decay >= 0.0 && self.clip >= 0.0,
             "weight_decay",
@@ -180,6 +211,29 @@ pub struct Corpus {
     pub books: Vec<String>,
     /// CRC-32 of the texts, so a resumed run can refuse changed data.
     pub crc32: String,
+}
+
+/// A sentence of `s`'s book at most [`NEARBY`] sentences before or after it, not `s` itself
+/// (unless the book has one sentence): where a contrastive positive begins.
+fn nearby(reading: &[(Vec<u32>, u32)], s: usize, rng: &mut SeededRng) -> usize {
+    let book = reading[s].1;
+    // A book's sentences are contiguous in `reading`, so lo..=hi is all of one book.
+    let lo = (s.saturating_sub(NEARBY)..s)
+        .find(|&j| reading[j].1 == book)
+        .unwrap_or(s);
+    let hi = (s + 1..=(s + NEARBY).min(reading.len() - 1))
+        .rev()
+        .find(|&j| reading[j].1 == book)
+        .unwrap_or(s);
+    if lo == hi {
+        return s;
+    }
+    let j = rng.random_range(lo..hi); // one of the hi − lo others
+    if j >= s {
+        j + 1
+    } else {
+        j
+    }
 }
 
 /// Sentences held out of each book for evaluation, a tenth, chosen by a fixed seed.
@@ -358,21 +412,43 @@ impl MlmRun {
     }
 
     /// Batch `k`: `batch` rows as `config.rows` says, drawn with a stream fixed by (seed, k),
-    /// masked.
+    /// masked. With `contrast`, rows `i` and `batch/2 + i` begin at nearby sentences of one book.
     pub fn batch(&self, corpus: &Corpus, k: u64) -> (Batch, Vec<u32>, Vec<i64>) {
         let mut rng =
             SeededRng::seed_from_u64(self.config.seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let rows: Vec<Vec<u32>> = (0..self.config.batch)
-            .map(|_| match self.config.rows {
-                Rows::Sentence => corpus.train[rng.random_range(0..corpus.train.len())]
-                    .0
-                    .clone(),
-                Rows::Packed => {
-                    self.packed(&corpus.reading, rng.random_range(0..corpus.reading.len()))
-                }
-            })
-            .collect();
+        let reading = &corpus.reading;
+        let rows: Vec<Vec<u32>> = if self.config.contrast > 0.0 {
+            let anchors: Vec<usize> = (0..self.config.batch / 2)
+                .map(|_| rng.random_range(0..reading.len()))
+                .collect();
+            let positives: Vec<usize> = anchors
+                .iter()
+                .map(|&s| nearby(reading, s, &mut rng))
+                .collect();
+            anchors
+                .iter()
+                .chain(&positives)
+                .map(|&s| self.row_at(reading, s))
+                .collect()
+        } else {
+            (0..self.config.batch)
+                .map(|_| match self.config.rows {
+                    Rows::Sentence => corpus.train[rng.random_range(0..corpus.train.len())]
+                        .0
+                        .clone(),
+                    Rows::Packed => self.packed(reading, rng.random_range(0..reading.len())),
+                })
+                .collect()
+        };
         self.masked(&rows, &mut rng)
+    }
+
+    /// The row that begins at sentence `start` of `reading`, as `config.rows` says.
+    fn row_at(&self, reading: &[(Vec<u32>, u32)], start: usize) -> Vec<u32> {
+        match self.config.rows {
+            Rows::Sentence => reading[start].0.clone(),
+            Rows::Packed => self.packed(reading, start),
+        }
     }
 
     /// `[CLS] sₛ [SEP] sₛ₊₁ [SEP] …`: sentence `start` of `reading` and the ones after it in
@@ -414,7 +490,18 @@ impl MlmRun {
         let (batch, ids, targets) = self.batch(corpus, self.step);
         let lr = self.config.schedule().lr(self.step);
         self.model.bert.seek_dropout(self.step);
-        let loss = self.model.loss(&Batch { ids, ..batch }, &targets);
+        let batch = Batch { ids, ..batch };
+        let h = self.model.bert.forward(&batch); // (B, T, D)
+        let mut loss = self.model.loss_of(&h, &targets);
+        if self.config.contrast > 0.0 {
+            let (z, p) = (mean_pool(&h, &batch), batch.rows() / 2); // (2P, D)
+            let c = nt_xent(
+                &z.narrow(0, 0, p),
+                &z.narrow(0, p, p),
+                self.config.contrast_tau,
+            );
+            loss = &loss + &c.mul_scalar(self.config.contrast);
+        }
         optimize(
             &loss,
             &self.model,

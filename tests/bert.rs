@@ -64,9 +64,19 @@ fn tiny(data: &str, steps: u64) -> BertRunConfig {
 
 #[test]
 fn a_resumed_bert_run_is_bit_identical() {
-    let (dir, data) = books("resume");
+    resumes_bit_identically(0.0);
+}
+
+#[test]
+fn a_resumed_bert_run_with_the_contrastive_loss_is_bit_identical() {
+    resumes_bit_identically(0.5);
+}
+
+fn resumes_bit_identically(contrast: f64) {
+    let (dir, data) = books(&format!("resume{contrast}"));
     let cpu = Device::cpu();
     let mut config = tiny(&data, 6);
+    config.contrast = contrast;
     let corpus = read_corpus(&config.data, 100, 16, None).unwrap();
     config.model.vocab = corpus.tokenizer.vocab_size();
     let specials = || Specials::of(&corpus.tokenizer).unwrap();
@@ -91,10 +101,10 @@ fn a_resumed_bert_run_is_bit_identical() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// The rows of training batch 0 of a tiny run on the two-book fixture, as `rows` says, without
-/// padding.
-fn rows_of(rows: Rows) -> (Corpus, Vec<Vec<u32>>) {
-    let (dir, data) = books(&format!("{rows:?}"));
+/// The rows of training batch 0 of a tiny run on the two-book fixture, as `rows` and
+/// `contrast` say, without padding.
+fn rows_of(rows: Rows, contrast: f64) -> (Corpus, Vec<Vec<u32>>) {
+    let (dir, data) = books(&format!("{rows:?}{contrast}"));
     let mut config = tiny(&data, 1);
     let corpus = read_corpus(&config.data, 100, 24, None).unwrap();
     std::fs::remove_dir_all(dir).unwrap();
@@ -102,6 +112,7 @@ fn rows_of(rows: Rows) -> (Corpus, Vec<Vec<u32>>) {
     config.model.max_positions = 24;
     config.batch = 64;
     config.rows = rows;
+    config.contrast = contrast;
     let specials = Specials::of(&corpus.tokenizer).unwrap();
     let (b, _, _) = MlmRun::new(config, specials, &Device::cpu()).batch(&corpus, 0);
     let rows = (0..64)
@@ -110,17 +121,11 @@ fn rows_of(rows: Rows) -> (Corpus, Vec<Vec<u32>>) {
     (corpus, rows)
 }
 
-#[test]
-fn packed_rows_are_whole_consecutive_sentences_of_one_book_within_the_context() {
-    let (corpus, rows) = rows_of(Rows::Packed);
-    let reading = &corpus.reading;
-    let sep = Specials::of(&corpus.tokenizer).unwrap().sep;
-    let mut sentences_per_row = Vec::new();
-    for row in rows {
-        assert!(row.len() <= 24, "a row of {} tokens", row.len());
-        // Some start in reading order from which the row is the sentences read on, each after
-        // the first without its [CLS], and the next one would not fit or is another book's.
-        let fits = (0..reading.len()).any(|i| {
+/// The starts in reading order from which `row` is the sentences read on, each after the first
+/// without its [CLS], and the next one would not fit 24 tokens or is another book's.
+fn packed_starts(reading: &[(Vec<u32>, u32)], row: &[u32]) -> Vec<usize> {
+    (0..reading.len())
+        .filter(|&i| {
             let (mut built, book, mut j) = (reading[i].0.clone(), reading[i].1, i + 1);
             while built.len() < row.len() && j < reading.len() && reading[j].1 == book {
                 built.extend(&reading[j].0[1..]);
@@ -130,9 +135,20 @@ fn packed_rows_are_whole_consecutive_sentences_of_one_book_within_the_context() 
                 || reading[j].1 != book
                 || built.len() + reading[j].0.len() - 1 > 24;
             built == row && full
-        });
+        })
+        .collect()
+}
+
+#[test]
+fn packed_rows_are_whole_consecutive_sentences_of_one_book_within_the_context() {
+    let (corpus, rows) = rows_of(Rows::Packed, 0.0);
+    let reading = &corpus.reading;
+    let sep = Specials::of(&corpus.tokenizer).unwrap().sep;
+    let mut sentences_per_row = Vec::new();
+    for row in rows {
+        assert!(row.len() <= 24, "a row of {} tokens", row.len());
         assert!(
-            fits,
+            !packed_starts(reading, &row).is_empty(),
             "{row:?} is not whole consecutive sentences of one book"
         );
         sentences_per_row.push(row.iter().filter(|&&t| t == sep).count());
@@ -142,11 +158,35 @@ fn packed_rows_are_whole_consecutive_sentences_of_one_book_within_the_context() 
         "no row packed two sentences: {sentences_per_row:?}"
     );
     // Without packing a row is one training sentence.
-    let (corpus, rows) = rows_of(Rows::Sentence);
+    let (corpus, rows) = rows_of(Rows::Sentence, 0.0);
     for row in rows {
         assert!(corpus.train.iter().any(|(s, _)| *s == row));
         assert_eq!(row.iter().filter(|&&t| t == sep).count(), 1);
     }
+}
+
+#[test]
+fn contrastive_pairs_are_packed_rows_from_nearby_in_one_book() {
+    let (corpus, rows) = rows_of(Rows::Packed, 1.0);
+    let reading = &corpus.reading;
+    let (anchors, positives) = rows.split_at(32);
+    let mut differ = 0;
+    for (a, p) in anchors.iter().zip(positives) {
+        let (sa, sp) = (packed_starts(reading, a), packed_starts(reading, p));
+        assert!(!sa.is_empty() && !sp.is_empty(), "{a:?} / {p:?} not packed");
+        // The fixture repeats its sentences, so a row may begin at several places: some pair
+        // of them is one book's, at most ten sentences apart.
+        let near = sa.iter().any(|&i| {
+            sp.iter()
+                .any(|&j| reading[i].1 == reading[j].1 && i != j && i.abs_diff(j) <= 10)
+        });
+        assert!(near, "{a:?} and {p:?} are not from nearby in one book");
+        differ += usize::from(a != p);
+    }
+    assert!(
+        differ >= 16,
+        "only {differ} of 32 positives differ from their anchor"
+    );
 }
 
 fn argv(extra: &[&str]) -> Vec<String> {
@@ -207,6 +247,9 @@ fn a_tiny_run_reports_and_bad_input_names_its_flag() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--mask-rate", "1.5"], "--mask-rate"),
         (vec!["--ctx", "4"], "--ctx"),
+        (vec!["--contrast=-1"], "--contrast"),
+        (vec!["--contrast", "1", "--batch", "7"], "--batch"),
+        (vec!["--contrast-tau", "0"], "--contrast-tau"),
         (vec!["--heads", "3"], "--dim"),
         (
             vec!["--data", "/no/such/book.txt,/no/other.txt"],

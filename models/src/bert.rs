@@ -297,7 +297,12 @@ impl BertMlm {
     /// Vocabulary logits `(K, vocab)` at the `K` positions whose target is not [`IGNORE`]
     /// (only those are decoded: the vocabulary product is most of the cost), in row-major order.
     pub fn chosen_logits(&self, batch: &Batch, targets: &[i64]) -> Tensor {
-        let h = self.bert.forward(batch); // (B, T, D)
+        self.decode_chosen(&self.bert.forward(batch), targets)
+    }
+
+    /// [`Self::chosen_logits`] from the encoder's states `h` `(B, T, D)`, for a loss that also
+    /// reads them.
+    pub fn decode_chosen(&self, h: &Tensor, targets: &[i64]) -> Tensor {
         let rows: Vec<u32> = (0..targets.len() as u32)
             .filter(|&i| targets[i as usize] != IGNORE)
             .collect();
@@ -309,8 +314,13 @@ impl BertMlm {
 
     /// Mean cross-entropy over the chosen positions (BERT's MLM loss).
     pub fn loss(&self, batch: &Batch, targets: &[i64]) -> Tensor {
+        self.loss_of(&self.bert.forward(batch), targets)
+    }
+
+    /// [`Self::loss`] from the encoder's states `h` `(B, T, D)`.
+    pub fn loss_of(&self, h: &Tensor, targets: &[i64]) -> Tensor {
         let chosen: Vec<i64> = targets.iter().copied().filter(|&t| t != IGNORE).collect();
-        self.chosen_logits(batch, targets)
+        self.decode_chosen(h, targets)
             .cross_entropy(&chosen, IGNORE, 0.0)
     }
 }
