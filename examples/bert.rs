@@ -1,5 +1,6 @@
-//! BERT pre-training by masked language modelling on the Austen novels and Moby-Dick, then
-//! held-out masked-token accuracy and a book-of-origin probe beside baselines.
+//! BERT pre-training by masked language modelling (with a contrastive loss between nearby
+//! passages) on the Austen novels and Moby-Dick, then held-out masked-token accuracy and a
+//! book-of-origin probe beside baselines.
 //!
 //!     cargo run --release --example bert
 //!     cargo run --release --example bert -- --help             # every flag

@@ -14,9 +14,8 @@ use selfsup_engine::data::{read_text, Tokenizer};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, WarmupCosine};
 use selfsup_engine::{no_grad, Device, SeededRng};
-use selfsup_models::bert::{mean_pool, mlm_mask, Batch, BertConfig, BertMlm, IGNORE};
+use selfsup_models::bert::{mlm_mask, Batch, BertConfig, BertMlm, IGNORE};
 use selfsup_models::method::{positive, require, transformer_shape};
-use selfsup_models::simclr::nt_xent;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -101,7 +100,7 @@ impl BertRunConfig {
             clip: 1.0,
             seed: 0,
             rows: Rows::Packed,
-            contrast: 0.0,
+            contrast: 0.1,
             contrast_tau: default_contrast_tau(),
         }
     }
@@ -490,18 +489,13 @@ impl MlmRun {
         let (batch, ids, targets) = self.batch(corpus, self.step);
         let lr = self.config.schedule().lr(self.step);
         self.model.bert.seek_dropout(self.step);
-        let batch = Batch { ids, ..batch };
-        let h = self.model.bert.forward(&batch); // (B, T, D)
-        let mut loss = self.model.loss_of(&h, &targets);
-        if self.config.contrast > 0.0 {
-            let (z, p) = (mean_pool(&h, &batch), batch.rows() / 2); // (2P, D)
-            let c = nt_xent(
-                &z.narrow(0, 0, p),
-                &z.narrow(0, p, p),
-                self.config.contrast_tau,
-            );
-            loss = &loss + &c.mul_scalar(self.config.contrast);
-        }
+        let c = &self.config;
+        let loss = self.model.loss_with_contrast(
+            &Batch { ids, ..batch },
+            &targets,
+            c.contrast,
+            c.contrast_tau,
+        );
         optimize(
             &loss,
             &self.model,

@@ -256,7 +256,8 @@ fn gpt_on_the_gpu_matches_pytorch() {
 
 /// A tiny BERT for MLM loaded from Hugging Face parameter names (query, key and value stacked
 /// into our packed projection): hidden states with padding, the loss on chosen positions, and
-/// every gradient, against transformers' layout in PyTorch.
+/// every gradient, against transformers' layout in PyTorch; then the same with the bert job's
+/// contrastive term added.
 #[test]
 fn bert_hidden_states_mlm_loss_and_gradients_match_pytorch() {
     let (ck, path) = fixture("bert_tiny.safetensors");
@@ -301,16 +302,39 @@ fn bert_hidden_states_mlm_loss_and_gradients_match_pytorch() {
         1e-5,
     );
     loss.backward();
-    let want = bert::from_hf(&model, &ck.with_prefix("grad"), "fixture").unwrap();
-    for (name, p) in model.named_parameters() {
-        assert_close(
-            &format!("grad {name}"),
-            &p.grad().expect("a gradient").to_vec(),
-            &want[&name].to_vec(),
-            1e-5,
-            2e-3,
-        );
+    let check_grads = |prefix: &str| {
+        let want = bert::from_hf(&model, &ck.with_prefix(prefix), "fixture").unwrap();
+        for (name, p) in model.named_parameters() {
+            assert_close(
+                &format!("{prefix} {name}"),
+                &p.grad().expect("a gradient").to_vec(),
+                &want[&name].to_vec(),
+                1e-5,
+                2e-3,
+            );
+        }
+    };
+    check_grads("grad");
+    // The bert job's --contrast objective on the same batch: rows i and B/2 + i as pairs.
+    let meta_f = |k: &str| ck.meta(k, &path).unwrap().parse::<f64>().unwrap();
+    for p in model.parameters() {
+        p.zero_grad();
     }
+    let loss = model.loss_with_contrast(
+        &batch,
+        &targets,
+        meta_f("contrast_weight"),
+        meta_f("contrast_tau"),
+    );
+    assert_close(
+        "contrast loss",
+        &loss.to_vec(),
+        &ck.tensors["contrast_loss"].to_vec(),
+        1e-5,
+        1e-5,
+    );
+    loss.backward();
+    check_grads("cgrad");
 }
 
 /// A tiny BART: encoder over padded sources, causal decoder with cross-attention, tied output

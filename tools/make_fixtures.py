@@ -26,7 +26,9 @@ features at two logit scales, with the gradients of both features and of the log
 bert_tiny.safetensors: a tiny BERT for masked language modelling written as Hugging Face's
 BertForMaskedLM (separate query/key/value, post-LN blocks, LN eps 1e-12, erf GELU, the additive
 padding mask, tied decoder with its own bias) under HF's parameter names, padded rows of token and
-segment ids, the last hidden states, the MLM loss on chosen positions, and every gradient.
+segment ids, the last hidden states, the MLM loss on chosen positions, and every gradient; then
+the MLM loss plus 0.5 × NT-Xent (τ 0.1) between the mean-pooled states of rows i and B/2 + i
+(the bert job's --contrast objective) and its every gradient.
 bart_tiny.safetensors: a tiny BART (post-LN encoder and decoder, causal self-attention, cross-attention
 with source padding, tied output with final_logits_bias) written functionally under selfsup's
 parameter names: padded source and decoder-input rows, the teacher-forced loss and every gradient.
@@ -506,7 +508,7 @@ def bert_fixture():
     torch.manual_seed(5)
     cfg = dict(vocab=23, max_pos=12, types=2, dim=16, depth=2, heads=2, inter=24)
     model = BertForMlm(**cfg)
-    lens = [7, 4, 6]
+    lens = [7, 4, 6, 5]
     B, T = len(lens), max(lens)
     ids = torch.randint(0, cfg["vocab"], (B, T))
     types = torch.randint(0, 2, (B, T))
@@ -525,9 +527,22 @@ def bert_fixture():
          "hidden": hidden.detach(), "loss": loss.detach().reshape(1)}
     for name, p in model.named_parameters():
         t[f"param.{name}"] = p.detach()
-        t[f"grad.{name}"] = p.grad
+        t[f"grad.{name}"] = p.grad.clone()
+    # The same loss plus DeCLUTR's contrastive term: NT-Xent between the mean-pooled last states
+    # of rows i and B/2 + i (sentence-transformers' mean pooling over the attention mask).
+    weight, tau = 0.5, 0.1
+    model.zero_grad()
+    hidden, logits = model(ids, types, mask)
+    m = mask.unsqueeze(-1).float()
+    pooled = (hidden * m).sum(1) / m.sum(1)
+    mlm = F.cross_entropy(logits.reshape(-1, cfg["vocab"]), targets.reshape(-1), ignore_index=-100)
+    contrast = mlm + weight * nt_xent(pooled[: B // 2], pooled[B // 2 :], tau)
+    contrast.backward()
+    t["contrast_loss"] = contrast.detach().reshape(1)
+    for name, p in model.named_parameters():
+        t[f"cgrad.{name}"] = p.grad.clone()
     meta = {k: str(v) for k, v in cfg.items()}
-    meta["torch"] = torch.__version__
+    meta.update(contrast_weight=str(weight), contrast_tau=str(tau), torch=torch.__version__)
     save_file({k: v.contiguous().float() for k, v in t.items()}, os.path.join(OUT, "bert_tiny.safetensors"), meta)
 
 

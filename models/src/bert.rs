@@ -11,6 +11,7 @@
 //! names are Hugging Face's except that one packed `qkv` projection stands for its `query`,
 //! `key` and `value` (stacked in that order when its weights are loaded).
 
+use crate::simclr::nt_xent;
 use rand::Rng;
 use selfsup_engine::nn::{Dropout, Embedding, Init, LayerNorm, Linear, Module, MultiHeadAttention};
 use selfsup_engine::{SeededRng, Tensor};
@@ -300,9 +301,8 @@ impl BertMlm {
         self.decode_chosen(&self.bert.forward(batch), targets)
     }
 
-    /// [`Self::chosen_logits`] from the encoder's states `h` `(B, T, D)`, for a loss that also
-    /// reads them.
-    pub fn decode_chosen(&self, h: &Tensor, targets: &[i64]) -> Tensor {
+    /// [`Self::chosen_logits`] from the encoder's states `h` `(B, T, D)`.
+    fn decode_chosen(&self, h: &Tensor, targets: &[i64]) -> Tensor {
         let rows: Vec<u32> = (0..targets.len() as u32)
             .filter(|&i| targets[i as usize] != IGNORE)
             .collect();
@@ -318,10 +318,29 @@ impl BertMlm {
     }
 
     /// [`Self::loss`] from the encoder's states `h` `(B, T, D)`.
-    pub fn loss_of(&self, h: &Tensor, targets: &[i64]) -> Tensor {
+    fn loss_of(&self, h: &Tensor, targets: &[i64]) -> Tensor {
         let chosen: Vec<i64> = targets.iter().copied().filter(|&t| t != IGNORE).collect();
         self.decode_chosen(h, targets)
             .cross_entropy(&chosen, IGNORE, 0.0)
+    }
+
+    /// The MLM loss plus `weight` × NT-Xent at temperature `tau` between the mean-pooled states
+    /// of rows `i` and `B/2 + i` (DeCLUTR's objective: passages from nearby in one document are
+    /// positives, the batch's other rows negatives); `weight` 0 is [`Self::loss`].
+    pub fn loss_with_contrast(
+        &self,
+        batch: &Batch,
+        targets: &[i64],
+        weight: f64,
+        tau: f64,
+    ) -> Tensor {
+        let h = self.bert.forward(batch); // (B, T, D)
+        let mlm = self.loss_of(&h, targets);
+        if weight == 0.0 {
+            return mlm;
+        }
+        let (z, p) = (mean_pool(&h, batch), batch.rows() / 2); // (2P, D)
+        &mlm + &nt_xent(&z.narrow(0, 0, p), &z.narrow(0, p, p), tau).mul_scalar(weight)
     }
 }
 
