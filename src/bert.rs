@@ -1,7 +1,8 @@
 //! The BERT job as a library: masked-language-model pre-training of a small BERT on the books in
-//! `data/text/` (with DeCLUTR's contrastive loss between nearby passages, `--contrast`), then two measurements on held-out sentences beside honest baselines: the
-//! masked-token accuracy (against always predicting the most frequent word) and a linear probe
-//! that tells which book a sentence comes from (against a random-init BERT and bag-of-words).
+//! `data/text/` (with DeCLUTR's contrastive loss between nearby passages, `--contrast`), then
+//! two measurements on held-out sentences beside honest baselines: the masked-token accuracy
+//! (against always predicting the most frequent word) and a linear probe that tells which book a
+//! sentence comes from (against a random-init BERT and bag-of-words).
 
 use crate::flags;
 use crate::mlm_run::{read_corpus, BertRunConfig, Corpus, MlmRun, Specials};
@@ -43,8 +44,9 @@ const CONFIG_FLAGS: [&str; 17] = [
     name = "bert",
     args_override_self = true,
     about = "Pre-train a small BERT by masked language modelling, with a contrastive loss \
-             between nearby passages, on books (default: the six Austen novels and Moby-Dick), then report held-out masked-token accuracy and a \
-             book-of-origin probe beside baselines",
+             between nearby passages, on books (default: the six Austen novels and \
+             Moby-Dick), then report held-out masked-token accuracy and a book-of-origin probe \
+             beside baselines",
     after_help = "On --resume only --steps and --lr may differ from the checkpoint's settings."
 )]
 pub struct Args {
