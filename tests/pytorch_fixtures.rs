@@ -260,6 +260,21 @@ fn gpt_on_the_gpu_matches_pytorch() {
 /// contrastive term added.
 #[test]
 fn bert_hidden_states_mlm_loss_and_gradients_match_pytorch() {
+    check_bert(&Device::cpu());
+}
+
+#[test]
+fn bert_on_the_gpu_matches_pytorch() {
+    match Device::gpu() {
+        Ok(gpu) => check_bert(&gpu),
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but no GPU adapter: {e}")
+        }
+        Err(e) => eprintln!("skipping bert_on_the_gpu_matches_pytorch: {e}"),
+    }
+}
+
+fn check_bert(device: &Device) {
     let (ck, path) = fixture("bert_tiny.safetensors");
     let meta = |k: &str| ck.meta(k, &path).unwrap().parse::<usize>().unwrap();
     let config = BertConfig {
@@ -273,7 +288,7 @@ fn bert_hidden_states_mlm_loss_and_gradients_match_pytorch() {
         dropout: 0.0,
         ln_eps: 1e-12,
     };
-    let model = BertMlm::new(&mut Init::new(0, &Device::cpu()), config);
+    let model = BertMlm::new(&mut Init::new(0, device), config);
     let ours = bert::from_hf(&model, &ck.with_prefix("param"), "fixture").unwrap();
     model.load_state_dict(&ours, "fixture").unwrap();
     let ints = |k: &str| -> Vec<f32> { ck.tensors[k].to_vec() };
