@@ -2,6 +2,8 @@
 //! a reference model's weights, inputs, outputs and gradients; the same computation here must
 //! reproduce them. CI needs no PyTorch, only the committed fixture files.
 
+mod common;
+
 use selfsup_engine::checkpoint::{self, Checkpoint};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::{Device, Tensor};
@@ -161,15 +163,8 @@ fn nt_xent_value_and_gradients_match_pytorch() {
 /// The same model on the GPU: forward and gradients agree with PyTorch too.
 #[test]
 fn vit_on_the_gpu_matches_pytorch() {
-    let gpu = match Device::gpu() {
-        Ok(d) => d,
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but no GPU adapter: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping vit_on_the_gpu_matches_pytorch: {e}");
-            return;
-        }
+    let Some(gpu) = common::gpu_or_skip("vit_on_the_gpu_matches_pytorch") else {
+        return;
     };
     let (ck, vit) = fixture_vit(&gpu);
     let x = ck.tensors["input"].to_device(&gpu);
@@ -245,12 +240,8 @@ fn gpt_logits_loss_and_gradients_match_pytorch() {
 
 #[test]
 fn gpt_on_the_gpu_matches_pytorch() {
-    match Device::gpu() {
-        Ok(gpu) => check_gpt(&gpu),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but no GPU adapter: {e}")
-        }
-        Err(e) => eprintln!("skipping gpt_on_the_gpu_matches_pytorch: {e}"),
+    if let Some(gpu) = common::gpu_or_skip("gpt_on_the_gpu_matches_pytorch") {
+        check_gpt(&gpu);
     }
 }
 
@@ -265,12 +256,8 @@ fn bert_hidden_states_mlm_loss_and_gradients_match_pytorch() {
 
 #[test]
 fn bert_on_the_gpu_matches_pytorch() {
-    match Device::gpu() {
-        Ok(gpu) => check_bert(&gpu),
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but no GPU adapter: {e}")
-        }
-        Err(e) => eprintln!("skipping bert_on_the_gpu_matches_pytorch: {e}"),
+    if let Some(gpu) = common::gpu_or_skip("bert_on_the_gpu_matches_pytorch") {
+        check_bert(&gpu);
     }
 }
 
