@@ -181,6 +181,12 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
         }
     };
     config.model.vocab = corpus.tokenizer.vocab_size();
+    if args.validate && corpus.train.len() <= args.eval_sentences {
+        return Err(format!(
+            "--validate: no training sentences left beyond the probe's {}; lower --eval-sentences",
+            args.eval_sentences
+        ));
+    }
     let out = prepare_out(
         args.out.as_deref(),
         PathBuf::from("runs/bert"),

@@ -250,6 +250,10 @@ fn a_tiny_run_reports_and_bad_input_names_its_flag() {
         (vec!["--contrast=-1"], "--contrast"),
         (vec!["--contrast", "1", "--batch", "7"], "--batch"),
         (vec!["--contrast-tau", "0"], "--contrast-tau"),
+        (
+            vec!["--validate", "--eval-sentences", "100000"],
+            "--eval-sentences",
+        ),
         (vec!["--heads", "3"], "--dim"),
         (
             vec!["--data", "/no/such/book.txt,/no/other.txt"],
