@@ -5,9 +5,11 @@
 // four layout words per tensor in P (`attention_params` in kernels.rs). One invocation per row,
 // without barriers (software adapters run those fastest); head dimensions up to 128 in registers,
 // multiples of 4 (the host composes other shapes from separate kernels), so that every row is
-// read and written as vec4s: all offsets are in floats, divided by 4 to index the vec4 arrays.
+// read and written as vec4s: all offsets are in elements, divided by 4 to index the vec4 arrays.
 // P: [bh, heads, tq, tk, scale, +inf, q layout @6, k @10, v @14, o @18] (the output gradient has
-// the output's layout); the head sizes and masks are the override constants below.
+// the output's layout); the head sizes and masks are the override constants below. q, k and v
+// may be stored as f16 (aliases TQ, TK, TV), widened to f32 as they are read; the output, the
+// log-sum-exp and the gradients are f32.
 
 // The head dimensions, the causal mask and the additive key mask are override constants: each
 // shape is its own pipeline, whose loops over the head dimension the driver unrolls into
@@ -47,13 +49,13 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
     return Row(wid.y + wid.z * nwg.y, wid.x * 64u + lid.x);
 }
 
-//!kernel attention
+//!kernel attention TQ TK TV
 // Forward: one invocation per query row streams over the keys with an online softmax (running
 // max and sum), so the Tq×Tk score matrix is never stored. Also writes each row's log-sum-exp
 // (bh, tq), from which the backward pass rebuilds the probabilities.
-@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> LSE: array<f32>;
@@ -77,7 +79,7 @@ fn main(
     var q: array<vec4<f32>, 32>;
     let rq = row_at(LQ, b, i) / 4u;
     for (var c = 0u; c < D / 4u; c++) {
-        q[c] = Q[rq + c] * scale;
+        q[c] = vec4<f32>(Q[rq + c]) * scale;
     }
     var acc: array<vec4<f32>, 32>;
     var m = -3.4028235e38;
@@ -90,7 +92,7 @@ fn main(
         var s = 0.0;
         let rk = ks.x + j * ks.y;
         for (var c = 0u; c < D / 4u; c++) {
-            s += dot(q[c], K[rk + c]);
+            s += dot(q[c], vec4<f32>(K[rk + c]));
         }
         if (HAS_BIAS) {
             s += BIAS[bias_row + j];
@@ -104,7 +106,7 @@ fn main(
         l = l * corr + p;
         let rv = vs.x + j * vs.y;
         for (var c = 0u; c < DV / 4u; c++) {
-            acc[c] = acc[c] * corr + p * V[rv + c];
+            acc[c] = acc[c] * corr + p * vec4<f32>(V[rv + c]);
         }
         m = m_new;
     }
@@ -146,12 +148,12 @@ fn main(
     LD[2u * t + 1u] = s;
 }
 
-//!kernel attention_dq
+//!kernel attention_dq TQ TK TV
 // dqᵢ = scale · Σⱼ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) kⱼ, with pᵢⱼ = exp(scale·qᵢ·kⱼ + biasⱼ − lseᵢ); one
 // invocation per query row, written in q's layout.
-@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
@@ -178,7 +180,7 @@ fn main(
     var acc: array<vec4<f32>, 32>;
     let rq = row_at(LQ, b, i) / 4u;
     for (var c = 0u; c < D / 4u; c++) {
-        q[c] = Q[rq + c] * scale;
+        q[c] = vec4<f32>(Q[rq + c]) * scale;
     }
     let ro = row_at(LO, b, i) / 4u;
     for (var c = 0u; c < DV / 4u; c++) {
@@ -194,7 +196,7 @@ fn main(
         let rk = ks.x + j * ks.y;
         var s = 0.0;
         for (var c = 0u; c < D / 4u; c++) {
-            s += dot(q[c], K[rk + c]);
+            s += dot(q[c], vec4<f32>(K[rk + c]));
         }
         if (HAS_BIAS) {
             s += BIAS[bias_row + j];
@@ -206,11 +208,11 @@ fn main(
         let rv = vs.x + j * vs.y;
         var dp = 0.0;
         for (var c = 0u; c < DV / 4u; c++) {
-            dp += dot(go[c], V[rv + c]);
+            dp += dot(go[c], vec4<f32>(V[rv + c]));
         }
         let ds = p * (dp - delta);
         for (var c = 0u; c < D / 4u; c++) {
-            acc[c] += ds * K[rk + c];
+            acc[c] += ds * vec4<f32>(K[rk + c]);
         }
     }
     for (var c = 0u; c < D / 4u; c++) {
@@ -218,7 +220,7 @@ fn main(
     }
 }
 
-//!kernel attention_dkv
+//!kernel attention_dkv TQ TK TV
 // One invocation per key row j, over the queries that see it, with pᵢⱼ = exp(scale·qᵢ·kⱼ +
 // biasⱼ − lseᵢ), writing OUT in k's and/or v's layout (zeros for a masked key):
 //   WANT_DK:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
@@ -227,9 +229,9 @@ fn main(
 override WANT_DK: bool = true;
 override WANT_DV: bool = true;
 
-@group(0) @binding(1) var<storage, read> Q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> K: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> V: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
@@ -261,10 +263,10 @@ fn main(
     var acc_k: array<vec4<f32>, 32>;
     var acc_v: array<vec4<f32>, 32>;
     for (var c = 0u; c < D / 4u; c++) {
-        k[c] = K[rk + c] * scale;
+        k[c] = vec4<f32>(K[rk + c]) * scale;
     }
     for (var c = 0u; c < DV / 4u; c++) {
-        v[c] = V[rv + c];
+        v[c] = vec4<f32>(V[rv + c]);
     }
     // Under a causal mask only queries i ≥ j see key j; a masked key gets no gradient.
     var istart = select(0u, j, CAUSAL);
@@ -277,7 +279,7 @@ fn main(
         let rq = qs.x + i * qs.y;
         var s = bias;
         for (var c = 0u; c < D / 4u; c++) {
-            s += dot(Q[rq + c], k[c]);
+            s += dot(vec4<f32>(Q[rq + c]), k[c]);
         }
         let p = exp(s - LD[2u * (b * tq + i)]);
         let ro = os.x + i * os.y;
@@ -293,7 +295,7 @@ fn main(
             }
             let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
             for (var c = 0u; c < D / 4u; c++) {
-                acc_k[c] += ds * Q[rq + c];
+                acc_k[c] += ds * vec4<f32>(Q[rq + c]);
             }
         }
     }

@@ -1,16 +1,17 @@
 // Data movement: strided gathers (permute, narrow, expand), concatenation, row gather/scatter.
 
-//!kernel gather
-// P: strided, one operand; P[0] counts quads, P[1] is the source offset.
-@group(0) @binding(1) var<storage, read> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;
+//!kernel gather TX TY
+// P: strided, one operand; P[0] counts quads, P[1] is the source offset. X and Y share a type
+// (f32 or f16).
+@group(0) @binding(1) var<storage, read> X: array<TX>;
+@group(0) @binding(2) var<storage, read_write> Y: array<vec4<TY>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let base = P[1];
     for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
         let o = quad_offsets(q);
-        Y[q] = vec4<f32>(X[base + o[0].x], X[base + o[1].x], X[base + o[2].x], X[base + o[3].x]);
+        Y[q] = vec4<TY>(X[base + o[0].x], X[base + o[1].x], X[base + o[2].x], X[base + o[3].x]);
     }
 }
 
@@ -113,4 +114,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     Y[i] = pf(1u);
+}
+
+//!kernel cast TX TY
+// The same values in another storage type (f32 ↔ f16; rounded to nearest, beyond f16's range
+// ±inf). P: [n]
+@group(0) @binding(1) var<storage, read> X: array<TX>;
+@group(0) @binding(2) var<storage, read_write> Y: array<TY>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_id(gid, nwg);
+    if (i >= P[0]) {
+        return;
+    }
+    Y[i] = TY(X[i]);
 }

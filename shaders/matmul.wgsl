@@ -1,15 +1,16 @@
 // Batched matrix product C = op(A) · op(B), operands read through strides so that transposes and
 // broadcast batches cost no copy. Each invocation computes an 8×8 block of C in registers:
 // shared-memory tiling with barriers is slow on CPU-backed drivers such as lavapipe, while
-// register blocking helps everywhere.
+// register blocking helps everywhere. A and B may be stored as f16 (aliases TA, TB): every
+// kernel widens them to f32 as it reads, accumulates in f32 and writes C as f32.
 //
 // P: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, batch_base, k_start, k_end, accumulate]
 // One launch covers k_start..k_end: the host splits long K across launches (llvmpipe ends an
 // invocation's loops after 65,535 iterations in all), the later ones adding into C.
 
-//!kernel matmul
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+//!kernel matmul TA TB
+@group(0) @binding(1) var<storage, read> A: array<TA>;
+@group(0) @binding(2) var<storage, read> B: array<TB>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 
 @compute @workgroup_size(8, 8)
@@ -42,10 +43,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var kk = P[10]; kk < P[11]; kk++) {
         let ao = kk * a_cs;
         let bo = kk * b_rs;
-        let b0 = vec4<f32>(B[b_col[0] + bo], B[b_col[1] + bo], B[b_col[2] + bo], B[b_col[3] + bo]);
-        let b1 = vec4<f32>(B[b_col[4] + bo], B[b_col[5] + bo], B[b_col[6] + bo], B[b_col[7] + bo]);
+        let b0 = vec4<f32>(vec4<TB>(B[b_col[0] + bo], B[b_col[1] + bo], B[b_col[2] + bo], B[b_col[3] + bo]));
+        let b1 = vec4<f32>(vec4<TB>(B[b_col[4] + bo], B[b_col[5] + bo], B[b_col[6] + bo], B[b_col[7] + bo]));
         for (var i = 0u; i < 8u; i++) {
-            let a = A[a_row[i] + ao];
+            let a = f32(A[a_row[i] + ao]);
             acc[2u * i] += a * b0;
             acc[2u * i + 1u] += a * b1;
         }
@@ -64,7 +65,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-//!kernel matmul_vec4
+//!kernel matmul_vec4 TA TB
 // The same product with K and N multiples of 4, using 16-byte loads and stores. Each invocation
 // holds an 8×8 block of C in four 4×4 matrices (named, not arrays: CPU drivers such as lavapipe
 // keep private arrays in memory): column c of lo0 is C's row r0 + c at columns c0..c0+3, hi0 the
@@ -72,8 +73,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // multiply-adds. Transposed operands are read in place, a 4×4 block at a time, and turned in
 // registers (TRANS_A needs M a multiple of 4). A linear layer's bias is added by the first K
 // slice's stores.
-@group(0) @binding(1) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> A: array<vec4<TA>>;
+@group(0) @binding(2) var<storage, read> B: array<vec4<TB>>;
 @group(0) @binding(3) var<storage, read_write> C: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> BIAS: array<vec4<f32>>;
 
@@ -82,6 +83,15 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 
+// Four consecutive elements of A or B, widened to f32 from f16 storage.
+fn a4(i: u32) -> vec4<f32> {
+    return vec4<f32>(A[i]);
+}
+
+fn b4(i: u32) -> vec4<f32> {
+    return vec4<f32>(B[i]);
+}
+
 // Rows r..r+3 of A over K's k0..k0+3, as matrix columns.
 fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
     let m = P[0];
@@ -89,15 +99,15 @@ fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
     if (TRANS_A) {
         let m4 = m / 4u;
         let at = (a_base + min(r, m - 4u)) / 4u + k0 * m4;
-        return transpose(mat4x4<f32>(A[at], A[at + m4], A[at + 2u * m4], A[at + 3u * m4]));
+        return transpose(mat4x4<f32>(a4(at), a4(at + m4), a4(at + 2u * m4), a4(at + 3u * m4)));
     }
     let k4 = k / 4u;
     let kq = (a_base + k0) / 4u;
     return mat4x4<f32>(
-        A[kq + min(r, m - 1u) * k4],
-        A[kq + min(r + 1u, m - 1u) * k4],
-        A[kq + min(r + 2u, m - 1u) * k4],
-        A[kq + min(r + 3u, m - 1u) * k4],
+        a4(kq + min(r, m - 1u) * k4),
+        a4(kq + min(r + 1u, m - 1u) * k4),
+        a4(kq + min(r + 2u, m - 1u) * k4),
+        a4(kq + min(r + 3u, m - 1u) * k4),
     );
 }
 
@@ -109,15 +119,15 @@ fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
         let k4 = k / 4u;
         let w = (b_base + k0) / 4u;
         return transpose(mat4x4<f32>(
-            B[w + min(c, n - 1u) * k4],
-            B[w + min(c + 1u, n - 1u) * k4],
-            B[w + min(c + 2u, n - 1u) * k4],
-            B[w + min(c + 3u, n - 1u) * k4],
+            b4(w + min(c, n - 1u) * k4),
+            b4(w + min(c + 1u, n - 1u) * k4),
+            b4(w + min(c + 2u, n - 1u) * k4),
+            b4(w + min(c + 3u, n - 1u) * k4),
         ));
     }
     let n4 = n / 4u;
     let q = (b_base + k0 * n + c) / 4u;
-    return mat4x4<f32>(B[q], B[q + n4], B[q + 2u * n4], B[q + 3u * n4]);
+    return mat4x4<f32>(b4(q), b4(q + n4), b4(q + 2u * n4), b4(q + 3u * n4));
 }
 
 // Row r of C at columns c0..c0+7, added to C from a later K slice.
@@ -184,7 +194,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     store(c_base, r0 + 7u, c0, lo1[3], hi1[3]);
 }
 
-//!kernel matmul_tiled
+//!kernel matmul_tiled TA TB
 // The hardware profile's product: a 128×128 tile of C per workgroup of 16×16 invocations, K
 // walked 8 at a time through workgroup memory. Each invocation holds an 8×8 block of C in 16
 // vec4 registers, at rows 4·ty and 64 + 4·ty (columns likewise), so that the 32 invocations of
@@ -197,8 +207,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // host sums in a fixed order, so results do not depend on scheduling.
 // P: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, batch_base, k_start, k_end, splits,
 //     split_len, slab]
-@group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
+@group(0) @binding(1) var<storage, read> A: array<TA>;
+@group(0) @binding(2) var<storage, read> B: array<TB>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
 
 // Tiles as [k][128 rows or columns / 4], each k's row padded by one vec4 so that a loader's
@@ -259,7 +269,7 @@ fn main(
             }
             var av = 0.0;
             if (row0 + r < m && k0 + kk < k_hi) {
-                av = A[a_base + (row0 + r) * a_rs + (k0 + kk) * a_cs];
+                av = f32(A[a_base + (row0 + r) * a_rs + (k0 + kk) * a_cs]);
             }
             At[kk * 33u + r / 4u][r % 4u] = av;
             // B's tile: columns along the unit stride unless B is stored transposed.
@@ -271,7 +281,7 @@ fn main(
             }
             var bv = 0.0;
             if (col0 + c < n && k0 + kb < k_hi) {
-                bv = B[b_base + (k0 + kb) * b_rs + (col0 + c) * b_cs];
+                bv = f32(B[b_base + (k0 + kb) * b_rs + (col0 + c) * b_cs]);
             }
             Bt[kb * 33u + c / 4u][c % 4u] = bv;
         }

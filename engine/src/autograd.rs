@@ -58,6 +58,7 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 /// `.grad()` of every leaf that requires it.
 pub(crate) fn backward(root: &Tensor, grad: Tensor) {
     let _guard = NoGradGuard::new();
+    let _f32 = crate::autocast::Autocast::suspend();
     let order = topological_order(root);
     let mut grads: HashMap<u64, Tensor> = HashMap::new();
     grads.insert(root.id(), grad);

@@ -85,6 +85,12 @@ pub fn save(
                     Dtype::F64,
                     bytemuck::cast_slice(&t.try_to_vec_f64()?).to_vec(),
                 ),
+                DType::F16 => {
+                    let halves: Vec<u16> = (t.try_to_vec()?.into_iter())
+                        .map(|v| half::f16::from_f32(v).to_bits())
+                        .collect();
+                    (Dtype::F16, bytemuck::cast_slice(&halves).to_vec())
+                }
             };
             Ok((name.clone(), dtype, t.shape().to_vec(), bytes))
         })
@@ -157,10 +163,18 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
                 &Device::Cpu,
             ),
             Dtype::F64 => Tensor::from_vec_f64(bytemuck::pod_collect_to_vec(view.data()), &shape),
+            // f16 storage is GPU-only: loaded widened (exactly) to f32, to be cast where needed.
+            Dtype::F16 => {
+                let halves: Vec<u16> = bytemuck::pod_collect_to_vec(view.data());
+                let data = halves.into_iter().map(|h| half::f16::from_bits(h).to_f32());
+                Tensor::from_vec(data.collect(), &shape, &Device::Cpu)
+            }
             other => {
                 return Err(Error::format(
                     path,
-                    format!("tensor {name} has dtype {other:?}; only F32 and F64 are supported"),
+                    format!(
+                        "tensor {name} has dtype {other:?}; only F32, F64 and F16 are supported"
+                    ),
                 ))
             }
         };

@@ -4,6 +4,7 @@
 //! run primitive kernels of the device's backend (`backend::cpu` or `backend::gpu`), and record
 //! how to send gradients back, using more tensor ops; [`Tensor::backward`] replays those records.
 
+pub mod autocast;
 pub mod autograd;
 pub mod backend;
 pub mod checkpoint;
@@ -16,6 +17,7 @@ pub mod optim;
 pub mod shape;
 pub mod tensor;
 
+pub use autocast::Autocast;
 pub use autograd::{is_grad_enabled, no_grad, NoGradGuard};
 pub use device::Device;
 pub use error::{Error, Result};

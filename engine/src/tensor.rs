@@ -10,11 +10,14 @@ use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Element type of a tensor. GPU tensors are f32; f64 exists on the CPU for gradient checks.
+/// Element type of a tensor. f32 everywhere; f64 on the CPU for gradient checks; f16 on a GPU
+/// with `SHADER_F16`, as a storage format (see [`crate::autocast`]): kernels widen it to f32 to
+/// compute, and the gradient of an f16 tensor is f32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
     F64,
+    F16,
 }
 
 /// An n-dimensional array with reverse-mode autodiff. Cloning is cheap and shares the data.
@@ -125,7 +128,11 @@ impl Tensor {
         let storage = match (device, dtype) {
             (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(cpu::full(n, value))),
             (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(cpu::full(n, value as f32))),
-            (Device::Gpu(ctx), _) => Storage::Gpu(crate::backend::gpu::fill(ctx, n, value)),
+            (Device::Cpu, DType::F16) => panic!("f16 storage exists on the GPU only"),
+            (Device::Gpu(ctx), _) => {
+                let f32s = Storage::Gpu(crate::backend::gpu::fill(ctx, n, value));
+                crate::backend::cast(&f32s, dtype)
+            }
         };
         Tensor::from_storage(storage, shape.to_vec(), device.clone())
     }
@@ -197,10 +204,11 @@ impl Tensor {
             (Device::Cpu, DType::F32) => {
                 Storage::Cpu(CpuData::F32(data.iter().map(|&v| v as f32).collect()))
             }
-            (Device::Gpu(ctx), _) => Storage::Gpu(GpuData::upload(
-                ctx,
-                &data.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-            )),
+            (Device::Cpu, DType::F16) => panic!("f16 storage exists on the GPU only"),
+            (Device::Gpu(ctx), dtype) => {
+                let f32s = data.iter().map(|&v| v as f32).collect::<Vec<_>>();
+                crate::backend::cast(&Storage::Gpu(GpuData::upload(ctx, &f32s)), dtype)
+            }
         };
         Tensor::from_storage(storage, shape.to_vec(), self.device())
     }
@@ -322,16 +330,14 @@ impl Tensor {
         })
     }
 
-    /// The same values as `dtype` (a differentiable cast). f64 exists only on the CPU.
+    /// The same values as `dtype` (a differentiable cast). f64 exists only on the CPU, f16 only
+    /// on a GPU with `SHADER_F16`. The gradient comes back in the source's dtype.
     #[track_caller]
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
         if self.dtype() == dtype {
             return self.clone();
         }
-        let storage = match &*self.storage() {
-            Storage::Cpu(c) => Storage::Cpu(c.cast(dtype)),
-            Storage::Gpu(_) => panic!("to_dtype: the GPU backend stores f32 only, not {dtype:?}"),
-        };
+        let storage = crate::backend::cast(&self.storage(), dtype);
         let src = self.dtype();
         Tensor::from_op(
             storage,

@@ -204,7 +204,26 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(c) => c.dtype(),
-            Storage::Gpu(_) => DType::F32,
+            Storage::Gpu(g) => g.dtype(),
+        }
+    }
+}
+
+/// The same values as `dtype`: f32 ↔ f64 on the CPU, f32 ↔ f16 on the GPU.
+#[track_caller]
+pub fn cast(x: &Storage, dtype: DType) -> Storage {
+    match x {
+        Storage::Cpu(c) => Storage::Cpu(c.cast(dtype)),
+        Storage::Gpu(g) if dtype == DType::F64 => {
+            panic!("to_dtype: the GPU stores f32 and f16, not f64 ({g:?})")
+        }
+        Storage::Gpu(g) => {
+            assert!(
+                dtype != DType::F16 || g.ctx().has_f16(),
+                "to_dtype: {} has no f16 storage (SHADER_F16)",
+                g.ctx().adapter_name()
+            );
+            Storage::Gpu(gpu::cast(g, dtype))
         }
     }
 }
@@ -564,6 +583,12 @@ fn gpu_data(s: &Storage) -> &gpu::GpuData {
         Storage::Gpu(g) => g,
         Storage::Cpu(_) => panic!("operands live on different devices"),
     }
+}
+
+/// Whether the backend's fused attention kernels run `spec` (always on the CPU), rather than
+/// composing it from primitives.
+pub fn attention_fits(x: &Storage, spec: &AttnSpec) -> bool {
+    matches!(x, Storage::Cpu(_)) || gpu::attention_fits(spec)
 }
 
 /// Attention on a packed qkv projection ([`Packing::Qkv`]): `None` where the backend's fused

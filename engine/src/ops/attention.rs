@@ -2,6 +2,7 @@
 //! (elsewhere the gradient is composed from primitive ops); and multi-head self-attention read
 //! straight from a packed qkv projection.
 
+use crate::autocast::operand;
 use crate::backend::{self, AttnSaved, AttnSpec, Packing};
 use crate::tensor::Tensor;
 
@@ -70,6 +71,12 @@ impl Tensor {
             dv,
             scale,
             causal,
+        };
+        // Under autocast the fused kernels read f16 (the composed path takes f32 only).
+        let (q, k, v) = &if backend::attention_fits(&q.storage(), &spec) {
+            (operand(q), operand(k), operand(v))
+        } else {
+            (q.clone(), k.clone(), v.clone())
         };
         let bias_storage = bias.as_ref().map(|t| t.storage());
         let (o, lse) = backend::attention(
@@ -182,6 +189,11 @@ impl Tensor {
             dv: d,
             scale: 1.0 / (d as f64).sqrt(),
             causal,
+        };
+        let qkv = &if backend::attention_fits(&qkv.storage(), &spec) {
+            operand(qkv)
+        } else {
+            qkv.clone()
         };
         let bias_storage = bias.as_ref().map(|t| t.storage());
         let Some((o, lse)) =

@@ -1,8 +1,30 @@
 //! Batched matrix multiplication with batch broadcasting and transposed operands.
 
+use crate::autocast;
 use crate::backend::{self, MatmulSpec};
 use crate::shape::{broadcast, numel};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
+
+/// Products take operands of one dtype, or f16 beside f32 (an autocast operand meeting an f32
+/// gradient in the backward pass): the kernels widen f16 as they read, and return f32.
+#[track_caller]
+fn check_operands(op: &str, a: &Tensor, b: &Tensor) {
+    let (da, db) = (a.dtype(), b.dtype());
+    if da != db
+        && [da, db]
+            .iter()
+            .all(|d| [DType::F16, DType::F32].contains(d))
+    {
+        assert!(
+            a.device() == b.device(),
+            "{op}: operands live on different devices ({:?} and {:?})",
+            a.device(),
+            b.device()
+        );
+        return;
+    }
+    crate::ops::elementwise::check_same(op, a, b);
+}
 
 impl Tensor {
     /// `self @ other` over the last two axes; leading (batch) axes broadcast.
@@ -26,7 +48,11 @@ impl Tensor {
     /// `op(self) @ op(other)` where `op` transposes the last two axes when its flag is set.
     #[track_caller]
     pub fn matmul_ex(&self, other: &Tensor, trans_a: bool, trans_b: bool) -> Tensor {
-        crate::ops::elementwise::check_same("matmul", self, other);
+        check_operands("matmul", self, other);
+        let (a, b) = (autocast::operand(self), autocast::operand(other));
+        if a.dtype() != self.dtype() || b.dtype() != other.dtype() {
+            return a.matmul_ex(&b, trans_a, trans_b);
+        }
         assert!(
             self.rank() >= 2 && other.rank() >= 2,
             "matmul: operands need at least 2 axes, got shapes {:?} and {:?}",
@@ -120,8 +146,10 @@ impl Tensor {
         let Some(b) = bias else {
             return x2.matmul_nt(weight).reshape_to(&shape);
         };
-        crate::ops::elementwise::check_same("linear", self, weight);
-        crate::ops::elementwise::check_same("linear", self, b);
+        check_operands("linear", self, weight);
+        crate::ops::elementwise::check_same("linear", weight, b);
+        // Under autocast the product's operands (and what the backward pass saves) are f16.
+        let (x2, weight) = (autocast::operand(&x2), &autocast::operand(weight));
         assert_eq!(
             b.shape(),
             [n],

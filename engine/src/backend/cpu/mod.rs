@@ -153,6 +153,7 @@ impl CpuData {
         match dtype {
             DType::F32 => CpuData::F32(self.to_f32()),
             DType::F64 => CpuData::F64(self.to_f64()),
+            DType::F16 => panic!("to_dtype: f16 storage exists on the GPU only"),
         }
     }
 }

@@ -125,7 +125,8 @@ struct Recorded {
 }
 
 struct State {
-    pipelines: HashMap<(&'static str, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
+    /// Compiled kernels by name, f16 mask (see `shaders::module`) and override constants.
+    pipelines: HashMap<(&'static str, u32, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
     pool: HashMap<u64, Vec<wgpu::Buffer>>,
     /// Freed during the open batch; pooled again after it is submitted.
     pending_free: Vec<wgpu::Buffer>,
@@ -280,13 +281,14 @@ impl GpuContext {
                 info.name
             ));
         }
+        // f16 storage is used only where asked for (`autocast`), but costs nothing to enable.
+        let mut required = features & wgpu::Features::SHADER_F16;
+        if profiling {
+            required |= timestamps;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("selfsup"),
-            required_features: if profiling {
-                timestamps
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: required,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -443,6 +445,11 @@ impl GpuContext {
         v
     }
 
+    /// Whether tensors may be stored as f16 here (the adapter has `SHADER_F16`).
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
     /// A software rasteriser's compute (lavapipe, WARP, SwiftShader) rather than a GPU.
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
@@ -555,7 +562,8 @@ impl GpuContext {
         &self,
         state: &mut State,
         name: &'static str,
-        source: fn() -> String,
+        source: &dyn Fn() -> String,
+        f16_mask: u32,
         constants: &[(&'static str, u32)],
     ) -> Arc<wgpu::ComputePipeline> {
         assert!(
@@ -568,7 +576,7 @@ impl GpuContext {
         }
         state
             .pipelines
-            .entry((name, key))
+            .entry((name, f16_mask, key))
             .or_insert_with(|| {
                 let module = self
                     .device
@@ -598,11 +606,13 @@ impl GpuContext {
 
     /// Records one kernel launch: `params` go to binding 0, `buffers` to bindings 1.. in order;
     /// `constants` set the kernel's override constants (at most [`MAX_CONSTANTS`], always the
-    /// same names in the same order for one kernel).
+    /// same names in the same order for one kernel); `source` is the variant for `f16_mask`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch(
         &self,
         kernel: &'static str,
-        source: fn() -> String,
+        source: &dyn Fn() -> String,
+        f16_mask: u32,
         constants: &[(&'static str, u32)],
         params: &[u32],
         buffers: &[&wgpu::Buffer],
@@ -625,7 +635,7 @@ impl GpuContext {
         if st.ops.len() >= MAX_BATCH {
             self.submit(&mut st);
         }
-        let pipeline = self.pipeline(&mut st, kernel, source, constants);
+        let pipeline = self.pipeline(&mut st, kernel, source, f16_mask, constants);
         let offset = st.ops.len() as u64 * st.slot;
         let bytes: &[u8] = bytemuck::cast_slice(params);
         assert!(

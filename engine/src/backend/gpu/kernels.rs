@@ -6,6 +6,7 @@ use super::shaders::{
     self, ATTENTION, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
 };
 use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Packing, Reduce, Unary};
+use crate::DType;
 use std::sync::Arc;
 
 /// Most axes a strided kernel indexes after merging contiguous ones.
@@ -38,16 +39,20 @@ fn bits(v: f64) -> u32 {
     (v as f32).to_bits()
 }
 
-/// A kernel's name and its source's getter: `launch` compiles each once, keyed by name.
-type Kernel = (&'static str, fn() -> String);
+/// A kernel: section `name` of a shader family's source. `launch` compiles each variant once.
+#[derive(Clone, Copy)]
+struct Kernel {
+    family: &'static str,
+    name: &'static str,
+}
 
 /// The [`Kernel`] for section `$name` of a shader family.
 macro_rules! kernel {
     ($family:expr, $name:literal) => {
-        (
-            $name,
-            (|| shaders::module($family, $name)) as fn() -> String,
-        )
+        Kernel {
+            family: $family,
+            name: $name,
+        }
     };
 }
 
@@ -65,7 +70,30 @@ fn launch_with(
     grid: [u32; 3],
 ) {
     let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
-    ctx.launch(k.0, k.1, constants, params, &bufs, grid);
+    let mask = f16_mask(k, buffers);
+    let source = || shaders::module(k.family, k.name, mask);
+    ctx.launch(k.name, &source, mask, constants, params, &bufs, grid);
+}
+
+/// Bit `i` set where buffer `i` holds f16: the kernel variant to run. Panics, naming the kernel,
+/// where an f16 buffer meets a binding that takes f32 only (see `shaders::module`).
+#[track_caller]
+fn f16_mask(k: Kernel, buffers: &[&GpuData]) -> u32 {
+    let mask = buffers
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.dtype() == DType::F16)
+        .fold(0, |m, (i, _)| m | 1 << i);
+    if mask != 0 {
+        let typed = shaders::aliases(k.family, k.name).len();
+        assert!(
+            mask >> typed == 0,
+            "GPU kernel {}: an operand is f16, which only matmul, linear, attention and to_dtype \
+             take (cast it with to_dtype(DType::F32) first)",
+            k.name
+        );
+    }
+    mask
 }
 
 /// Drops size-1 axes and merges axes that are contiguous in every operand, so that typical
@@ -103,6 +131,7 @@ fn collapse(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize
 /// Launches a strided element-wise kernel over the quads of `shape` (see `quad_offsets` in
 /// common.wgsl): parameters [quads, p1, rank, 0, shape[8], strides of each operand [8]],
 /// specialised on the merged rank, on whether the innermost axis holds whole quads, and on `op`.
+/// The output has the first input's dtype.
 fn launch_strided(
     k: Kernel,
     op: Option<u32>,
@@ -113,7 +142,7 @@ fn launch_strided(
 ) -> GpuData {
     let ctx = inputs[0].ctx();
     let n: usize = shape.iter().product();
-    let y = GpuData::alloc(ctx, n);
+    let y = GpuData::alloc_as(ctx, n, inputs[0].dtype());
     let (shape, strides) = collapse(shape, strides);
     let rank = shape.len().max(1) as u32;
     let aligned = shape.last().is_some_and(|d| d % 4 == 0);
@@ -347,8 +376,10 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
     // TRANS_A, TRANS_B); a transposed A is read four rows at a time, so one whose M is not a
     // multiple of 4 is copied to row-major.
     let (a_rm, dummy);
-    let (a, k, constants, a_bs, bias_slot) = if vec4_fits(&s) {
-        let copy_a = s.trans_a && !s.m.is_multiple_of(4);
+    // f16 operands are never copied (the copy kernels take f32): the scalar kernel reads them.
+    let copy_a = s.trans_a && !s.m.is_multiple_of(4);
+    let vec4 = vec4_fits(&s) && !(copy_a && a.dtype() == DType::F16);
+    let (a, k, constants, a_bs, bias_slot) = if vec4 {
         a_rm = copy_a.then(|| {
             let batches = if s.a_batch_stride == 0 { 1 } else { s.batch };
             gather_strided(a, 0, &[s.a_batch_stride, 1, s.m], &[batches, s.m, s.k])
@@ -451,6 +482,15 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 6]) ->
     }
     // The slabs summed in split order: the same bits on every run.
     reduce(Reduce::Sum, &c, 1, splits, out)
+}
+
+/// `x`'s values as `dtype` (f32 ↔ f16: rounded to nearest, ±inf beyond f16's range).
+pub fn cast(x: &GpuData, dtype: DType) -> GpuData {
+    let ctx = x.ctx();
+    let y = GpuData::alloc_as(ctx, x.len(), dtype);
+    let p = [x.len() as u32];
+    launch(ctx, kernel!(COPY, "cast"), &p, &[x, &y], grid(x.len(), 256));
+    y
 }
 
 /// Rows up to this long use one invocation per row (no barriers); longer ones a workgroup.

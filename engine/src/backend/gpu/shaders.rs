@@ -1,7 +1,11 @@
 //! WGSL sources from `shaders/`, one file per kernel family, compiled into the binary.
 //!
-//! A family file holds shared helpers followed by `//!kernel NAME` sections; the module for one
-//! kernel is `common.wgsl` + the helpers + that section, so each kernel gets its own bindings.
+//! A family file holds shared helpers followed by `//!kernel NAME [ALIAS…]` sections; the module
+//! for one kernel is `common.wgsl` + the helpers + that section, so each kernel gets its own
+//! bindings. A kernel that reads or writes f16 storage names its element types as aliases after
+//! its name, one per leading storage binding in order (binding 1 is the first): each variant of
+//! the kernel is compiled with every alias set to f32 or f16 from the buffers it is given, so
+//! the f32 and f16 paths are one source.
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
@@ -14,21 +18,49 @@ pub const BATCHNORM: &str = include_str!("../../../../shaders/batchnorm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
 pub const OPTIM: &str = include_str!("../../../../shaders/optim.wgsl");
 
-/// The full WGSL module for kernel `name` of `family`.
-pub fn module(family: &str, name: &str) -> String {
+/// The helpers and the section of kernel `name` in `family`.
+fn section<'a>(family: &'a str, name: &str) -> (&'a str, &'a str) {
     let mut sections = family.split("//!kernel ");
     let helpers = sections.next().unwrap_or_default();
     let body = sections
-        .find(|s| s.lines().next().map(str::trim) == Some(name))
+        .find(|s| s.split_whitespace().next() == Some(name))
         .unwrap_or_else(|| panic!("internal: no WGSL kernel named {name}"));
-    format!("{COMMON}\n{helpers}\n// kernel {body}")
+    (helpers, body)
+}
+
+/// The element-type aliases kernel `name` declares after its name (see the module docs).
+pub fn aliases<'a>(family: &'a str, name: &str) -> Vec<&'a str> {
+    let (_, body) = section(family, name);
+    body.lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .collect()
+}
+
+/// The full WGSL module for kernel `name` of `family`, with alias `i` set to f16 where bit `i`
+/// of `f16_mask` is set and to f32 elsewhere (the caller has checked that the mask names no
+/// binding past the aliases).
+pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
+    let (helpers, body) = section(family, name);
+    let mut prelude = String::new();
+    if f16_mask != 0 {
+        prelude.push_str("enable f16;\n");
+    }
+    for (i, alias) in aliases(family, name).iter().enumerate() {
+        let ty = if f16_mask >> i & 1 == 1 { "f16" } else { "f32" };
+        prelude.push_str(&format!("alias {alias} = {ty};\n"));
+    }
+    format!("{prelude}{COMMON}\n{helpers}\n// kernel {body}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every kernel section parses and validates as WGSL (no adapter needed).
+    /// Every kernel section parses and validates as WGSL (no adapter needed), and so does every
+    /// kernel with element-type aliases in its all-f16 variant.
     #[test]
     fn every_kernel_validates() {
         let families = [
@@ -42,22 +74,31 @@ mod tests {
             ATTENTION,
             OPTIM,
         ];
-        let mut count = 0;
+        let (mut count, mut typed) = (0, 0);
         for family in families {
             for section in family.split("//!kernel ").skip(1) {
-                let name = section.lines().next().unwrap().trim();
-                let src = module(family, name);
-                let m = naga::front::wgsl::parse_str(&src)
-                    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
-                naga::valid::Validator::new(
-                    naga::valid::ValidationFlags::all(),
-                    naga::valid::Capabilities::all(),
-                )
-                .validate(&m)
-                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                let name = section.split_whitespace().next().unwrap();
+                let n = aliases(family, name).len();
+                let masks = if n == 0 {
+                    vec![0]
+                } else {
+                    vec![0, (1 << n) - 1]
+                };
+                typed += (n > 0) as usize;
+                for mask in masks {
+                    let src = module(family, name, mask);
+                    let m = naga::front::wgsl::parse_str(&src)
+                        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+                    naga::valid::Validator::new(
+                        naga::valid::ValidationFlags::all(),
+                        naga::valid::Capabilities::all(),
+                    )
+                    .validate(&m)
+                    .unwrap_or_else(|e| panic!("{name} (f16 mask {mask}): {e:?}"));
+                }
                 count += 1;
             }
         }
-        assert_eq!(count, 30);
+        assert_eq!((count, typed), (31, 8));
     }
 }

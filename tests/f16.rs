@@ -1,0 +1,294 @@
+//! f16 storage on the GPU: casts, products and attention reading f16 operands, and autocast
+//! (f16 operands, f32 compute, f32 gradients) against the CPU in f32.
+//!
+//! f16 needs an adapter with `SHADER_F16` (lavapipe has it). Without one these tests say loudly
+//! that they were skipped; under `CI=true` they fail, since CI's adapter has it.
+
+mod common;
+
+use common::*;
+use half::f16;
+use selfsup_engine::backend::gpu::{with_kernel_profile, KernelProfile};
+use selfsup_engine::{Autocast, DType, Device, Tensor};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The GPU if it stores f16, else `None` after a visible notice (a failure under `CI=true`).
+fn f16_gpu(test: &str) -> Option<Device> {
+    let dev = gpu_or_skip(test)?;
+    if Autocast::f16(&dev).is_ok() {
+        return Some(dev);
+    }
+    let why = format!("SKIPPED {test}: {dev:?} has no f16 storage (SHADER_F16); nothing checked");
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "CI=true: {why}"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{why}");
+    None
+}
+
+/// `v` rounded to f16 and widened back (the host's reference rounding, the `half` crate).
+fn round16(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|&x| f16::from_f64(x).to_f64()).collect()
+}
+
+const PROFILES: [KernelProfile; 2] = [KernelProfile::Software, KernelProfile::Hardware];
+
+#[test]
+fn casts_round_to_nearest_and_back_exactly() {
+    let Some(gpu) = f16_gpu("casts_round_to_nearest_and_back_exactly") else {
+        return;
+    };
+    // Random values over many binades, halfway cases, subnormals, and beyond f16's range.
+    let mut v: Vec<f64> = normal(&[1000], 7)
+        .iter()
+        .map(|x| x * 1e3_f64.powf(x / 2.0))
+        .collect();
+    v.extend([
+        1.0 + 2f64.powi(-11),
+        1.0 + 3.0 * 2f64.powi(-11),
+        3e-6,
+        -6e-8,
+        65504.0,
+        1e5,
+        -7e4,
+    ]);
+    let x = Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), &[v.len()], &gpu);
+    let h = x.to_dtype(DType::F16);
+    assert_eq!(h.dtype(), DType::F16);
+    let want: Vec<f32> = v
+        .iter()
+        .map(|&x| f16::from_f32(x as f32).to_f32())
+        .collect();
+    let got = h.to_vec();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "element {i} ({}): gpu {g}, half crate {w}",
+            v[i]
+        );
+    }
+    assert!(got[got.len() - 2].is_infinite() && got[got.len() - 1] < -65504.0);
+    // Widening is exact, and so is the round trip of f16 values.
+    assert_eq!(h.to_dtype(DType::F32).to_vec(), got);
+    assert_eq!(h.to_dtype(DType::F32).to_dtype(DType::F16).to_vec(), got);
+}
+
+#[test]
+fn f16_operands_multiply_like_their_f32_values() {
+    let Some(gpu) = f16_gpu("f16_operands_multiply_like_their_f32_values") else {
+        return;
+    };
+    // (batch of a, batch of b, m, k, n): tile edges, K = 1, skinny, long K, broadcast batches.
+    let shapes: [([usize; 2], usize, usize, usize); 9] = [
+        ([1, 1], 63, 64, 65),
+        ([1, 1], 127, 128, 129),
+        ([1, 1], 64, 1, 64),
+        ([1, 1], 5, 7, 3),
+        ([1, 1], 130, 257, 33),
+        ([3, 3], 33, 20, 12),
+        ([3, 1], 9, 16, 8),
+        ([1, 1], 16, 1100, 24),
+        ([1, 1], 8, 12, 4),
+    ];
+    for (case, &(batches, m, k, n)) in shapes.iter().enumerate() {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let sa = if ta {
+                [batches[0], k, m]
+            } else {
+                [batches[0], m, k]
+            };
+            let sb = if tb {
+                [batches[1], n, k]
+            } else {
+                [batches[1], k, n]
+            };
+            let a = round16(&normal(&sa, 100 + case as u64));
+            let b = round16(&normal(&sb, 200 + case as u64));
+            let want = Tensor::from_vec_f64(a.clone(), &sa)
+                .matmul_ex(&Tensor::from_vec_f64(b.clone(), &sb), ta, tb)
+                .to_vec();
+            let up = |v: &[f64], s: &[usize]| {
+                Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), s, &gpu)
+            };
+            for profile in PROFILES {
+                for (a16, b16) in [(true, true), (true, false), (false, true)] {
+                    let cast = |t: Tensor, on: bool| if on { t.to_dtype(DType::F16) } else { t };
+                    let (x, y) = (cast(up(&a, &sa), a16), cast(up(&b, &sb), b16));
+                    let c = with_kernel_profile(profile, || x.matmul_ex(&y, ta, tb));
+                    assert_eq!(c.dtype(), DType::F32);
+                    let what = format!(
+                        "{sa:?}{} · {sb:?}{} (f16 a {a16}, b {b16}, {profile:?})",
+                        if ta { "ᵀ" } else { "" },
+                        if tb { "ᵀ" } else { "" }
+                    );
+                    // The operands are exact f16 values; only f32 accumulation order differs.
+                    assert_close32(&what, c.shape(), &c.to_vec(), &want, reduce_tol(k));
+                }
+            }
+        }
+    }
+}
+
+/// A linear layer and packed multi-head attention under autocast against the CPU in f32: values
+/// and gradients within f16's precision (11 bits), gradients f32, parameters untouched.
+#[test]
+fn autocast_matches_f32_within_f16_precision() {
+    let Some(gpu) = f16_gpu("autocast_matches_f32_within_f16_precision") else {
+        return;
+    };
+    let (b, t, c, heads) = (3, 17, 32, 4);
+    let x = normal(&[b, t, c], 1);
+    let w_qkv = normal(&[3 * c, c], 2)
+        .iter()
+        .map(|v| v * 0.2)
+        .collect::<Vec<_>>();
+    let b_qkv = normal(&[3 * c], 3);
+    let w_out = normal(&[c, c], 4)
+        .iter()
+        .map(|v| v * 0.2)
+        .collect::<Vec<_>>();
+    let mask: Vec<f64> = (0..b * t)
+        .map(|i| (i % t >= t - 2 * (i / t)) as u8 as f64)
+        .collect();
+    let weights = loss_weights(&[b, t, c], 5);
+    let run = |dev: &Device, f16_on: bool| {
+        let leaf = |v: &[f64], s: &[usize]| {
+            Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), s, dev).requires_grad_(true)
+        };
+        let (x, wq, bq, wo) = (
+            leaf(&x, &[b, t, c]),
+            leaf(&w_qkv, &[3 * c, c]),
+            leaf(&b_qkv, &[3 * c]),
+            leaf(&w_out, &[c, c]),
+        );
+        let m = Tensor::from_vec(mask.iter().map(|&v| v as f32).collect(), &[b, t], dev);
+        let y = {
+            let _cast = f16_on.then(|| Autocast::f16(dev).unwrap());
+            let qkv = x.linear(&wq, Some(&bq));
+            let h = Tensor::multi_head_attention(&qkv, heads, false, Some(&m));
+            h.matmul_nt(&wo)
+        };
+        assert_eq!(y.dtype(), DType::F32);
+        let w = Tensor::from_vec(weights.iter().map(|&v| v as f32).collect(), &[b, t, c], dev);
+        (&y * &w).sum_all().backward();
+        let mut out = vec![y.to_vec()];
+        for p in [&x, &wq, &bq, &wo] {
+            let g = p.grad().expect("a gradient");
+            assert_eq!((p.dtype(), g.dtype()), (DType::F32, DType::F32));
+            out.push(g.to_vec());
+        }
+        out
+    };
+    let cpu = run(&Device::cpu(), false);
+    let f32_gpu = run(&gpu, false);
+    for profile in PROFILES {
+        let got = with_kernel_profile(profile, || run(&gpu, true));
+        let again = with_kernel_profile(profile, || run(&gpu, true));
+        assert_eq!(got, again, "{profile:?}: two autocast runs differ");
+        for (i, (g, w)) in got.iter().zip(&cpu).enumerate() {
+            let what = format!("{profile:?} autocast, output {i}");
+            let tol = Tol32 {
+                atol: 2e-2,
+                rtol: 2e-2,
+            };
+            assert_close32(&what, &[g.len()], g, w, tol);
+        }
+        // f16 really was used: the results differ from the f32 GPU run's.
+        assert_ne!(got[0], f32_gpu[0], "{profile:?}: autocast changed nothing");
+    }
+}
+
+#[test]
+fn separate_attention_reads_f16_under_autocast() {
+    let Some(gpu) = f16_gpu("separate_attention_reads_f16_under_autocast") else {
+        return;
+    };
+    let s = [2, 3, 9, 8];
+    let (q, k, v) = (normal(&s, 11), normal(&s, 12), normal(&s, 13));
+    let inputs = [q, k, v].map(|d| leaf32(round16(&d), &s));
+    // The operands are exact f16 values, so only the kernels' f32 arithmetic differs.
+    gpu_check("attention on f16 operands", &gpu, &inputs, |t| {
+        let _cast = t[0]
+            .device()
+            .is_gpu()
+            .then(|| Autocast::f16(&t[0].device()).unwrap());
+        Tensor::scaled_dot_product_attention(&t[0], &t[1], &t[2], true, None, None)
+    });
+}
+
+#[test]
+fn f16_views_copy_and_other_ops_refuse_f16() {
+    let Some(gpu) = f16_gpu("f16_views_copy_and_other_ops_refuse_f16") else {
+        return;
+    };
+    let v = round16(&normal(&[4, 6], 21));
+    let x = Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), &[4, 6], &gpu);
+    let h = x.to_dtype(DType::F16);
+    // Views are strided copies, f16 in and out.
+    let p = h.permute(&[1, 0]);
+    assert_eq!(p.dtype(), DType::F16);
+    assert_eq!(p.to_vec(), x.permute(&[1, 0]).to_vec());
+    // An op without f16 kernels refuses in one line naming it, rather than misreading bytes.
+    let err = catch_unwind(AssertUnwindSafe(|| h.exp().to_vec())).unwrap_err();
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    assert!(msg.contains("unary") && msg.contains("f16"), "{msg}");
+    // The device is still usable afterwards.
+    assert_eq!(x.exp().to_vec().len(), 24);
+}
+
+#[test]
+fn autocast_refuses_a_device_without_f16() {
+    let err = Autocast::f16(&Device::cpu())
+        .err()
+        .expect("the CPU has no f16 autocast");
+    assert!(err.to_string().contains("SHADER_F16"), "{err}");
+    let r = catch_unwind(|| Tensor::from_vec(vec![1.0], &[1], &Device::cpu()).to_dtype(DType::F16));
+    assert!(r.is_err(), "an f16 CPU tensor was made");
+}
+
+/// The tiny classifier of the other GPU tests, trained with every product under autocast: it
+/// learns as in f32, along a slightly different path.
+#[test]
+fn training_under_autocast_follows_f32() {
+    let Some(gpu) = f16_gpu("training_under_autocast_follows_f32") else {
+        return;
+    };
+    let f32_losses = train_mlp(&gpu, 60);
+    let f16_losses = {
+        let _cast = Autocast::f16(&gpu).unwrap();
+        train_mlp(&gpu, 60)
+    };
+    assert!(f16_losses[59] < 0.3 * f16_losses[0], "{f16_losses:?}");
+    assert_ne!(f16_losses, f32_losses, "autocast changed nothing");
+    for (i, (a, b)) in f16_losses.iter().zip(&f32_losses).enumerate() {
+        assert!(
+            (a - b).abs() <= 0.01 + 0.02 * b,
+            "step {i}: f16 {a} against f32 {b}"
+        );
+    }
+}
+
+/// An f16 tensor is saved as safetensors F16 (half the bytes) and loads widened, exactly, to f32
+/// on the CPU (f16 storage is GPU-only).
+#[test]
+fn checkpoints_store_f16_and_load_it_widened() {
+    let Some(gpu) = f16_gpu("checkpoints_store_f16_and_load_it_widened") else {
+        return;
+    };
+    let v: Vec<f32> = normal(&[5, 3], 31).iter().map(|&x| x as f32).collect();
+    let h = Tensor::from_vec(v, &[5, 3], &gpu).to_dtype(DType::F16);
+    let dir = Scratch::new("f16-checkpoint");
+    let path = dir.path("h.safetensors");
+    let tensors = [("h".to_string(), h.clone())];
+    selfsup_engine::checkpoint::save(&path, &tensors, &Default::default()).unwrap();
+    let ck = selfsup_engine::checkpoint::load(&path).unwrap();
+    let back = &ck.tensors["h"];
+    assert_eq!((back.dtype(), back.shape()), (DType::F32, &[5, 3][..]));
+    assert_eq!(back.to_vec(), h.to_vec());
+}
