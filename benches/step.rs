@@ -18,7 +18,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use selfsup_engine::nn::{Init, Module};
 use selfsup_engine::optim::{param_groups, AdamW, Optimizer};
-use selfsup_engine::{Device, SeededRng};
+use selfsup_engine::{Autocast, Device, SeededRng};
 use selfsup_models::bert::{mlm_mask, Batch, BertConfig, BertMlm};
 use selfsup_models::gpt::{Gpt, GptConfig};
 use selfsup_models::mae::MaeConfig;
@@ -186,6 +186,11 @@ fn steps(c: &mut Criterion) {
             println!("GPU adapter: {}", gpu.name());
             method_step(c, "gpu", "simclr", &gpu, 32);
             method_step(c, "gpu", "simclr", &gpu, 128);
+            // With f16 operands for products and attention, where the adapter stores f16.
+            if let Ok(_f16) = Autocast::f16(&gpu) {
+                method_step(c, "gpu-f16", "simclr", &gpu, 32);
+                method_step(c, "gpu-f16", "simclr", &gpu, 128);
+            }
         }
         Err(e) => println!("no GPU benchmarks: {e}"),
     }

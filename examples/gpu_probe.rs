@@ -2,7 +2,8 @@
 //! limits, copy bandwidth, matrix-product GFLOP/s (squares and the ViT's shapes), softmax, layer
 //! norm and reduction bandwidth, attention forward+backward, and the SimCLR training step split
 //! into forward, backward and optimizer (with the gradient norm the run takes first) with its
-//! kernel launches, submissions and uploads, then the same step on the host's CPU backend.
+//! kernel launches, submissions and uploads, then the same step on the host's CPU backend. Where
+//! the adapter stores f16, the products, attention and step again with f16 operands (autocast).
 //!
 //! Made to be run once on a borrowed GPU machine, so it is built portable (no `target-cpu=native`,
 //! which `.cargo/config.toml` sets for this machine's CPU backend), stripped, and finishes in a few
@@ -22,7 +23,7 @@ use selfsup::models::vit::{Pool, VitConfig};
 use selfsup_engine::backend::gpu::GpuContext;
 use selfsup_engine::nn::Init;
 use selfsup_engine::optim::{grad_norm, param_groups, AdamW, Optimizer};
-use selfsup_engine::{no_grad, Device, Tensor};
+use selfsup_engine::{autocast, no_grad, Autocast, DType, Device, Tensor};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -155,6 +156,16 @@ fn probe(args: Args) -> Result<(), String> {
                 err / scale
             );
         }
+        // The same product reading f16 operands (f32 arithmetic), where the adapter stores f16.
+        if ctx.has_f16() {
+            let (a, b) = (a.to_dtype(DType::F16), b.to_dtype(DType::F16));
+            let s = time(&dev, reps, || drop(product(&a, &b)));
+            let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
+            println!(
+                "{name} f16 operands: {gflops:.1} GFLOP/s ({:.3} ms)",
+                s * 1e3
+            );
+        }
         let profiled = device_time(&dev, ctx, || drop(product(&a, &b)));
         if let Some([kernels, recorded, done]) = profiled {
             println!(
@@ -193,15 +204,24 @@ fn probe(args: Args) -> Result<(), String> {
     let long = if big { 1024 } else { 256 };
     for (b, t, heads, d) in [(64, 50, 4, 16), (4, long, 4, 32)] {
         let qkv = Tensor::randn(&[b, t, 3 * heads * d], 4, &dev).requires_grad_(true);
-        let s = time(&dev, reps, || {
-            Tensor::multi_head_attention(&qkv, heads, false, None)
-                .sum_all()
-                .backward();
-        });
-        println!(
-            "attention b{b} t{t} {heads}×{d}, forward+backward: {:.2} ms",
-            s * 1e3
-        );
+        let modes: &[bool] = if ctx.has_f16() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &f16 in modes {
+            let _f16 = f16.then(|| Autocast::f16(&dev)).transpose();
+            let s = time(&dev, reps, || {
+                Tensor::multi_head_attention(&qkv, heads, false, None)
+                    .sum_all()
+                    .backward();
+            });
+            let tag = if f16 { " (f16 operands)" } else { "" };
+            println!(
+                "attention b{b} t{t} {heads}×{d}, forward+backward{tag}: {:.2} ms",
+                s * 1e3
+            );
+        }
     }
 
     let batches: &[usize] = match (big, args.quick) {
@@ -209,11 +229,20 @@ fn probe(args: Args) -> Result<(), String> {
         (false, _) => &[32, 128],
         (true, _) => &[32, 128, 256],
     };
-    // The same steps on this host's CPU backend, the alternative to the GPU.
-    for d in [&dev, &Device::cpu()] {
+    // The same steps with f16 operands (autocast) where the adapter stores f16, then on this
+    // host's CPU backend, the alternative to the GPU.
+    let reps = if args.quick { 2 } else { 3 };
+    for &batch in batches {
+        simclr_step(&dev, batch, reps);
+    }
+    if ctx.has_f16() {
+        let _f16 = Autocast::f16(&dev).map_err(|e| e.to_string())?;
         for &batch in batches {
-            simclr_step(d, batch, if args.quick { 2 } else { 3 });
+            simclr_step(&dev, batch, reps);
         }
+    }
+    for &batch in batches {
+        simclr_step(&Device::cpu(), batch, reps);
     }
     Ok(())
 }
@@ -297,6 +326,7 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         }
     }
     parts.sort_by(|a, b| a[..3].iter().sum::<f64>().total_cmp(&b[..3].iter().sum()));
+    let tag = if autocast::is_f16() { " f16" } else { "" };
     let [f, b, o, recording] = parts[parts.len() / 2];
     let on = if dev.is_gpu() {
         "gpu".into()
@@ -304,7 +334,7 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         dev.name()
     };
     println!(
-        "simclr step batch {batch} on the {on}: {:.1} ms (forward {:.1}, backward {:.1}, \
+        "simclr{tag} step batch {batch} on the {on}: {:.1} ms (forward {:.1}, backward {:.1}, \
          optimizer {:.1})",
         (f + b + o) * 1e3,
         f * 1e3,
@@ -315,7 +345,7 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         return;
     };
     println!(
-        "simclr step batch {batch}: {:.1} ms of it recording the launches on the host",
+        "simclr{tag} step batch {batch}: {:.1} ms of it recording the launches on the host",
         recording * 1e3
     );
     // With SELFSUP_GPU_PROFILE=1, one more step's device time per kernel, longest first.
@@ -332,18 +362,18 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
     let total: f64 = times.iter().map(|k| k.2).sum();
     if total > 0.0 {
         println!(
-            "simclr step batch {batch}: {:.1} ms in kernels",
+            "simclr{tag} step batch {batch}: {:.1} ms in kernels",
             total * 1e-6
         );
     }
     for (kernel, launches, ns) in times.iter().take(12) {
         println!(
-            "simclr step batch {batch}: kernel {kernel}: {launches} launches, {:.2} ms",
+            "simclr{tag} step batch {batch}: kernel {kernel}: {launches} launches, {:.2} ms",
             ns * 1e-6
         );
     }
     println!(
-        "simclr step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} kB; kernel \
+        "simclr{tag} step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} kB; kernel \
          parameters {:.1} kB), {} readbacks",
         per_step.dispatches,
         per_step.submits,

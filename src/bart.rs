@@ -368,6 +368,10 @@ pub struct Args {
     pub seed: Option<String>,
     #[arg(long)]
     pub device: Option<String>,
+    /// On a GPU with f16 storage: products and attention read f16 operands (f32 arithmetic,
+    /// weights and gradients)
+    #[arg(long)]
+    pub f16: bool,
     /// Where checkpoint, config and curves go (default: runs/bart)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -404,7 +408,9 @@ pub fn main_with(argv: Vec<String>) -> Result<BartOutcome, String> {
         setup::ctx_as_max_positions(flags::given(&matches, &CONFIG_FLAGS));
     cadence(args.checkpoint_every, args.log_every)?;
     let device = setup::device(args.device.as_deref())?;
-    println!("device: {}", device.name());
+    let _f16 = setup::autocast(args.f16, &device)?;
+    let f16 = if args.f16 { ", f16 operands" } else { "" };
+    println!("device: {}{f16}", device.name());
     let (mut config, resumed) = setup::text_config(
         &BartRunConfig::defaults(),
         &given,

@@ -99,6 +99,10 @@ pub struct Args {
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
     #[arg(long)]
     pub device: Option<String>,
+    /// On a GPU with f16 storage: products and attention read f16 operands (f32 arithmetic,
+    /// weights and gradients)
+    #[arg(long)]
+    pub f16: bool,
     /// Where checkpoint, config and curves go (default: runs/bert)
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -146,7 +150,9 @@ pub fn main_with(argv: Vec<String>) -> Result<BertOutcome, String> {
         setup::ctx_as_max_positions(flags::given(&matches, &CONFIG_FLAGS));
     cadence(args.checkpoint_every, args.log_every)?;
     let device = setup::device(args.device.as_deref())?;
-    println!("device: {}", device.name());
+    let _f16 = setup::autocast(args.f16, &device)?;
+    let f16 = if args.f16 { ", f16 operands" } else { "" };
+    println!("device: {}{f16}", device.name());
     let (mut config, resumed) = setup::text_config(
         &BertRunConfig::defaults(),
         &given,

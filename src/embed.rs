@@ -30,6 +30,10 @@ pub struct Args {
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
     #[arg(long)]
     pub device: Option<String>,
+    /// On a GPU with f16 storage: products and attention read f16 operands (f32 arithmetic,
+    /// weights and gradients)
+    #[arg(long)]
+    pub f16: bool,
     /// The sentences
     #[arg(required = true)]
     pub sentences: Vec<String>,
@@ -251,6 +255,7 @@ pub fn main_with(argv: Vec<String>) -> Result<Option<Embedded>, String> {
         return Ok(None);
     };
     let device = setup::device(args.device.as_deref())?;
+    let _f16 = setup::autocast(args.f16, &device)?;
     let model = load_bert(&args.model, &device).map_err(|e| format!("--model {e}"))?;
     let (rows, pad) = tokenize(&args.model.join("vocab.txt"), &args.sentences)?;
     let e = embed(&model, &rows, pad)?;

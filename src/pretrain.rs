@@ -99,6 +99,10 @@ pub struct Args {
     /// cpu, gpu or auto (default: $SELFSUP_DEVICE, else auto)
     #[arg(long)]
     pub device: Option<String>,
+    /// On a GPU with f16 storage: products and attention read f16 operands (f32 arithmetic,
+    /// weights and gradients)
+    #[arg(long)]
+    pub f16: bool,
     /// Optimizer steps of pre-training (default: the method's, about 7 minutes on 2 cores)
     #[arg(long)]
     pub steps: Option<String>,
@@ -389,7 +393,9 @@ pub fn main_with(argv: Vec<String>) -> Result<Outcome, String> {
     let given = flags::given(&matches, &CONFIG_FLAGS);
     validate_options(&args)?;
     let device = setup::device(args.device.as_deref())?;
-    println!("device: {}", device.name());
+    let _f16 = setup::autocast(args.f16, &device)?;
+    let f16 = if args.f16 { ", f16 operands" } else { "" };
+    println!("device: {}{f16}", device.name());
     let (train, test) = load_data(&args)?;
 
     if let Some(path) = &args.eval_only {

@@ -7,7 +7,7 @@ use crate::pretrain::{defaults, Args};
 use crate::run::{stored_config, stored_step, Run, RunConfig};
 use selfsup_engine::checkpoint;
 use selfsup_engine::data::Dataset;
-use selfsup_engine::Device;
+use selfsup_engine::{Autocast, Device};
 use selfsup_models::method::{require, MethodConfig};
 use selfsup_models::views::Recipe;
 use serde::de::DeserializeOwned;
@@ -45,6 +45,13 @@ pub(crate) fn device(flag: Option<&str>) -> Result<Device, String> {
         None => Device::from_env(),
     }
     .map_err(|e| e.to_string())
+}
+
+/// `--f16`: autocast for the rest of the program (products and attention read f16 operands; see
+/// [`Autocast`]), or an error naming the flag where `device` has no f16 storage.
+pub(crate) fn autocast(f16: bool, device: &Device) -> Result<Option<Autocast>, String> {
+    f16.then(|| Autocast::f16(device).map_err(|e| format!("--f16: {e}")))
+        .transpose()
 }
 
 /// The typed flags with `--ctx` read as the encoder's `max_positions` (BERT, BART).

@@ -137,6 +137,8 @@ fn bad_flags_and_files_are_refused_in_one_line_and_leave_the_earlier_run_alone()
             "--dim",
         ),
         (argv(&data, Some(&out), &["--heads", "0"]), "--heads"),
+        // f16 storage is the GPU's: the CPU backend refuses it by name.
+        (argv(&data, Some(&out), &["--f16"]), "--f16"),
         (argv(&data, Some(&out), &["--patch", "5"]), "--patch"),
         (
             argv(&data, Some(&out), &["--stem", "conv", "--patch", "7"]),
@@ -392,6 +394,26 @@ fn a_nan_weight_stops_a_gpu_run() {
     let stopped = (0..10).find_map(|_| run.train_step().err());
     let err = stopped.expect("lr 1e30 must stop a GPU run within 10 steps");
     assert!(err.to_string().contains("diverged"), "{err}");
+}
+
+/// `--f16` on a GPU that stores f16: the run trains, checkpoints and evaluates with f16
+/// operands, and its losses stay finite.
+#[test]
+fn a_gpu_run_takes_f16() {
+    if common::f16_gpu_or_skip("a_gpu_run_takes_f16").is_none() {
+        return;
+    }
+    let dir = Scratch::new("cli-f16");
+    let data = digits(&dir, 120);
+    let out = dir.path("run");
+    let done = main_with(argv(&data, Some(&out), &["--device", "gpu", "--f16"])).unwrap();
+    assert!(!done.rows.is_empty());
+    let ck = checkpoint::load(&out.join("checkpoint.safetensors")).unwrap();
+    let losses = ck.tensors["history.loss"].to_vec();
+    assert!(
+        losses.len() == 4 && losses.iter().all(|l| l.is_finite()),
+        "{losses:?}"
+    );
 }
 
 #[test]

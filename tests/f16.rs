@@ -12,22 +12,6 @@ use selfsup_engine::backend::gpu::{with_kernel_profile, KernelProfile};
 use selfsup_engine::{Autocast, DType, Device, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The GPU if it stores f16, else `None` after a visible notice (a failure under `CI=true`).
-fn f16_gpu(test: &str) -> Option<Device> {
-    let dev = gpu_or_skip(test)?;
-    if Autocast::f16(&dev).is_ok() {
-        return Some(dev);
-    }
-    let why = format!("SKIPPED {test}: {dev:?} has no f16 storage (SHADER_F16); nothing checked");
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "CI=true: {why}"
-    );
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "{why}");
-    None
-}
-
 /// `v` rounded to f16 and widened back (the host's reference rounding, the `half` crate).
 fn round16(v: &[f64]) -> Vec<f64> {
     v.iter().map(|&x| f16::from_f64(x).to_f64()).collect()
@@ -37,7 +21,7 @@ const PROFILES: [KernelProfile; 2] = [KernelProfile::Software, KernelProfile::Ha
 
 #[test]
 fn casts_round_to_nearest_and_back_exactly() {
-    let Some(gpu) = f16_gpu("casts_round_to_nearest_and_back_exactly") else {
+    let Some(gpu) = f16_gpu_or_skip("casts_round_to_nearest_and_back_exactly") else {
         return;
     };
     // Random values over many binades, halfway cases, subnormals, and beyond f16's range.
@@ -77,7 +61,7 @@ fn casts_round_to_nearest_and_back_exactly() {
 
 #[test]
 fn f16_operands_multiply_like_their_f32_values() {
-    let Some(gpu) = f16_gpu("f16_operands_multiply_like_their_f32_values") else {
+    let Some(gpu) = f16_gpu_or_skip("f16_operands_multiply_like_their_f32_values") else {
         return;
     };
     // (batch of a, batch of b, m, k, n): tile edges, K = 1, skinny, long K, broadcast batches.
@@ -135,7 +119,7 @@ fn f16_operands_multiply_like_their_f32_values() {
 /// and gradients within f16's precision (11 bits), gradients f32, parameters untouched.
 #[test]
 fn autocast_matches_f32_within_f16_precision() {
-    let Some(gpu) = f16_gpu("autocast_matches_f32_within_f16_precision") else {
+    let Some(gpu) = f16_gpu_or_skip("autocast_matches_f32_within_f16_precision") else {
         return;
     };
     let (b, t, c, heads) = (3, 17, 32, 4);
@@ -202,7 +186,7 @@ fn autocast_matches_f32_within_f16_precision() {
 
 #[test]
 fn separate_attention_reads_f16_under_autocast() {
-    let Some(gpu) = f16_gpu("separate_attention_reads_f16_under_autocast") else {
+    let Some(gpu) = f16_gpu_or_skip("separate_attention_reads_f16_under_autocast") else {
         return;
     };
     let s = [2, 3, 9, 8];
@@ -220,7 +204,7 @@ fn separate_attention_reads_f16_under_autocast() {
 
 #[test]
 fn f16_views_copy_and_other_ops_refuse_f16() {
-    let Some(gpu) = f16_gpu("f16_views_copy_and_other_ops_refuse_f16") else {
+    let Some(gpu) = f16_gpu_or_skip("f16_views_copy_and_other_ops_refuse_f16") else {
         return;
     };
     let v = round16(&normal(&[4, 6], 21));
@@ -256,7 +240,7 @@ fn autocast_refuses_a_device_without_f16() {
 /// learns as in f32, along a slightly different path.
 #[test]
 fn training_under_autocast_follows_f32() {
-    let Some(gpu) = f16_gpu("training_under_autocast_follows_f32") else {
+    let Some(gpu) = f16_gpu_or_skip("training_under_autocast_follows_f32") else {
         return;
     };
     let f32_losses = train_mlp(&gpu, 60);
@@ -278,7 +262,7 @@ fn training_under_autocast_follows_f32() {
 /// on the CPU (f16 storage is GPU-only).
 #[test]
 fn checkpoints_store_f16_and_load_it_widened() {
-    let Some(gpu) = f16_gpu("checkpoints_store_f16_and_load_it_widened") else {
+    let Some(gpu) = f16_gpu_or_skip("checkpoints_store_f16_and_load_it_widened") else {
         return;
     };
     let v: Vec<f32> = normal(&[5, 3], 31).iter().map(|&x| x as f32).collect();

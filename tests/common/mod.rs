@@ -54,6 +54,23 @@ pub fn gpu_or_skip(test: &str) -> Option<Device> {
     }
 }
 
+/// The GPU if it stores f16 (`SHADER_F16`), else `None` after a visible notice; under `CI=true`
+/// a failure, since CI's adapter (lavapipe) has it.
+pub fn f16_gpu_or_skip(test: &str) -> Option<Device> {
+    let dev = gpu_or_skip(test)?;
+    if selfsup_engine::Autocast::f16(&dev).is_ok() {
+        return Some(dev);
+    }
+    let why = format!("SKIPPED {test}: {dev:?} has no f16 storage (SHADER_F16); nothing checked");
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "CI=true: {why}"
+    );
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{why}");
+    None
+}
+
 /// A scratch folder under the system temp dir, unique per tag and process, removed on drop.
 pub struct Scratch(pub std::path::PathBuf);
 
