@@ -293,12 +293,14 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
     let labels = vec![0u32; batch];
     let mut parts = Vec::new();
     let mut per_step = Default::default();
+    let mut peak = 0;
     for step in 0..=reps {
         let at = Progress {
             step,
             total: 1_000_000,
         };
         dev.synchronize();
+        dev.reset_peak_memory();
         let before = dev.gpu_counters().unwrap_or_default();
         // Each part is timed to the end of its recording on the host, then to the device's end.
         let t0 = Instant::now();
@@ -319,6 +321,7 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         dev.synchronize();
         let t3 = Instant::now();
         per_step = dev.gpu_counters().unwrap_or_default() - before;
+        peak = dev.gpu_memory().map_or(0, |m| m.1);
         // The first step compiles kernels and fills the buffer pool.
         if step > 0 {
             let secs = [t1 - t0, t2 - t1, t3 - t2, r0 + r1 + r2].map(|d| d.as_secs_f64());
@@ -347,6 +350,10 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
     println!(
         "simclr{tag} step batch {batch}: {:.1} ms of it recording the launches on the host",
         recording * 1e3
+    );
+    println!(
+        "simclr{tag} step batch {batch}: peak tensor memory {:.1} MB",
+        peak as f64 / 1e6
     );
     // With SELFSUP_GPU_PROFILE=1, one more step's device time per kernel, longest first.
     ctx.take_kernel_times();

@@ -1,4 +1,5 @@
-// Element-wise kernels. The op codes and formulas mirror backend/cpu/elementwise.rs exactly.
+// Element-wise kernels. The formulas mirror backend/cpu/elementwise.rs exactly; the op constants
+// (UNARY_*, BINARY_*) are generated from backend/mod.rs's enums.
 
 // The op, an override constant: each op is its own pipeline, so that a CPU driver, which runs
 // every arm of a branch it cannot prove uniform, compiles only the arm taken.
@@ -40,81 +41,81 @@ fn pow_real(x: f32, p: f32) -> f32 {
 
 fn unary_f(op: u32, x: f32, a: f32, b: f32) -> f32 {
     switch op {
-        case 0u: { return -x; }
-        case 1u: { return exp(x); }
-        case 2u: { return log(x); }
-        case 3u: { return sqrt(x); }
-        case 4u: { return inverseSqrt(x); }
-        case 5u: { return abs(x); }
-        case 6u: { return select(x, 0.0, x < 0.0); } // NaN stays NaN, as in PyTorch
-        case 7u: { return 0.5 * x * (1.0 + tanh_safe(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))); }
-        case 8u: { return 0.5 * x * (1.0 + erf_approx(x * INV_SQRT_2)); }
-        case 9u: { return sigmoid(x); }
-        case 10u: { return tanh_safe(x); }
-        case 11u: { return x * sigmoid(x); }
-        case 12u: { return sign(x); }
-        case 13u: { return 1.0 / x; }
-        case 14u: { return x * x; }
-        case 15u: { return x + a; }
-        case 16u: { return x * a; }
-        case 17u: { return pow_real(x, a); }
-        case 18u: { return min(max(x, a), b); }
+        case UNARY_NEG: { return -x; }
+        case UNARY_EXP: { return exp(x); }
+        case UNARY_LOG: { return log(x); }
+        case UNARY_SQRT: { return sqrt(x); }
+        case UNARY_RSQRT: { return inverseSqrt(x); }
+        case UNARY_ABS: { return abs(x); }
+        case UNARY_RELU: { return select(x, 0.0, x < 0.0); } // NaN stays NaN, as in PyTorch
+        case UNARY_GELU_TANH: { return 0.5 * x * (1.0 + tanh_safe(SQRT_2_OVER_PI * (x + GELU_C * x * x * x))); }
+        case UNARY_GELU_ERF: { return 0.5 * x * (1.0 + erf_approx(x * INV_SQRT_2)); }
+        case UNARY_SIGMOID: { return sigmoid(x); }
+        case UNARY_TANH: { return tanh_safe(x); }
+        case UNARY_SILU: { return x * sigmoid(x); }
+        case UNARY_SIGN: { return sign(x); }
+        case UNARY_RECIP: { return 1.0 / x; }
+        case UNARY_SQUARE: { return x * x; }
+        case UNARY_ADD_SCALAR: { return x + a; }
+        case UNARY_MUL_SCALAR: { return x * a; }
+        case UNARY_POW_SCALAR: { return pow_real(x, a); }
+        case UNARY_CLAMP: { return min(max(x, a), b); }
         default: { return x; }
     }
 }
 
 fn unary_df(op: u32, x: f32, a: f32, b: f32) -> f32 {
     switch op {
-        case 0u: { return -1.0; }
-        case 1u: { return exp(x); }
-        case 2u: { return 1.0 / x; }
-        case 3u: { return 0.5 / sqrt(x); }
-        case 4u: { return -0.5 / (x * sqrt(x)); }
-        case 5u: { return sign(x); }
-        case 6u: { return select(0.0, 1.0, x > 0.0); }
-        case 7u: {
+        case UNARY_NEG: { return -1.0; }
+        case UNARY_EXP: { return exp(x); }
+        case UNARY_LOG: { return 1.0 / x; }
+        case UNARY_SQRT: { return 0.5 / sqrt(x); }
+        case UNARY_RSQRT: { return -0.5 / (x * sqrt(x)); }
+        case UNARY_ABS: { return sign(x); }
+        case UNARY_RELU: { return select(0.0, 1.0, x > 0.0); }
+        case UNARY_GELU_TANH: {
             let t = tanh_safe(SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
             return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
         }
-        case 8u: { return 0.5 * (1.0 + erf_approx(x * INV_SQRT_2)) + x * exp(-0.5 * x * x) * INV_SQRT_2PI; }
-        case 9u: {
+        case UNARY_GELU_ERF: { return 0.5 * (1.0 + erf_approx(x * INV_SQRT_2)) + x * exp(-0.5 * x * x) * INV_SQRT_2PI; }
+        case UNARY_SIGMOID: {
             let s = sigmoid(x);
             return s * (1.0 - s);
         }
-        case 10u: {
+        case UNARY_TANH: {
             let t = tanh_safe(x);
             return 1.0 - t * t;
         }
-        case 11u: {
+        case UNARY_SILU: {
             let s = sigmoid(x);
             return s * (1.0 + x * (1.0 - s));
         }
-        case 12u: { return 0.0; }
-        case 13u: { return -1.0 / (x * x); }
-        case 14u: { return 2.0 * x; }
-        case 15u: { return 1.0; }
-        case 16u: { return a; }
-        case 17u: { return select(a * pow_real(x, a - 1.0), 0.0, a == 0.0); }
-        case 18u: { return select(0.0, 1.0, x >= a && x <= b); }
+        case UNARY_SIGN: { return 0.0; }
+        case UNARY_RECIP: { return -1.0 / (x * x); }
+        case UNARY_SQUARE: { return 2.0 * x; }
+        case UNARY_ADD_SCALAR: { return 1.0; }
+        case UNARY_MUL_SCALAR: { return a; }
+        case UNARY_POW_SCALAR: { return select(a * pow_real(x, a - 1.0), 0.0, a == 0.0); }
+        case UNARY_CLAMP: { return select(0.0, 1.0, x >= a && x <= b); }
         default: { return 0.0; }
     }
 }
 
 fn binary_f(op: u32, a: f32, b: f32) -> f32 {
     switch op {
-        case 0u: { return a + b; }
-        case 1u: { return a - b; }
-        case 2u: { return a * b; }
-        case 3u: { return a / b; }
-        case 4u: { return pow_real(a, b); }
-        case 5u: { return max(a, b); }
-        case 6u: { return min(a, b); }
-        case 7u: { return select(0.0, 1.0, a == b); }
-        case 8u: { return select(0.0, 1.0, a != b); }
-        case 9u: { return select(0.0, 1.0, a < b); }
-        case 10u: { return select(0.0, 1.0, a <= b); }
-        case 11u: { return select(0.0, 1.0, a > b); }
-        case 12u: { return select(0.0, 1.0, a >= b); }
+        case BINARY_ADD: { return a + b; }
+        case BINARY_SUB: { return a - b; }
+        case BINARY_MUL: { return a * b; }
+        case BINARY_DIV: { return a / b; }
+        case BINARY_POW: { return pow_real(a, b); }
+        case BINARY_MAX: { return max(a, b); }
+        case BINARY_MIN: { return min(a, b); }
+        case BINARY_EQ: { return select(0.0, 1.0, a == b); }
+        case BINARY_NE: { return select(0.0, 1.0, a != b); }
+        case BINARY_LT: { return select(0.0, 1.0, a < b); }
+        case BINARY_LE: { return select(0.0, 1.0, a <= b); }
+        case BINARY_GT: { return select(0.0, 1.0, a > b); }
+        case BINARY_GE: { return select(0.0, 1.0, a >= b); }
         default: { return 0.0; }
     }
 }

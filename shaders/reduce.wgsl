@@ -1,5 +1,5 @@
-// Reductions of the middle extent of an (outer, n, inner) layout. Op codes: 0 sum, 1 max, 2 min,
-// 3 argmax, 4 argmin (indices stored as floats), as in backend/mod.rs.
+// Reductions of the middle extent of an (outer, n, inner) layout: REDUCE_SUM, _MAX, _MIN,
+// _ARG_MAX and _ARG_MIN (indices stored as floats), constants generated from backend/mod.rs.
 
 
 // The op, whether the input carries indices from an earlier pass, and whether this pass writes
@@ -11,7 +11,7 @@ override FINAL: bool = false;
 
 // Whether value v at index j should replace the current best (b at index bj).
 fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
-    if (op == 1u || op == 3u) {
+    if (op == REDUCE_MAX || op == REDUCE_ARG_MAX) {
         return v > b || (v == b && j < bj);
     }
     return v < b || (v == b && j < bj);
@@ -53,15 +53,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         if (HAS_IDX) {
             idx = IX[src];
         }
-        if (op == 0u) {
+        if (op == REDUCE_SUM) {
             best += v;
         } else if (at == 0xffffffffu || better(op, v, idx, best, at)) {
             best = v;
             at = idx;
         }
     }
-    Y[t] = select(best, f32(at), op >= 3u && FINAL);
-    if (op != 0u) {
+    Y[t] = select(best, f32(at), (op == REDUCE_ARG_MAX || op == REDUCE_ARG_MIN) && FINAL);
+    if (op != REDUCE_SUM) {
         IY[t] = at; // sums bind a stand-in here
     }
 }

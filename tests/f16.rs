@@ -1,5 +1,6 @@
 //! f16 storage on the GPU: casts, products and attention reading f16 operands, and autocast
-//! (f16 operands, f32 compute, f32 gradients) against the CPU in f32.
+//! (f16 operands, f32 compute, f32 gradients) against the CPU in f32; and the memory a forward
+//! pass leaves for the backward pass (only what the backward closures keep, f16 under autocast).
 //!
 //! f16 needs an adapter with `SHADER_F16` (lavapipe has it). Without one these tests say loudly
 //! that they were skipped; under `CI=true` they fail, since CI's adapter has it.
@@ -275,4 +276,91 @@ fn checkpoints_store_f16_and_load_it_widened() {
     let back = &ck.tensors["h"];
     assert_eq!((back.dtype(), back.shape()), (DType::F32, &[5, 3][..]));
     assert_eq!(back.to_vec(), h.to_vec());
+}
+
+/// A GPU context of the test's own, so that its memory figures count no other test's tensors.
+fn private_gpu() -> Device {
+    Device::Gpu(selfsup_engine::backend::gpu::GpuContext::new().expect("a second context"))
+}
+
+/// Bytes tensors hold on `dev` now.
+fn live(dev: &Device) -> u64 {
+    dev.gpu_memory().expect("a GPU").0
+}
+
+/// The graph holds an op's node, not its output's data: intermediate results that no handle
+/// refers to are freed during the forward pass, and backward still works.
+#[test]
+fn the_graph_does_not_pin_intermediate_results() {
+    if gpu_or_skip("the_graph_does_not_pin_intermediate_results").is_none() {
+        return;
+    }
+    let dev = private_gpu();
+    let n = 1 << 16;
+    let x = Tensor::ones(&[n], &dev).requires_grad_(true);
+    let base = live(&dev);
+    let mut h = x.add_scalar(1.0);
+    for _ in 0..10 {
+        // add_scalar's backward needs no data: each replaced `h` keeps only its node.
+        h = h.add_scalar(1.0);
+    }
+    let held = live(&dev) - base;
+    assert!(
+        held <= 4 * n as u64,
+        "{held} bytes held for one {n}-float result"
+    );
+    let loss = h.sum_all();
+    assert_eq!(loss.item(), 12.0 * n as f32);
+    loss.backward();
+    assert!(x.grad().unwrap().to_vec().iter().all(|&g| g == 1.0));
+}
+
+/// Under autocast a chain of linear layers keeps f16 copies of their inputs for the backward
+/// pass, and the f32 results they were cast from are freed: about half the memory.
+#[test]
+fn autocast_keeps_half_the_activations() {
+    if f16_gpu_or_skip("autocast_keeps_half_the_activations").is_none() {
+        return;
+    }
+    let dev = private_gpu();
+    let (rows, width, layers) = (2048, 128, 6);
+    let weights: Vec<Tensor> = (0..layers)
+        .map(|i| {
+            let w = normal(&[width, width], 40 + i as u64);
+            let w: Vec<f32> = w
+                .iter()
+                .map(|&v| (v / (width as f64).sqrt()) as f32)
+                .collect();
+            Tensor::from_vec(w, &[width, width], &dev).requires_grad_(true)
+        })
+        .collect();
+    let x = Tensor::from_vec(vec![0.5; rows * width], &[rows, width], &dev);
+    // Bytes held once the forward pass is done and only the graph refers to its results.
+    let held_after_forward = |f16: bool| {
+        let base = live(&dev);
+        let loss = {
+            let _cast = f16.then(|| Autocast::f16(&dev).unwrap());
+            let mut h = x.clone();
+            for w in &weights {
+                h = h.linear(w, None);
+            }
+            h.sum_all()
+        };
+        let held = live(&dev) - base;
+        loss.backward();
+        held
+    };
+    let (f32_bytes, f16_bytes) = (held_after_forward(false), held_after_forward(true));
+    // f32: layers 2… save their f32 inputs (the first shares x's data). f16: every layer saves
+    // f16 copies of its input and its weight, and nothing else is left.
+    let activation = (rows * width * 4) as u64;
+    let weight = (width * width * 4) as u64;
+    assert!(
+        f32_bytes >= (layers as u64 - 1) * activation,
+        "f32 held {f32_bytes}"
+    );
+    assert!(
+        f16_bytes <= layers as u64 * (activation + weight) / 2 + 4096,
+        "f16 held {f16_bytes} bytes after the forward pass, f32 {f32_bytes}"
+    );
 }

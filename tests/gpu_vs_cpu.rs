@@ -270,7 +270,7 @@ fn gpu_misuse_panics_clearly() {
             .expect_err("f64 on the GPU must panic"),
     );
     assert!(
-        msg.contains("to_dtype: the GPU backend stores f32 only"),
+        msg.contains("to_dtype: the GPU stores f32 and f16, not f64"),
         "unexpected message: {msg}"
     );
 }

@@ -5,7 +5,7 @@
 //! whichever backend holds the data. `backward` walks the nodes in reverse topological order,
 //! consuming each closure (which frees the saved activations as it goes).
 
-use crate::tensor::Tensor;
+use crate::tensor::{GraphRef, Tensor};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Vec<Option<Tensor>> + Send>;
 
 pub(crate) struct Node {
-    pub inputs: Vec<Tensor>,
+    pub inputs: Vec<GraphRef>,
     pub backward: BackwardFn,
 }
 
@@ -79,6 +79,7 @@ pub(crate) fn backward(root: &Tensor, grad: Tensor) {
         debug_assert_eq!(input_grads.len(), node.inputs.len());
         for (input, ig) in node.inputs.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };
+            let input = input.tensor();
             if !input.requires_grad() {
                 continue;
             }

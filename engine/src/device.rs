@@ -87,6 +87,22 @@ impl Device {
         }
     }
 
+    /// Bytes of GPU memory tensors hold now and at most since [`Device::reset_peak_memory`]
+    /// (buffers kept in the pool for reuse not counted); `None` on the CPU.
+    pub fn gpu_memory(&self) -> Option<(u64, u64)> {
+        match self {
+            Device::Cpu => None,
+            Device::Gpu(g) => Some(g.memory()),
+        }
+    }
+
+    /// Starts [`Device::gpu_memory`]'s peak again from what is held now.
+    pub fn reset_peak_memory(&self) {
+        if let Device::Gpu(g) = self {
+            g.reset_peak();
+        }
+    }
+
     /// Makes every queued kernel finish (a no-op on the CPU); benchmarks call it before timing.
     /// Panics with the device's failure, if it has one.
     pub fn synchronize(&self) {

@@ -7,7 +7,7 @@ use crate::backend::Storage;
 use crate::device::Device;
 use crate::shape::numel;
 use rand::{Rng, SeedableRng};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Element type of a tensor. f32 everywhere; f64 on the CPU for gradient checks; f16 on a GPU
@@ -23,14 +23,24 @@ pub enum DType {
 /// An n-dimensional array with reverse-mode autodiff. Cloning is cheap and shares the data.
 ///
 /// Data is always contiguous and row-major; `reshape` shares it, every other view op copies.
-#[derive(Clone)]
+///
+/// A `Tensor` is a handle: the graph refers to an op's inputs by [`GraphRef`]s instead, so that
+/// when the last handle goes the data goes too, even while the tensor is still a node of the
+/// graph (a backward pass needs the node, not the data; what it needs of the data, its closure
+/// holds). Otherwise the graph would pin every intermediate result until `backward`.
 pub struct Tensor(Arc<Inner>);
+
+/// The graph's reference to an op's input: its identity and node, not its data.
+pub(crate) struct GraphRef(Arc<Inner>);
 
 struct Inner {
     id: u64,
     shape: Vec<usize>,
     device: Device,
-    storage: RwLock<Arc<Storage>>,
+    /// `None` once no handle is left (only the graph refers to the tensor).
+    storage: RwLock<Option<Arc<Storage>>>,
+    /// The live [`Tensor`] handles.
+    handles: AtomicUsize,
     requires_grad: AtomicBool,
     grad: Mutex<Option<Tensor>>,
     node: Mutex<Option<Node>>,
@@ -52,7 +62,8 @@ impl Tensor {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
             device,
-            storage: RwLock::new(storage),
+            storage: RwLock::new(Some(storage)),
+            handles: AtomicUsize::new(1),
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
             node: Mutex::new(None),
@@ -73,7 +84,7 @@ impl Tensor {
             t.0.requires_grad.store(true, Ordering::Relaxed);
             let backward: BackwardFn = Box::new(backward);
             *t.0.node.lock().unwrap() = Some(Node {
-                inputs: inputs.iter().map(|&i| i.clone()).collect(),
+                inputs: inputs.iter().map(|i| GraphRef(i.0.clone())).collect(),
                 backward,
             });
         }
@@ -129,9 +140,9 @@ impl Tensor {
             (Device::Cpu, DType::F64) => Storage::Cpu(CpuData::F64(cpu::full(n, value))),
             (Device::Cpu, DType::F32) => Storage::Cpu(CpuData::F32(cpu::full(n, value as f32))),
             (Device::Cpu, DType::F16) => panic!("f16 storage exists on the GPU only"),
-            (Device::Gpu(ctx), _) => {
+            (Device::Gpu(ctx), dtype) => {
                 let f32s = Storage::Gpu(crate::backend::gpu::fill(ctx, n, value));
-                crate::backend::cast(&f32s, dtype)
+                crate::backend::cast_from_f32(f32s, dtype)
             }
         };
         Tensor::from_storage(storage, shape.to_vec(), device.clone())
@@ -207,7 +218,7 @@ impl Tensor {
             (Device::Cpu, DType::F16) => panic!("f16 storage exists on the GPU only"),
             (Device::Gpu(ctx), dtype) => {
                 let f32s = data.iter().map(|&v| v as f32).collect::<Vec<_>>();
-                crate::backend::cast(&Storage::Gpu(GpuData::upload(ctx, &f32s)), dtype)
+                crate::backend::cast_from_f32(Storage::Gpu(GpuData::upload(ctx, &f32s)), dtype)
             }
         };
         Tensor::from_storage(storage, shape.to_vec(), self.device())
@@ -244,7 +255,8 @@ impl Tensor {
     }
 
     pub(crate) fn storage(&self) -> Arc<Storage> {
-        self.0.storage.read().unwrap().clone()
+        (self.0.storage.read().unwrap().clone())
+            .expect("internal: the data of a tensor only the graph refers to was read")
     }
 
     /// A new tensor sharing this one's data under another shape (no gradient link).
@@ -253,7 +265,8 @@ impl Tensor {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             shape,
             device: self.device(),
-            storage: RwLock::new(self.storage()),
+            storage: RwLock::new(Some(self.storage())),
+            handles: AtomicUsize::new(1),
             requires_grad: AtomicBool::new(false),
             grad: Mutex::new(None),
             node: Mutex::new(None),
@@ -396,7 +409,7 @@ impl Tensor {
             src.device(),
             self.device()
         );
-        *self.0.storage.write().unwrap() = src.storage();
+        *self.0.storage.write().unwrap() = Some(src.storage());
     }
 
     /// Back-propagates from this scalar (e.g. a loss) into every leaf that requires a gradient.
@@ -444,7 +457,7 @@ impl Tensor {
             .lock()
             .unwrap()
             .as_ref()
-            .map(|n| n.inputs.clone())
+            .map(|n| n.inputs.iter().map(GraphRef::tensor).collect())
             .unwrap_or_default()
     }
 
@@ -454,6 +467,30 @@ impl Tensor {
             Some(acc) => &acc + g,
             None => g.detach(),
         });
+    }
+}
+
+impl Clone for Tensor {
+    fn clone(&self) -> Tensor {
+        self.0.handles.fetch_add(1, Ordering::Relaxed);
+        Tensor(self.0.clone())
+    }
+}
+
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        // The last handle: if the graph still refers to the tensor, its data can go now.
+        if self.0.handles.fetch_sub(1, Ordering::AcqRel) == 1 && Arc::strong_count(&self.0) > 1 {
+            *self.0.storage.write().unwrap() = None;
+        }
+    }
+}
+
+impl GraphRef {
+    /// A handle to the tensor, for the backward pass's bookkeeping (its data may be gone).
+    pub(crate) fn tensor(&self) -> Tensor {
+        self.0.handles.fetch_add(1, Ordering::Relaxed);
+        Tensor(self.0.clone())
     }
 }
 

@@ -38,7 +38,33 @@ pub enum Unary {
 }
 
 impl Unary {
-    /// Stable numeric code shared with the WGSL kernels (`shaders/elementwise.wgsl`).
+    /// Every op (parameters zero), for the WGSL constants of [`wgsl_op_constants`].
+    const ALL: [Unary; 19] = {
+        use Unary::*;
+        [
+            Neg,
+            Exp,
+            Log,
+            Sqrt,
+            Rsqrt,
+            Abs,
+            Relu,
+            GeluTanh,
+            GeluErf,
+            Sigmoid,
+            Tanh,
+            Silu,
+            Sign,
+            Recip,
+            Square,
+            AddScalar(0.0),
+            MulScalar(0.0),
+            PowScalar(0.0),
+            Clamp(0.0, 0.0),
+        ]
+    };
+
+    /// The op's code, which the WGSL kernels name `UNARY_<OP>` ([`wgsl_op_constants`]).
     pub fn code(self) -> u32 {
         use Unary::*;
         match self {
@@ -93,7 +119,12 @@ pub enum Binary {
 }
 
 impl Binary {
-    /// Stable numeric code shared with the WGSL kernels.
+    const ALL: [Binary; 13] = {
+        use Binary::*;
+        [Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge]
+    };
+
+    /// The op's code, which the WGSL kernels name `BINARY_<OP>` ([`wgsl_op_constants`]).
     pub fn code(self) -> u32 {
         self as u32
     }
@@ -112,10 +143,40 @@ pub enum Reduce {
 }
 
 impl Reduce {
-    /// Stable numeric code shared with the WGSL kernels.
+    const ALL: [Reduce; 5] = [
+        Reduce::Sum,
+        Reduce::Max,
+        Reduce::Min,
+        Reduce::ArgMax,
+        Reduce::ArgMin,
+    ];
+
+    /// The op's code, which the WGSL kernels name `REDUCE_<OP>` ([`wgsl_op_constants`]).
     pub fn code(self) -> u32 {
         self as u32
     }
+}
+
+/// WGSL constants naming every op's code (`const UNARY_GELU_TANH: u32 = 7u;`), generated from
+/// the enums above and put before every kernel, so that the kernels' `switch` arms name the op
+/// they implement instead of repeating its number.
+pub fn wgsl_op_constants() -> String {
+    fn line(prefix: &str, op: impl std::fmt::Debug, code: u32) -> String {
+        let debug = format!("{op:?}");
+        let name = debug.split('(').next().unwrap_or_default();
+        let mut snake = String::new();
+        for (i, c) in name.chars().enumerate() {
+            if c.is_uppercase() && i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_uppercase());
+        }
+        format!("const {prefix}_{snake}: u32 = {code}u;\n")
+    }
+    let unary = Unary::ALL.iter().map(|&op| line("UNARY", op, op.code()));
+    let binary = Binary::ALL.iter().map(|&op| line("BINARY", op, op.code()));
+    let reduce = Reduce::ALL.iter().map(|&op| line("REDUCE", op, op.code()));
+    unary.chain(binary).chain(reduce).collect()
 }
 
 /// Shape of a batched matrix product: `batch` products of (m×k)·(k×n).
@@ -209,13 +270,22 @@ impl Storage {
     }
 }
 
+/// f32 values `x` as `dtype` (`x` itself for f32).
+#[track_caller]
+pub fn cast_from_f32(x: Storage, dtype: DType) -> Storage {
+    if dtype == DType::F32 {
+        return x;
+    }
+    cast(&x, dtype)
+}
+
 /// The same values as `dtype`: f32 ↔ f64 on the CPU, f32 ↔ f16 on the GPU.
 #[track_caller]
 pub fn cast(x: &Storage, dtype: DType) -> Storage {
     match x {
         Storage::Cpu(c) => Storage::Cpu(c.cast(dtype)),
-        Storage::Gpu(g) if dtype == DType::F64 => {
-            panic!("to_dtype: the GPU stores f32 and f16, not f64 ({g:?})")
+        Storage::Gpu(_) if dtype == DType::F64 => {
+            panic!("to_dtype: the GPU stores f32 and f16, not f64")
         }
         Storage::Gpu(g) => {
             assert!(
@@ -673,4 +743,30 @@ pub fn index_select(x: &Storage, outer: usize, n: usize, inner: usize, idx: &[u3
 /// Adjoint of [`index_select`]: scatter-adds g (outer, idx.len(), inner) into zeros (outer, n, inner).
 pub fn index_add(g: &Storage, outer: usize, n: usize, inner: usize, idx: &[u32]) -> Storage {
     dispatch!("index_add"; g; cpu => cpu::index_add(g, outer, n, inner, idx); gpu => gpu::index_add(g, outer, n, inner, idx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The op lists behind the WGSL constants hold every code once, so no two constants collide
+    /// and none is missing.
+    #[test]
+    fn op_lists_hold_every_code_once() {
+        let codes = [
+            Unary::ALL.map(Unary::code).to_vec(),
+            Binary::ALL.map(Binary::code).to_vec(),
+            Reduce::ALL.map(Reduce::code).to_vec(),
+        ];
+        for mut c in codes {
+            c.sort();
+            assert_eq!(c, (0..c.len() as u32).collect::<Vec<_>>());
+        }
+        let wgsl = wgsl_op_constants();
+        assert!(
+            wgsl.contains("const UNARY_GELU_TANH: u32 = 7u;\n"),
+            "{wgsl}"
+        );
+        assert!(wgsl.contains("const REDUCE_ARG_MIN: u32 = 4u;\n"), "{wgsl}");
+    }
 }

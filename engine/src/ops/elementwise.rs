@@ -22,21 +22,30 @@ pub(crate) fn check_same(op: &str, a: &Tensor, b: &Tensor) {
 }
 
 impl Tensor {
-    /// Applies a unary op; its backward is `g · f'(x)` from the op's derivative kernel.
+    /// Applies a unary op; its backward is `g · f'(x)` from the op's derivative kernel, or, for
+    /// the ops whose derivative is a constant, from `g` alone, so that `x` is not kept for it.
     pub(crate) fn unary(&self, op: Unary) -> Tensor {
         let out = backend::unary(op, &self.storage());
-        let x = self.clone();
+        let constant = matches!(op, Unary::Neg | Unary::AddScalar(_) | Unary::MulScalar(_));
+        let x = (!constant).then(|| self.clone());
         Tensor::from_op(
             out,
             self.shape().to_vec(),
             &self.device(),
             &[self],
             move |g| {
-                vec![Some(Tensor::from_storage(
-                    backend::unary_backward(op, &x.storage(), &g.storage()),
-                    x.shape().to_vec(),
-                    x.device(),
-                ))]
+                let gx = match (op, x) {
+                    (Unary::Neg, _) => g.neg(),
+                    (Unary::AddScalar(_), _) => g.clone(),
+                    (Unary::MulScalar(c), _) => g.mul_scalar(c),
+                    (_, Some(x)) => Tensor::from_storage(
+                        backend::unary_backward(op, &x.storage(), &g.storage()),
+                        x.shape().to_vec(),
+                        x.device(),
+                    ),
+                    (_, None) => unreachable!("x is kept for every other op"),
+                };
+                vec![Some(gx)]
             },
         )
     }
@@ -138,30 +147,18 @@ impl Tensor {
     #[track_caller]
     fn binary(&self, op: Binary, other: &Tensor, name: &str) -> Tensor {
         let (out, shape) = self.binary_storage(op, other, name);
-        let (a, b) = (self.clone(), other.clone());
+        // A sum's or difference's gradient needs only the operands' shapes, not their data.
+        let shapes = (self.shape().to_vec(), other.shape().to_vec());
+        let kept =
+            (!matches!(op, Binary::Add | Binary::Sub)).then(|| (self.clone(), other.clone()));
         Tensor::from_op(out, shape, &self.device(), &[self, other], move |g| {
-            let (ga, gb) = match op {
-                Binary::Add => (g.clone(), g.clone()),
-                Binary::Sub => (g.clone(), g.neg()),
-                Binary::Mul => (g * &b, g * &a),
-                Binary::Div => (g / &b, -(&(g * &a) / &(&b * &b))),
-                Binary::Pow => (
-                    g * &b * a.pow(&b.add_scalar(-1.0)),
-                    g * &a.pow(&b) * a.log(),
-                ),
-                Binary::Max | Binary::Min => {
-                    // Ties split the gradient evenly, as PyTorch's maximum/minimum do.
-                    let wins = if op == Binary::Max {
-                        a.gt(&b)
-                    } else {
-                        a.lt(&b)
-                    };
-                    let share = &wins + &a.eq_(&b).mul_scalar(0.5);
-                    (g * &share, g * &share.neg().add_scalar(1.0))
-                }
-                _ => unreachable!("comparisons are not differentiable"),
+            let (ga, gb) = match (op, kept) {
+                (Binary::Add, _) => (g.clone(), g.clone()),
+                (Binary::Sub, _) => (g.clone(), g.neg()),
+                (_, Some((a, b))) => binary_grads(op, g, &a, &b),
+                (_, None) => unreachable!("the operands are kept for every other op"),
             };
-            vec![Some(ga.sum_to(a.shape())), Some(gb.sum_to(b.shape()))]
+            vec![Some(ga.sum_to(&shapes.0)), Some(gb.sum_to(&shapes.1))]
         })
     }
 
@@ -266,5 +263,22 @@ impl Tensor {
             .map(|i| i as isize)
             .collect();
         self.sum_axes(&axes, true).reshape_to(shape)
+    }
+}
+
+/// The gradients of `op(a, b)` for output gradient `g`, at the broadcast shape (the ops whose
+/// gradients read the operands).
+fn binary_grads(op: Binary, g: &Tensor, a: &Tensor, b: &Tensor) -> (Tensor, Tensor) {
+    match op {
+        Binary::Mul => (g * b, g * a),
+        Binary::Div => (g / b, -(&(g * a) / &(b * b))),
+        Binary::Pow => (g * b * a.pow(&b.add_scalar(-1.0)), g * &a.pow(b) * a.log()),
+        Binary::Max | Binary::Min => {
+            // Ties split the gradient evenly, as PyTorch's maximum/minimum do.
+            let wins = if op == Binary::Max { a.gt(b) } else { a.lt(b) };
+            let share = &wins + &a.eq_(b).mul_scalar(0.5);
+            (g * &share, g * &share.neg().add_scalar(1.0))
+        }
+        _ => unreachable!("comparisons are not differentiable"),
     }
 }

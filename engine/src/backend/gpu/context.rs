@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Ops recorded before a batch is submitted.
@@ -36,6 +37,10 @@ pub struct GpuContext {
     state: Mutex<State>,
     /// The first device failure; set by wgpu's callbacks, which may run on any thread.
     failure: Arc<Mutex<Option<Failure>>>,
+    /// Bytes of the buffers tensors hold now, and the most since the last reset (pooled buffers
+    /// not counted: PyTorch's `memory_allocated` and `max_memory_allocated`).
+    live_bytes: AtomicU64,
+    peak_bytes: AtomicU64,
 }
 
 /// What went wrong on the device, and in which op (filled in by the launch or upload that
@@ -350,6 +355,8 @@ impl GpuContext {
                 last: None,
             }),
             failure,
+            live_bytes: AtomicU64::new(0),
+            peak_bytes: AtomicU64::new(0),
         })
     }
 
@@ -536,8 +543,27 @@ impl GpuContext {
         buffer
     }
 
+    /// Counts a buffer a tensor now holds, for [`GpuContext::memory`].
+    pub(crate) fn hold(&self, bytes: u64) {
+        let live = self.live_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak_bytes.fetch_max(live, Ordering::Relaxed);
+    }
+
+    /// Bytes held by tensors now, and the most held since [`GpuContext::reset_peak`].
+    pub fn memory(&self) -> (u64, u64) {
+        let live = self.live_bytes.load(Ordering::Relaxed);
+        (live, self.peak_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Starts the peak of [`GpuContext::memory`] again from what is held now.
+    pub fn reset_peak(&self) {
+        let live = self.live_bytes.load(Ordering::Relaxed);
+        self.peak_bytes.store(live, Ordering::Relaxed);
+    }
+
     /// Returns a buffer to the pool (after the open batch is submitted).
     pub(crate) fn release(&self, buffer: wgpu::Buffer) {
+        self.live_bytes.fetch_sub(buffer.size(), Ordering::Relaxed);
         self.state.lock().unwrap().pending_free.push(buffer);
     }
 

@@ -43,6 +43,7 @@ impl GpuData {
     }
 
     fn wrap(ctx: &Arc<GpuContext>, buffer: wgpu::Buffer, len: usize, dtype: DType) -> GpuData {
+        ctx.hold(buffer.size());
         GpuData {
             buf: Arc::new(PooledBuffer {
                 buffer: Some(buffer),

@@ -5,7 +5,8 @@
 //! bindings. A kernel that reads or writes f16 storage names its element types as aliases after
 //! its name, one per leading storage binding in order (binding 1 is the first): each variant of
 //! the kernel is compiled with every alias set to f32 or f16 from the buffers it is given, so
-//! the f32 and f16 paths are one source.
+//! the f32 and f16 paths are one source. Every module also gets the op constants the `switch`es
+//! of element-wise and reduction kernels name (`UNARY_EXP`), generated from the Rust enums.
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
@@ -52,6 +53,7 @@ pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
         let ty = if f16_mask >> i & 1 == 1 { "f16" } else { "f32" };
         prelude.push_str(&format!("alias {alias} = {ty};\n"));
     }
+    prelude.push_str(&crate::backend::wgsl_op_constants());
     format!("{prelude}{COMMON}\n{helpers}\n// kernel {body}")
 }
 
