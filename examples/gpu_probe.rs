@@ -380,9 +380,10 @@ fn simclr_step(dev: &Device, batch: usize, reps: u64) {
         );
     }
     println!(
-        "simclr{tag} step batch {batch}: {} dispatches, {} submits, {} uploads ({:.1} kB; kernel \
-         parameters {:.1} kB), {} readbacks",
+        "simclr{tag} step batch {batch}: {} dispatches ({} new bind groups), {} submits, {} \
+         uploads ({:.1} kB; kernel parameters {:.1} kB), {} readbacks",
         per_step.dispatches,
+        per_step.bind_groups,
         per_step.submits,
         per_step.uploads,
         per_step.upload_bytes as f64 / 1e3,

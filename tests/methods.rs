@@ -319,6 +319,43 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
     );
 }
 
+/// Training steps launch the same kernels on buffers the pool hands out oldest first, so once a
+/// few steps have filled the context's bind-group cache, most launches find their bind group
+/// there instead of creating one.
+#[test]
+fn repeated_gpu_steps_reuse_their_bind_groups() {
+    if common::gpu_or_skip("repeated_gpu_steps_reuse_their_bind_groups").is_none() {
+        return;
+    }
+    // A context of its own, so that no other test's buffers interleave with the steps'.
+    let gpu = Device::Gpu(selfsup_engine::backend::gpu::GpuContext::new().unwrap());
+    let (mut model, mut opt) = tiny_model("simclr", &gpu);
+    let (views, labels) = fixed_views(&gpu);
+    let mut step = |step| {
+        let at = Progress { step, total: 10 };
+        let before = gpu.gpu_counters().expect("GPU counters");
+        opt.zero_grad();
+        model.loss(&views, &labels, at).backward();
+        grad_norm(&model.parameters());
+        opt.step(1e-3);
+        model.after_step(at);
+        gpu.synchronize();
+        gpu.gpu_counters().expect("GPU counters") - before
+    };
+    let first = step(0);
+    assert_eq!(first.bind_groups, first.dispatches, "{first:?}");
+    for k in 1..5 {
+        step(k);
+    }
+    let (created, launched) = (5..10)
+        .map(step)
+        .fold((0, 0), |(c, l), s| (c + s.bind_groups, l + s.dispatches));
+    assert!(
+        created * 3 <= launched,
+        "{created} new bind groups for {launched} launches in steps 5-9"
+    );
+}
+
 /// A run's training step on the GPU waits for the device once: the loss and the gradient norm
 /// are read back together.
 #[test]

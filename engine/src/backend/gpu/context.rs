@@ -11,7 +11,7 @@
 //! it as an [`Error::Device`] naming the op and its sizes, so a training run can stop cleanly.
 
 use crate::error::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -95,6 +95,8 @@ pub fn with_kernel_profile<R>(profile: KernelProfile, f: impl FnOnce() -> R) -> 
 pub struct GpuCounters {
     /// Kernel launches recorded.
     pub dispatches: u64,
+    /// Bind groups created for them (the other launches reused a cached one).
+    pub bind_groups: u64,
     /// Command buffers submitted to the queue.
     pub submits: u64,
     /// Queue writes of data from the host (tensors, index tables); kernel parameters apart.
@@ -112,6 +114,7 @@ impl std::ops::Sub for GpuCounters {
     fn sub(self, o: GpuCounters) -> GpuCounters {
         GpuCounters {
             dispatches: self.dispatches - o.dispatches,
+            bind_groups: self.bind_groups - o.bind_groups,
             submits: self.submits - o.submits,
             uploads: self.uploads - o.uploads,
             upload_bytes: self.upload_bytes - o.upload_bytes,
@@ -121,6 +124,17 @@ impl std::ops::Sub for GpuCounters {
         }
     }
 }
+
+/// What a bind group binds: the pipeline's layout, the parameter slot, the buffers in order.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    offset: u64,
+    buffers: Vec<wgpu::Buffer>,
+}
+
+/// Bind groups kept at most; the cache starts again when full (a step needs a few hundred).
+const MAX_BIND_GROUPS: usize = 8192;
 
 struct Recorded {
     kernel: &'static str,
@@ -132,7 +146,14 @@ struct Recorded {
 struct State {
     /// Compiled kernels by name, f16 mask (see `shaders::module`) and override constants.
     pipelines: HashMap<(&'static str, u32, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
-    pool: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Idle buffers by size, handed out oldest first (buffers order by creation), so that a
+    /// program that allocates the same way twice gets the same buffers twice: the bind-group
+    /// cache below relies on it.
+    pool: HashMap<u64, BTreeSet<wgpu::Buffer>>,
+    /// Bind groups by pipeline, parameter slot and buffers: a training step launches the same
+    /// kernels on the same pooled buffers every time, so after the first step most launches
+    /// find theirs here instead of creating one.
+    bind_groups: HashMap<BindKey, wgpu::BindGroup>,
     /// Freed during the open batch; pooled again after it is submitted.
     pending_free: Vec<wgpu::Buffer>,
     ops: Vec<Recorded>,
@@ -192,6 +213,7 @@ thread_local! {
     static COUNTERS: std::cell::Cell<GpuCounters> = const {
         std::cell::Cell::new(GpuCounters {
             dispatches: 0,
+            bind_groups: 0,
             submits: 0,
             uploads: 0,
             upload_bytes: 0,
@@ -346,6 +368,7 @@ impl GpuContext {
             state: Mutex::new(State {
                 pipelines: HashMap::new(),
                 pool: HashMap::new(),
+                bind_groups: HashMap::new(),
                 pending_free: Vec::new(),
                 ops: Vec::new(),
                 params: Vec::new(),
@@ -492,7 +515,8 @@ impl GpuContext {
     /// A storage buffer of at least `bytes` bytes, reused from the pool when possible.
     /// A buffer that kernels will write (`for_upload == false`) may also reuse one freed in the
     /// open batch: recorded ops run in order, so its old readers finish first. A buffer to be
-    /// filled by a queue write may not, since that write runs before the whole batch.
+    /// filled by a queue write may not, since that write runs before the whole batch. Either
+    /// way the oldest candidate is taken, so that allocation is a function of the program.
     /// Panics with a clear message when the device cannot hold it.
     #[track_caller]
     pub(crate) fn alloc(&self, bytes: u64, for_upload: bool) -> wgpu::Buffer {
@@ -510,11 +534,15 @@ impl GpuContext {
         {
             let mut st = self.state.lock().unwrap();
             if !for_upload {
-                if let Some(i) = st.pending_free.iter().position(|b| b.size() == size) {
+                let oldest = (st.pending_free.iter().enumerate())
+                    .filter(|(_, b)| b.size() == size)
+                    .min_by(|a, b| a.1.cmp(b.1))
+                    .map(|(i, _)| i);
+                if let Some(i) = oldest {
                     return st.pending_free.swap_remove(i);
                 }
             }
-            if let Some(b) = st.pool.get_mut(&size).and_then(Vec::pop) {
+            if let Some(b) = st.pool.get_mut(&size).and_then(BTreeSet::pop_first) {
                 return b;
             }
         }
@@ -670,25 +698,23 @@ impl GpuContext {
         );
         st.params.resize(offset as usize, 0);
         st.params.extend_from_slice(bytes);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &st.params_buf,
-                offset,
-                size: wgpu::BufferSize::new(PARAM_SLOT),
-            }),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let key = BindKey {
+            pipeline: (*pipeline).clone(),
+            offset,
+            buffers: buffers.iter().map(|&b| b.clone()).collect(),
+        };
+        let bind_group = match st.bind_groups.get(&key) {
+            Some(g) => g.clone(),
+            None => {
+                let g = self.bind_group(&st.params_buf, &key);
+                count(|c| c.bind_groups += 1);
+                if st.bind_groups.len() >= MAX_BIND_GROUPS {
+                    st.bind_groups.clear();
+                }
+                st.bind_groups.insert(key, g.clone());
+                g
+            }
+        };
         if self.failed(op) {
             return;
         }
@@ -700,6 +726,29 @@ impl GpuContext {
         });
         st.last = Some((kernel, grid));
         count(|c| c.dispatches += 1);
+    }
+
+    /// A new bind group: the parameter slot at binding 0, the buffers at 1…
+    fn bind_group(&self, params: &wgpu::Buffer, key: &BindKey) -> wgpu::BindGroup {
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: params,
+                offset: key.offset,
+                size: wgpu::BufferSize::new(PARAM_SLOT),
+            }),
+        }];
+        for (i, b) in key.buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &key.pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
     }
 
     /// Encodes and submits the open batch, then recycles the buffers it freed.
@@ -744,7 +793,7 @@ impl GpuContext {
             st.params.clear();
         }
         for b in std::mem::take(&mut st.pending_free) {
-            st.pool.entry(b.size()).or_default().push(b);
+            st.pool.entry(b.size()).or_default().insert(b);
         }
     }
 
