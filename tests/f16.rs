@@ -58,6 +58,14 @@ fn casts_round_to_nearest_and_back_exactly() {
     // Widening is exact, and so is the round trip of f16 values.
     assert_eq!(h.to_dtype(DType::F32).to_vec(), got);
     assert_eq!(h.to_dtype(DType::F32).to_dtype(DType::F16).to_vec(), got);
+    // Gradients of f16 tensors are f32, whichever way they arrive: through a cast back to f32
+    // and through a product, summed.
+    let x = Tensor::from_vec(vec![0.5, -2.0], &[1, 2], &gpu).requires_grad_(true);
+    let h = x.to_dtype(DType::F16);
+    let w = Tensor::from_vec(vec![3.0, 4.0], &[2, 1], &gpu);
+    (&h.to_dtype(DType::F32).sum_all() + &h.matmul(&w).sum_all()).backward();
+    let g = x.grad().unwrap();
+    assert_eq!((g.dtype(), g.to_vec()), (DType::F32, vec![4.0, 5.0]));
 }
 
 #[test]

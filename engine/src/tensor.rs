@@ -344,14 +344,18 @@ impl Tensor {
     }
 
     /// The same values as `dtype` (a differentiable cast). f64 exists only on the CPU, f16 only
-    /// on a GPU with `SHADER_F16`. The gradient comes back in the source's dtype.
+    /// on a GPU with `SHADER_F16`. The gradient comes back in the source's dtype, f32 for f16
+    /// (the gradients of f16 tensors are f32 throughout, as the products return them).
     #[track_caller]
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
         if self.dtype() == dtype {
             return self.clone();
         }
         let storage = crate::backend::cast(&self.storage(), dtype);
-        let src = self.dtype();
+        let src = match self.dtype() {
+            DType::F16 => DType::F32,
+            d => d,
+        };
         Tensor::from_op(
             storage,
             self.shape().to_vec(),
