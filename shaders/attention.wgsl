@@ -28,11 +28,11 @@ const LO: u32 = 18u;
 // Where tensor l's rows of problem b start, and the step between them, in vec4s: loops over rows
 // add the step instead of recomputing the division by the number of heads for every row.
 fn rows_of(l: u32, b: u32) -> vec2<u32> {
-    return vec2<u32>(row_at(l, b, 0u), P[l + 2u]) / 4u;
+    return vec2<u32>(row_at(l, b, 0u), p(l + 2u)) / 4u;
 }
 
 fn row_at(l: u32, b: u32, i: u32) -> u32 {
-    return P[l + 3u] + (b / P[1]) * P[l] + (b % P[1]) * P[l + 1u] + i * P[l + 2u];
+    return p(l + 3u) + (b / p(1)) * p(l) + (b % p(1)) * p(l + 1u) + i * p(l + 2u);
 }
 
 // The problem and row of an invocation: workgroups of 64 rows on a grid of (row blocks, bh)
@@ -67,12 +67,12 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = P[2];
-    let tk = P[3];
+    let tq = p(2);
+    let tk = p(3);
     let scale = pf(4u);
     let b = r.b;
     let i = r.i;
-    if (b >= P[0] || i >= tq) {
+    if (b >= p(0) || i >= tq) {
         return;
     }
     let t = b * tq + i;
@@ -85,7 +85,7 @@ fn main(
     var m = -3.4028235e38;
     var l = 0.0;
     let kend = select(tk, min(tk, i + 1u), CAUSAL);
-    let bias_row = (b / P[1]) * tk;
+    let bias_row = (b / p(1)) * tk;
     let ks = rows_of(LK, b);
     let vs = rows_of(LV, b);
     for (var j = 0u; j < kend; j++) {
@@ -134,8 +134,8 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = P[2];
-    if (r.b >= P[0] || r.i >= tq) {
+    let tq = p(2);
+    if (r.b >= p(0) || r.i >= tq) {
         return;
     }
     let t = r.b * tq + r.i;
@@ -166,12 +166,12 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = P[2];
-    let tk = P[3];
+    let tq = p(2);
+    let tk = p(3);
     let scale = pf(4u);
     let b = r.b;
     let i = r.i;
-    if (b >= P[0] || i >= tq) {
+    if (b >= p(0) || i >= tq) {
         return;
     }
     let t = b * tq + i;
@@ -189,7 +189,7 @@ fn main(
     let lse = LD[2u * t];
     let delta = LD[2u * t + 1u];
     let kend = select(tk, min(tk, i + 1u), CAUSAL);
-    let bias_row = (b / P[1]) * tk;
+    let bias_row = (b / p(1)) * tk;
     let ks = rows_of(LK, b);
     let vs = rows_of(LV, b);
     for (var j = 0u; j < kend; j++) {
@@ -244,19 +244,19 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = P[2];
-    let tk = P[3];
+    let tq = p(2);
+    let tk = p(3);
     let scale = pf(4u);
     let b = r.b;
     let j = r.i;
-    if (b >= P[0] || j >= tk) {
+    if (b >= p(0) || j >= tk) {
         return;
     }
     let rk = row_at(LK, b, j) / 4u;
     let rv = row_at(LV, b, j) / 4u;
     var bias = 0.0;
     if (HAS_BIAS) {
-        bias = BIAS[(b / P[1]) * tk + j];
+        bias = BIAS[(b / p(1)) * tk + j];
     }
     var k: array<vec4<f32>, 32>;
     var v: array<vec4<f32>, 32>;

@@ -4,10 +4,10 @@
 // The host keeps 3 · count under llvmpipe's loop limit; the channel loops are short (a
 // projection head's batch).
 
-// Index of value i (of count) of channel c in the (outer, C, inner) layout. P[1] = C, P[2] = inner.
+// Index of value i (of count) of channel c in the (outer, C, inner) layout. p(1) = C, p(2) = inner.
 fn at(c: u32, i: u32) -> u32 {
-    let inner = P[2];
-    return ((i / inner) * P[1] + c) * inner + i % inner;
+    let inner = p(2);
+    return ((i / inner) * p(1) + c) * inner + i % inner;
 }
 
 //!kernel batch_norm
@@ -28,10 +28,10 @@ fn at(c: u32, i: u32) -> u32 {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    if (c >= P[1]) {
+    if (c >= p(1)) {
         return;
     }
-    let count = P[0];
+    let count = p(0);
     let n = f32(count);
     var s = 0.0;
     for (var i = 0u; i < count; i++) {
@@ -72,10 +72,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    if (c >= P[1]) {
+    if (c >= p(1)) {
         return;
     }
-    let count = P[0];
+    let count = p(0);
     let n = f32(count);
     var sg = 0.0;
     var sgx = 0.0;

@@ -1,9 +1,15 @@
-// Prepended to every kernel. Binding 0 holds the launch's parameters as u32 words
-// (floats are passed as their bit patterns); storage bindings 1.. are the kernel's buffers.
-@group(0) @binding(0) var<storage, read> P: array<u32>;
+// Prepended to every kernel. Binding 0 holds the launch's parameters as 64 u32 words
+// (floats are passed as their bit patterns), a uniform buffer: GPUs serve those from a constant
+// cache to every invocation at once. Storage bindings 1.. are the kernel's buffers.
+@group(0) @binding(0) var<uniform> P: array<vec4<u32>, 16>;
+
+// Parameter word i.
+fn p(i: u32) -> u32 {
+    return P[i / 4u][i % 4u];
+}
 
 fn pf(i: u32) -> f32 {
-    return bitcast<f32>(P[i]);
+    return bitcast<f32>(p(i));
 }
 
 // Index of this invocation in a 1-D launch of 256-wide workgroups laid out on a 2-D grid
@@ -42,18 +48,18 @@ fn strided_offsets(i: u32) -> vec3<u32> {
     var rem = i;
     var off = vec3<u32>(0u);
     for (var d = RANK - 1u; d > 0u; d--) {
-        let s = P[4u + d];
-        off += (rem % s) * vec3<u32>(P[12u + d], P[20u + d], P[28u + d]);
+        let s = p(4u + d);
+        off += (rem % s) * vec3<u32>(p(12u + d), p(20u + d), p(28u + d));
         rem = rem / s;
     }
-    return off + rem * vec3<u32>(P[12u], P[20u], P[28u]);
+    return off + rem * vec3<u32>(p(12u), p(20u), p(28u));
 }
 
 // The offsets of quad q's four elements in the three operands: entry k is element 4q + k's.
 fn quad_offsets(q: u32) -> array<vec3<u32>, 4> {
     if (ALIGNED) {
         let o = strided_offsets(4u * q);
-        let s = vec3<u32>(P[11u + RANK], P[19u + RANK], P[27u + RANK]);
+        let s = vec3<u32>(p(11u + RANK), p(19u + RANK), p(27u + RANK));
         return array<vec3<u32>, 4>(o, o + s, o + 2u * s, o + 3u * s);
     }
     return array<vec3<u32>, 4>(

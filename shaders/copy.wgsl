@@ -1,15 +1,15 @@
 // Data movement: strided gathers (permute, narrow, expand), concatenation, row gather/scatter.
 
 //!kernel gather TX TY
-// P: strided, one operand; P[0] counts quads, P[1] is the source offset. X and Y share a type
+// P: strided, one operand; p(0) counts quads, p(1) is the source offset. X and Y share a type
 // (f32 or f16).
 @group(0) @binding(1) var<storage, read> X: array<TX>;
 @group(0) @binding(2) var<storage, read_write> Y: array<vec4<TY>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let base = P[1];
-    for (var q = flat_id(gid, nwg); q < P[0]; q += launched(nwg)) {
+    let base = p(1);
+    for (var q = flat_id(gid, nwg); q < p(0); q += launched(nwg)) {
         let o = quad_offsets(q);
         Y[q] = vec4<TY>(X[base + o[0].x], X[base + o[1].x], X[base + o[2].x], X[base + o[3].x]);
     }
@@ -24,11 +24,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
+    if (i >= p(0)) {
         return;
     }
-    let row = P[1];
-    Y[(i / row) * P[2] + P[3] + i % row] = X[i];
+    let row = p(1);
+    Y[(i / row) * p(2) + p(3) + i % row] = X[i];
 }
 
 //!kernel index_select
@@ -40,15 +40,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = flat_id(gid, nwg);
-    if (t >= P[0]) {
+    if (t >= p(0)) {
         return;
     }
-    let inner = P[2];
-    let nidx = P[3];
+    let inner = p(2);
+    let nidx = p(3);
     let i = t % inner;
     let j = (t / inner) % nidx;
     let o = t / (inner * nidx);
-    Y[t] = X[(o * P[1] + IDX[j]) * inner + i];
+    Y[t] = X[(o * p(1) + IDX[j]) * inner + i];
 }
 
 //!kernel index_add
@@ -65,18 +65,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = flat_id(gid, nwg);
-    if (t >= P[0]) {
+    if (t >= p(0)) {
         return;
     }
-    let n = P[1];
-    let inner = P[2];
-    let nidx = P[3];
+    let n = p(1);
+    let inner = p(2);
+    let nidx = p(3);
     let i = t % inner;
     let r = (t / inner) % n;
     let o = t / (inner * n);
-    var acc = select(0.0, Y[t], P[6] != 0u);
-    let first = OFFS[r] + P[4];
-    for (var q = first; q < min(OFFS[r + 1u], first + P[5]); q++) {
+    var acc = select(0.0, Y[t], p(6) != 0u);
+    let first = OFFS[r] + p(4);
+    for (var q = first; q < min(OFFS[r + 1u], first + p(5)); q++) {
         acc += G[(o * nidx + LIST[q]) * inner + i];
     }
     Y[t] = acc;
@@ -92,15 +92,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = flat_id(gid, nwg);
-    if (t >= P[0]) {
+    if (t >= p(0)) {
         return;
     }
-    let inner = P[2];
-    let nidx = P[3];
+    let inner = p(2);
+    let nidx = p(3);
     let i = t % inner;
     let j = (t / inner) % nidx;
     let o = t / (inner * nidx);
-    Y[(o * P[1] + IDX[j]) * inner + i] = G[t];
+    Y[(o * p(1) + IDX[j]) * inner + i] = G[t];
 }
 
 //!kernel fill
@@ -110,7 +110,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
+    if (i >= p(0)) {
         return;
     }
     Y[i] = pf(1u);
@@ -125,7 +125,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_id(gid, nwg);
-    if (i >= P[0]) {
+    if (i >= p(0)) {
         return;
     }
     Y[i] = TY(X[i]);

@@ -45,8 +45,8 @@ fn store(base: u32, j: u32, xh: f32) {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = group_id(wid, nwg);
-    let live = row < P[0];
-    let cols = P[1];
+    let live = row < p(0);
+    let cols = p(1);
     let n = f32(cols);
     let base = row * cols;
     var s = 0.0;
@@ -95,8 +95,8 @@ fn grad(base: u32, j: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = group_id(wid, nwg);
-    let live = row < P[0];
-    let cols = P[1];
+    let live = row < p(0);
+    let cols = p(1);
     let n = f32(cols);
     let base = row * cols;
     var sg = 0.0;
@@ -143,10 +143,10 @@ fn store(base: u32, j: u32, xh: f32) {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= P[0]) {
+    if (row >= p(0)) {
         return;
     }
-    let cols = P[1];
+    let cols = p(1);
     let n = f32(cols);
     let base = row * cols;
     var s = 0.0;
@@ -186,10 +186,10 @@ fn grad(base: u32, j: u32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= P[0]) {
+    if (row >= p(0)) {
         return;
     }
-    let cols = P[1];
+    let cols = p(1);
     let n = f32(cols);
     let base = row * cols;
     var sg = 0.0;

@@ -15,21 +15,21 @@
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m = P[0];
-    let n = P[1];
-    let k = P[2];
-    let a_rs = P[3];
-    let a_cs = P[4];
-    let b_rs = P[5];
-    let b_cs = P[6];
-    let batch = gid.z + P[9];
+    let m = p(0);
+    let n = p(1);
+    let k = p(2);
+    let a_rs = p(3);
+    let a_cs = p(4);
+    let b_rs = p(5);
+    let b_cs = p(6);
+    let batch = gid.z + p(9);
     let r0 = gid.y * 8u;
     let c0 = gid.x * 8u;
     if (r0 >= m || c0 >= n) {
         return;
     }
-    let a_base = batch * P[7];
-    let b_base = batch * P[8];
+    let a_base = batch * p(7);
+    let b_base = batch * p(8);
     // Rows and columns past the edge re-read the last valid one; their results are not stored.
     var a_row: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
@@ -40,7 +40,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         b_col[j] = b_base + min(c0 + j, n - 1u) * b_cs;
     }
     var acc: array<vec4<f32>, 16>;
-    for (var kk = P[10]; kk < P[11]; kk++) {
+    for (var kk = p(10); kk < p(11); kk++) {
         let ao = kk * a_cs;
         let bo = kk * b_rs;
         let b0 = vec4<f32>(vec4<TB>(B[b_col[0] + bo], B[b_col[1] + bo], B[b_col[2] + bo], B[b_col[3] + bo]));
@@ -58,7 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             for (var j = 0u; j < 8u; j++) {
                 if (c0 + j < n) {
                     let at = c_base + r * n + c0 + j;
-                    C[at] = acc[2u * i + j / 4u][j % 4u] + select(0.0, C[at], P[12] != 0u);
+                    C[at] = acc[2u * i + j / 4u][j % 4u] + select(0.0, C[at], p(12) != 0u);
                 }
             }
         }
@@ -94,8 +94,8 @@ fn b4(i: u32) -> vec4<f32> {
 
 // Rows r..r+3 of A over K's k0..k0+3, as matrix columns.
 fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
-    let m = P[0];
-    let k = P[2];
+    let m = p(0);
+    let k = p(2);
     if (TRANS_A) {
         let m4 = m / 4u;
         let at = (a_base + min(r, m - 4u)) / 4u + k0 * m4;
@@ -113,8 +113,8 @@ fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
 
 // B's rows k0..k0+3 at columns c..c+3, as matrix columns (each over the four columns).
 fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
-    let n = P[1];
-    let k = P[2];
+    let n = p(1);
+    let k = p(2);
     if (TRANS_B) {
         let k4 = k / 4u;
         let w = (b_base + k0) / 4u;
@@ -132,11 +132,11 @@ fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
 
 // Row r of C at columns c0..c0+7, added to C from a later K slice.
 fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    let m = P[0];
-    let n = P[1];
+    let m = p(0);
+    let n = p(1);
     if (r < m) {
         let at = (c_base + r * n + c0) / 4u;
-        let add = P[12] != 0u;
+        let add = p(12) != 0u;
         C[at] = lo + select(vec4<f32>(), C[at], add);
         if (c0 + 4u < n) {
             C[at + 1u] = hi + select(vec4<f32>(), C[at + 1u], add);
@@ -146,23 +146,23 @@ fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m = P[0];
-    let n = P[1];
-    let batch = gid.z + P[9];
+    let m = p(0);
+    let n = p(1);
+    let batch = gid.z + p(9);
     let r0 = gid.y * 8u;
     let c0 = gid.x * 8u;
     if (r0 >= m || c0 >= n) {
         return;
     }
-    let a_base = batch * P[7];
-    let b_base = batch * P[8];
+    let a_base = batch * p(7);
+    let b_base = batch * p(8);
     // A column block past the edge re-reads the last one; its results are not stored.
     let c1 = min(c0 + 4u, n - 4u);
     var lo0 = mat4x4<f32>();
     var hi0 = mat4x4<f32>();
     var lo1 = mat4x4<f32>();
     var hi1 = mat4x4<f32>();
-    for (var k0 = P[10]; k0 < P[11]; k0 += 4u) {
+    for (var k0 = p(10); k0 < p(11); k0 += 4u) {
         let bl = b_rows(b_base, k0, c0);
         let bh = b_rows(b_base, k0, c1);
         let a0 = a_rows(a_base, r0, k0);
@@ -173,7 +173,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         hi1 += bh * a1;
     }
     // The first K slice adds the bias to every row of the block (read once, not per row).
-    if (HAS_BIAS && P[12] == 0u) {
+    if (HAS_BIAS && p(12) == 0u) {
         let bias_lo = BIAS[c0 / 4u];
         let bias_hi = BIAS[c1 / 4u];
         let rows_lo = mat4x4<f32>(bias_lo, bias_lo, bias_lo, bias_lo);
@@ -231,21 +231,21 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let m = P[0];
-    let n = P[1];
-    let a_rs = P[3];
-    let a_cs = P[4];
-    let b_rs = P[5];
-    let b_cs = P[6];
-    let splits = P[12];
+    let m = p(0);
+    let n = p(1);
+    let a_rs = p(3);
+    let a_cs = p(4);
+    let b_rs = p(5);
+    let b_cs = p(6);
+    let splits = p(12);
     let split = wid.z % splits;
-    let batch = wid.z / splits + P[9];
-    let k_lo = P[10] + split * P[13];
-    let k_hi = min(P[11], k_lo + P[13]);
+    let batch = wid.z / splits + p(9);
+    let k_lo = p(10) + split * p(13);
+    let k_hi = min(p(11), k_lo + p(13));
     let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
-    let a_base = batch * P[7];
-    let b_base = batch * P[8];
+    let a_base = batch * p(7);
+    let b_base = batch * p(8);
     let tx = lid.x;
     let ty = lid.y;
     var c00 = vec4<f32>(); var c01 = vec4<f32>();
@@ -302,7 +302,7 @@ fn main(
         }
         workgroupBarrier();
     }
-    let base = split * P[14] + batch * m * n;
+    let base = split * p(14) + batch * m * n;
     let ra = row0 + 4u * ty;
     let rb = row0 + 64u + 4u * ty;
     let ca = col0 + 4u * tx;

@@ -6,7 +6,7 @@
 //   m' = β1·m + (1−β1)·g,  v' = β2·v + (1−β2)·g²,  p' = decay·p − step·m' / (√v'/√(1−β2ᵗ) + eps)
 // Parameter k owns the workgroups from start[k] on (256 values each); decay and step differ per
 // parameter group. Unused bindings repeat parameter 0's buffers (the outputs stand-ins of their
-// own) and are never reached. 29 storage bindings: the host checks the adapter allows them.
+// own) and are never reached. 28 storage bindings: the host checks the adapter allows them.
 // P: [count, start[4], n[4], decay[4], step[4], β1, β2, 1−β1, 1−β2, 1/√(1−β2ᵗ), eps] (floats as
 // bits).
 @group(0) @binding(1) var<storage, read> X0: array<f32>;
@@ -43,13 +43,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let w = group_id(wid, nwg);
     var k = 0u;
-    for (var j = 1u; j < P[0]; j++) {
-        if (w >= P[1u + j]) {
+    for (var j = 1u; j < p(0); j++) {
+        if (w >= p(1u + j)) {
             k = j;
         }
     }
-    let i = (w - P[1u + k]) * 256u + lid.x;
-    if (i >= P[5u + k]) {
+    let i = (w - p(1u + k)) * 256u + lid.x;
+    if (i >= p(5u + k)) {
         return;
     }
     let decay = pf(9u + k);

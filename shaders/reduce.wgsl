@@ -31,12 +31,12 @@ fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = flat_id(gid, nwg);
-    let n = P[1];
-    let inner = P[2];
+    let n = p(1);
+    let inner = p(2);
     let op = OP;
-    let chunk = P[3];
-    let blocks = P[4];
-    if (t >= P[0] * blocks * inner) {
+    let chunk = p(3);
+    let blocks = p(4);
+    if (t >= p(0) * blocks * inner) {
         return;
     }
     let i = t % inner;
@@ -87,7 +87,7 @@ var<workgroup> partial: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let k = wid.x;
-    let n = P[2u + k];
+    let n = p(2u + k);
     var acc = 0.0;
     switch k {
         case 0u: { for (var i = lid.x; i < n; i += 256u) { acc += X0[i] * X0[i]; } }
@@ -108,6 +108,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
     if (lid.x == 0u) {
-        OUT[P[1] + k] = partial[0];
+        OUT[p(1) + k] = partial[0];
     }
 }

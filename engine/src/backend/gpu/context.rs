@@ -347,11 +347,11 @@ impl GpuContext {
             "selfsup: GPU adapter {} ({:?}, {:?}; {profile:?} kernels)",
             info.name, info.backend, info.device_type
         );
-        let align = (limits.min_storage_buffer_offset_alignment as u64).max(PARAM_SLOT);
+        let align = (limits.min_uniform_buffer_offset_alignment as u64).max(PARAM_SLOT);
         let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: align * MAX_BATCH as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let timing = profiling.then(|| Timing::new(&device));

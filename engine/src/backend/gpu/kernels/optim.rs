@@ -2,12 +2,12 @@
 
 use super::*;
 
-/// Parameters one AdamW launch updates: 4 × 7 buffers and the parameters fit the 31 storage
-/// bindings of Metal, the tightest of the usual adapters.
+/// Parameters one AdamW launch updates: 4 × 7 buffers fit the 31 storage bindings of Metal, the
+/// tightest of the usual adapters (the kernel parameters are a uniform buffer).
 pub const ADAMW_PER_LAUNCH: usize = 4;
 
 /// Storage bindings the AdamW kernel needs (see [`adamw`]).
-pub const ADAMW_BINDINGS: u32 = 7 * ADAMW_PER_LAUNCH as u32 + 1;
+pub const ADAMW_BINDINGS: u32 = 7 * ADAMW_PER_LAUNCH as u32;
 
 /// One AdamW step of each parameter (value, gradient, moments), four per launch: their new
 /// (value, first moment, second moment). Decay and step size are each parameter's own; β, ε and
