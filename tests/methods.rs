@@ -319,7 +319,7 @@ fn a_gpu_simclr_step_uploads_only_a_few_kilobytes() {
     );
 }
 
-/// Training steps launch the same kernels on buffers the pool hands out oldest first, so once a
+/// Training steps launch the same kernels on buffers the pool hands out in a fixed order, so once a
 /// few steps have filled the context's bind-group cache, most launches find their bind group
 /// there instead of creating one.
 #[test]

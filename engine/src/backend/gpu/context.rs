@@ -146,7 +146,7 @@ struct Recorded {
 struct State {
     /// Compiled kernels by name, f16 mask (see `shaders::module`) and override constants.
     pipelines: HashMap<(&'static str, u32, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
-    /// Idle buffers by size, handed out oldest first (buffers order by creation), so that a
+    /// Idle buffers by size, handed out in a fixed order (wgpu orders buffers by id), so that a
     /// program that allocates the same way twice gets the same buffers twice: the bind-group
     /// cache below relies on it.
     pool: HashMap<u64, BTreeSet<wgpu::Buffer>>,
@@ -516,7 +516,8 @@ impl GpuContext {
     /// A buffer that kernels will write (`for_upload == false`) may also reuse one freed in the
     /// open batch: recorded ops run in order, so its old readers finish first. A buffer to be
     /// filled by a queue write may not, since that write runs before the whole batch. Either
-    /// way the oldest candidate is taken, so that allocation is a function of the program.
+    /// way the first candidate in the buffers' order is taken, so that allocation is a function
+    /// of the program.
     /// Panics with a clear message when the device cannot hold it.
     #[track_caller]
     pub(crate) fn alloc(&self, bytes: u64, for_upload: bool) -> wgpu::Buffer {
@@ -534,11 +535,11 @@ impl GpuContext {
         {
             let mut st = self.state.lock().unwrap();
             if !for_upload {
-                let oldest = (st.pending_free.iter().enumerate())
+                let first = (st.pending_free.iter().enumerate())
                     .filter(|(_, b)| b.size() == size)
                     .min_by(|a, b| a.1.cmp(b.1))
                     .map(|(i, _)| i);
-                if let Some(i) = oldest {
+                if let Some(i) = first {
                     return st.pending_free.swap_remove(i);
                 }
             }
