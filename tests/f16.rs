@@ -286,11 +286,6 @@ fn checkpoints_store_f16_and_load_it_widened() {
     assert_eq!(back.to_vec(), h.to_vec());
 }
 
-/// A GPU context of the test's own, so that its memory figures count no other test's tensors.
-fn private_gpu() -> Device {
-    Device::Gpu(selfsup_engine::backend::gpu::GpuContext::new().expect("a second context"))
-}
-
 /// Bytes tensors hold on `dev` now.
 fn live(dev: &Device) -> u64 {
     dev.gpu_memory().expect("a GPU").0

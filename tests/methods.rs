@@ -328,7 +328,7 @@ fn repeated_gpu_steps_reuse_their_bind_groups() {
         return;
     }
     // A context of its own, so that no other test's buffers interleave with the steps'.
-    let gpu = Device::Gpu(selfsup_engine::backend::gpu::GpuContext::new().unwrap());
+    let gpu = common::private_gpu();
     let (mut model, mut opt) = tiny_model("simclr", &gpu);
     let (views, labels) = fixed_views(&gpu);
     let mut step = |step| {

@@ -71,6 +71,12 @@ pub fn f16_gpu_or_skip(test: &str) -> Option<Device> {
     None
 }
 
+/// A GPU context of the caller's own, apart from the shared one, so that what it counts
+/// (memory, bind groups) is no other test's; call after [`gpu_or_skip`] found an adapter.
+pub fn private_gpu() -> Device {
+    Device::Gpu(selfsup_engine::backend::gpu::GpuContext::new().expect("a second context"))
+}
+
 /// A scratch folder under the system temp dir, unique per tag and process, removed on drop.
 pub struct Scratch(pub std::path::PathBuf);
 

@@ -7,17 +7,23 @@ use crate::tensor::Tensor;
 /// Panics unless `a` and `b` share a device and dtype.
 #[track_caller]
 pub(crate) fn check_same(op: &str, a: &Tensor, b: &Tensor) {
-    assert!(
-        a.device() == b.device(),
-        "{op}: operands live on different devices ({:?} and {:?})",
-        a.device(),
-        b.device()
-    );
+    check_device(op, a, b);
     assert!(
         a.dtype() == b.dtype(),
         "{op}: operands have different dtypes ({:?} and {:?})",
         a.dtype(),
         b.dtype()
+    );
+}
+
+/// Panics unless `a` and `b` live on one device.
+#[track_caller]
+pub(crate) fn check_device(op: &str, a: &Tensor, b: &Tensor) {
+    assert!(
+        a.device() == b.device(),
+        "{op}: operands live on different devices ({:?} and {:?})",
+        a.device(),
+        b.device()
     );
 }
 

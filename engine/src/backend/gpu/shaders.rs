@@ -31,13 +31,13 @@ fn section<'a>(family: &'a str, name: &str) -> (&'a str, &'a str) {
 
 /// The element-type aliases kernel `name` declares after its name (see the module docs).
 pub fn aliases<'a>(family: &'a str, name: &str) -> Vec<&'a str> {
-    let (_, body) = section(family, name);
-    body.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .collect()
+    header_aliases(section(family, name).1)
+}
+
+/// The aliases on the header line of a kernel's section.
+fn header_aliases(body: &str) -> Vec<&str> {
+    let header = body.lines().next().unwrap_or_default();
+    header.split_whitespace().skip(1).collect()
 }
 
 /// The full WGSL module for kernel `name` of `family`, with alias `i` set to f16 where bit `i`
@@ -49,7 +49,7 @@ pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
     if f16_mask != 0 {
         prelude.push_str("enable f16;\n");
     }
-    for (i, alias) in aliases(family, name).iter().enumerate() {
+    for (i, alias) in header_aliases(body).iter().enumerate() {
         let ty = if f16_mask >> i & 1 == 1 { "f16" } else { "f32" };
         prelude.push_str(&format!("alias {alias} = {ty};\n"));
     }

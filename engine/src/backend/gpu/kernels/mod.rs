@@ -10,7 +10,8 @@ use super::shaders::{
 };
 use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Packing, Reduce, Unary};
 use crate::DType;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// Most axes a strided kernel indexes after merging contiguous ones.
 const MAX_RANK: usize = 8;
@@ -88,7 +89,10 @@ fn f16_mask(k: Kernel, buffers: &[&GpuData]) -> u32 {
         .filter(|(_, b)| b.dtype() == DType::F16)
         .fold(0, |m, (i, _)| m | 1 << i);
     if mask != 0 {
-        let typed = shaders::aliases(k.family, k.name).len();
+        // Read from the kernel's WGSL once: f16 launches are every product under autocast.
+        static TYPED: LazyLock<Mutex<HashMap<&str, usize>>> = LazyLock::new(Default::default);
+        let typed = *(TYPED.lock().unwrap().entry(k.name))
+            .or_insert_with(|| shaders::aliases(k.family, k.name).len());
         assert!(
             mask >> typed == 0,
             "GPU kernel {}: an operand is f16, which only matmul, linear, attention and to_dtype \
