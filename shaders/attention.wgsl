@@ -2,12 +2,12 @@
 // q, k and v either separate (bh, T, D) tensors or read in place from one packed qkv projection
 // (B, T, 3·H·D) — no split, permute or merge copies. Row i of problem b of a tensor starts at
 //   off + (b / heads)·n_stride + (b % heads)·h_stride + i·row_stride,
-// four layout words per tensor in P (`attention_params` in kernels/attention.rs). One invocation per row,
+// a `RowLayout` per tensor in the parameters (`Attention`). One invocation per row,
 // without barriers (software adapters run those fastest); head dimensions up to 128 in registers,
 // multiples of 4 (the host composes other shapes from separate kernels), so that every row is
 // read and written as vec4s: all offsets are in elements, divided by 4 to index the vec4 arrays.
-// P: [bh, heads, tq, tk, scale, +inf, q layout @6, k @10, v @14, o @18] (the output gradient has
-// the output's layout); the head sizes and masks are the override constants below. q, k and v
+// The output gradient has the output's layout; the head sizes and masks are the override
+// constants below. q, k and v
 // may be stored as f16 (aliases TQ, TK, TV), widened to f32 as they are read; the output, the
 // log-sum-exp and the gradients are f32.
 
@@ -20,19 +20,16 @@ override DV: u32 = 16u;
 override CAUSAL: bool = false;
 override HAS_BIAS: bool = false;
 
-const LQ: u32 = 6u;
-const LK: u32 = 10u;
-const LV: u32 = 14u;
-const LO: u32 = 18u;
+@group(0) @binding(0) var<uniform> P: Attention;
 
-// Where tensor l's rows of problem b start, and the step between them, in vec4s: loops over rows
+// Where a tensor's rows of problem b start, and the step between them, in vec4s: loops over rows
 // add the step instead of recomputing the division by the number of heads for every row.
-fn rows_of(l: u32, b: u32) -> vec2<u32> {
-    return vec2<u32>(row_at(l, b, 0u), p(l + 2u)) / 4u;
+fn rows_of(l: RowLayout, b: u32) -> vec2<u32> {
+    return vec2<u32>(row_at(l, b, 0u), l.row_stride) / 4u;
 }
 
-fn row_at(l: u32, b: u32, i: u32) -> u32 {
-    return p(l + 3u) + (b / p(1)) * p(l) + (b % p(1)) * p(l + 1u) + i * p(l + 2u);
+fn row_at(l: RowLayout, b: u32, i: u32) -> u32 {
+    return l.offset + (b / P.heads) * l.n_stride + (b % P.heads) * l.h_stride + i * l.row_stride;
 }
 
 // The problem and row of an invocation: workgroups of 64 rows on a grid of (row blocks, bh)
@@ -67,17 +64,17 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = p(2);
-    let tk = p(3);
-    let scale = pf(4u);
+    let tq = P.tq;
+    let tk = P.tk;
+    let scale = P.scale;
     let b = r.b;
     let i = r.i;
-    if (b >= p(0) || i >= tq) {
+    if (b >= P.bh || i >= tq) {
         return;
     }
     let t = b * tq + i;
     var q: array<vec4<f32>, 32>;
-    let rq = row_at(LQ, b, i) / 4u;
+    let rq = row_at(P.q, b, i) / 4u;
     for (var c = 0u; c < D / 4u; c++) {
         q[c] = vec4<f32>(Q[rq + c]) * scale;
     }
@@ -85,9 +82,9 @@ fn main(
     var m = -3.4028235e38;
     var l = 0.0;
     let kend = select(tk, min(tk, i + 1u), CAUSAL);
-    let bias_row = (b / p(1)) * tk;
-    let ks = rows_of(LK, b);
-    let vs = rows_of(LV, b);
+    let bias_row = (b / P.heads) * tk;
+    let ks = rows_of(P.k, b);
+    let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
         var s = 0.0;
         let rk = ks.x + j * ks.y;
@@ -112,11 +109,11 @@ fn main(
     }
     // A query that sees no key outputs zeros, with log-sum-exp +inf (probabilities rebuild as 0).
     let inv = select(1.0 / l, 0.0, l == 0.0);
-    let ro = row_at(LO, b, i) / 4u;
+    let ro = row_at(P.o, b, i) / 4u;
     for (var c = 0u; c < DV / 4u; c++) {
         O[ro + c] = acc[c] * inv;
     }
-    LSE[t] = select(m + log(l), pf(5u), l == 0.0);
+    LSE[t] = select(m + log(l), P.inf, l == 0.0);
 }
 
 //!kernel attention_delta
@@ -134,12 +131,12 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = p(2);
-    if (r.b >= p(0) || r.i >= tq) {
+    let tq = P.tq;
+    if (r.b >= P.bh || r.i >= tq) {
         return;
     }
     let t = r.b * tq + r.i;
-    let ro = row_at(LO, r.b, r.i) / 4u;
+    let ro = row_at(P.o, r.b, r.i) / 4u;
     var s = 0.0;
     for (var c = 0u; c < DV / 4u; c++) {
         s += dot(G[ro + c], O[ro + c]);
@@ -166,32 +163,32 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = p(2);
-    let tk = p(3);
-    let scale = pf(4u);
+    let tq = P.tq;
+    let tk = P.tk;
+    let scale = P.scale;
     let b = r.b;
     let i = r.i;
-    if (b >= p(0) || i >= tq) {
+    if (b >= P.bh || i >= tq) {
         return;
     }
     let t = b * tq + i;
     var q: array<vec4<f32>, 32>;
     var go: array<vec4<f32>, 32>;
     var acc: array<vec4<f32>, 32>;
-    let rq = row_at(LQ, b, i) / 4u;
+    let rq = row_at(P.q, b, i) / 4u;
     for (var c = 0u; c < D / 4u; c++) {
         q[c] = vec4<f32>(Q[rq + c]) * scale;
     }
-    let ro = row_at(LO, b, i) / 4u;
+    let ro = row_at(P.o, b, i) / 4u;
     for (var c = 0u; c < DV / 4u; c++) {
         go[c] = G[ro + c];
     }
     let lse = LD[2u * t];
     let delta = LD[2u * t + 1u];
     let kend = select(tk, min(tk, i + 1u), CAUSAL);
-    let bias_row = (b / p(1)) * tk;
-    let ks = rows_of(LK, b);
-    let vs = rows_of(LV, b);
+    let bias_row = (b / P.heads) * tk;
+    let ks = rows_of(P.k, b);
+    let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
         let rk = ks.x + j * ks.y;
         var s = 0.0;
@@ -244,19 +241,19 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let r = row_of(wid, nwg, lid);
-    let tq = p(2);
-    let tk = p(3);
-    let scale = pf(4u);
+    let tq = P.tq;
+    let tk = P.tk;
+    let scale = P.scale;
     let b = r.b;
     let j = r.i;
-    if (b >= p(0) || j >= tk) {
+    if (b >= P.bh || j >= tk) {
         return;
     }
-    let rk = row_at(LK, b, j) / 4u;
-    let rv = row_at(LV, b, j) / 4u;
+    let rk = row_at(P.k, b, j) / 4u;
+    let rv = row_at(P.v, b, j) / 4u;
     var bias = 0.0;
     if (HAS_BIAS) {
-        bias = BIAS[(b / p(1)) * tk + j];
+        bias = BIAS[(b / P.heads) * tk + j];
     }
     var k: array<vec4<f32>, 32>;
     var v: array<vec4<f32>, 32>;
@@ -273,8 +270,8 @@ fn main(
     if (bias < -3.0e38) {
         istart = tq;
     }
-    let qs = rows_of(LQ, b);
-    let os = rows_of(LO, b);
+    let qs = rows_of(P.q, b);
+    let os = rows_of(P.o, b);
     for (var i = istart; i < tq; i++) {
         let rq = qs.x + i * qs.y;
         var s = bias;

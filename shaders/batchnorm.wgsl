@@ -4,16 +4,17 @@
 // The host keeps 3 · count under llvmpipe's loop limit; the channel loops are short (a
 // projection head's batch).
 
-// Index of value i (of count) of channel c in the (outer, C, inner) layout. p(1) = C, p(2) = inner.
+@group(0) @binding(0) var<uniform> P: BatchNorm;
+
+// Index of value i (of count) of channel c in the (outer, C, inner) layout.
 fn at(c: u32, i: u32) -> u32 {
-    let inner = p(2);
-    return ((i / inner) * p(1) + c) * inner + i % inner;
+    let inner = P.inner;
+    return ((i / inner) * P.channels + c) * inner + i % inner;
 }
 
 //!kernel batch_norm
 // y = x̂·w + b with x̂ = (x − mean) · rstd over the channel's values (biased variance), and the
 // running statistics moved by `momentum` towards the batch's (unbiased variance), as PyTorch.
-// P: [count, C, inner, eps, momentum]
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> W: array<f32>;
 @group(0) @binding(3) var<storage, read> B: array<f32>;
@@ -28,10 +29,10 @@ fn at(c: u32, i: u32) -> u32 {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    if (c >= p(1)) {
+    if (c >= P.channels) {
         return;
     }
-    let count = p(0);
+    let count = P.count;
     let n = f32(count);
     var s = 0.0;
     for (var i = 0u; i < count; i++) {
@@ -44,7 +45,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         v += d * d;
     }
     let var_ = v / n;
-    let rstd = inverseSqrt(var_ + pf(3u));
+    let rstd = inverseSqrt(var_ + P.eps);
     let w = W[c];
     let b = B[c];
     for (var i = 0u; i < count; i++) {
@@ -53,14 +54,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         XH[j] = xh;
         Y[j] = xh * w + b;
     }
-    let m = pf(4u);
+    let m = P.momentum;
     RSTD[c] = rstd;
     NRM[c] = RM[c] * (1.0 - m) + mean * m;
     NRV[c] = RV[c] * (1.0 - m) + var_ * (n / (n - 1.0)) * m;
 }
 
 //!kernel batch_norm_backward
-// dβ = Σ g, dγ = Σ g·x̂, dx = w · rstd · (g − dβ/count − x̂ · dγ/count). P: [count, C, inner]
+// dβ = Σ g, dγ = Σ g·x̂, dx = w · rstd · (g − dβ/count − x̂ · dγ/count).
 @group(0) @binding(1) var<storage, read> XH: array<f32>;
 @group(0) @binding(2) var<storage, read> RSTD: array<f32>;
 @group(0) @binding(3) var<storage, read> W: array<f32>;
@@ -72,10 +73,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
-    if (c >= p(1)) {
+    if (c >= P.channels) {
         return;
     }
-    let count = p(0);
+    let count = P.count;
     let n = f32(count);
     var sg = 0.0;
     var sgx = 0.0;

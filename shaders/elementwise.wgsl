@@ -121,31 +121,31 @@ fn binary_f(op: u32, a: f32, b: f32) -> f32 {
 }
 
 //!kernel unary
-// P: [quads, a, b]
+@group(0) @binding(0) var<uniform> P: Quads;
 @group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let a = pf(1u);
-    let b = pf(2u);
-    for (var q = flat_id(gid, nwg); q < p(0); q += launched(nwg)) {
+    let a = P.a;
+    let b = P.b;
+    for (var q = flat_id(gid, nwg); q < P.quads; q += launched(nwg)) {
         let x = X[q];
         Y[q] = vec4<f32>(unary_f(OP, x.x, a, b), unary_f(OP, x.y, a, b), unary_f(OP, x.z, a, b), unary_f(OP, x.w, a, b));
     }
 }
 
 //!kernel unary_backward
-// P: [quads, a, b]
+@group(0) @binding(0) var<uniform> P: Quads;
 @group(0) @binding(1) var<storage, read> X: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let a = pf(1u);
-    let b = pf(2u);
-    for (var q = flat_id(gid, nwg); q < p(0); q += launched(nwg)) {
+    let a = P.a;
+    let b = P.b;
+    for (var q = flat_id(gid, nwg); q < P.quads; q += launched(nwg)) {
         let x = X[q];
         let d = vec4<f32>(unary_df(OP, x.x, a, b), unary_df(OP, x.y, a, b), unary_df(OP, x.z, a, b), unary_df(OP, x.w, a, b));
         Y[q] = G[q] * d;
@@ -153,14 +153,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 //!kernel binary
-// P: strided, two operands; p(0) counts quads.
+@group(0) @binding(0) var<uniform> P: Strided;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
 @group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<vec4<f32>>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    for (var q = flat_id(gid, nwg); q < p(0); q += launched(nwg)) {
+    for (var q = flat_id(gid, nwg); q < P.quads; q += launched(nwg)) {
         let o = quad_offsets(q);
         Y[q] = vec4<f32>(
             binary_f(OP, A[o[0].x], B[o[0].y]),
@@ -172,7 +172,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 //!kernel select
-// Y = C != 0 ? A : B. P: strided, three operands (C, A, B); p(0) counts quads.
+// Y = C != 0 ? A : B; three strided operands (C, A, B).
+@group(0) @binding(0) var<uniform> P: Strided;
 @group(0) @binding(1) var<storage, read> C: array<f32>;
 @group(0) @binding(2) var<storage, read> A: array<f32>;
 @group(0) @binding(3) var<storage, read> B: array<f32>;
@@ -184,7 +185,7 @@ fn pick(o: vec3<u32>) -> f32 {
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    for (var q = flat_id(gid, nwg); q < p(0); q += launched(nwg)) {
+    for (var q = flat_id(gid, nwg); q < P.quads; q += launched(nwg)) {
         let o = quad_offsets(q);
         Y[q] = vec4<f32>(pick(o[0]), pick(o[1]), pick(o[2]), pick(o[3]));
     }

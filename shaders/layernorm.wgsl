@@ -6,6 +6,8 @@
 
 override AFFINE: bool = false;
 
+@group(0) @binding(0) var<uniform> P: LayerNorm;
+
 const WG: u32 = 64u;
 var<workgroup> red: array<f32, WG>;
 
@@ -24,7 +26,6 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
 }
 
 //!kernel layer_norm
-// P: [rows, cols, eps]
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> Y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> MEAN: array<f32>;
@@ -45,8 +46,8 @@ fn store(base: u32, j: u32, xh: f32) {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = group_id(wid, nwg);
-    let live = row < p(0);
-    let cols = p(1);
+    let live = row < P.rows;
+    let cols = P.cols;
     let n = f32(cols);
     let base = row * cols;
     var s = 0.0;
@@ -63,7 +64,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             v += d * d;
         }
     }
-    let rstd = inverseSqrt(reduce_sum(lid, v) / n + pf(2u));
+    let rstd = inverseSqrt(reduce_sum(lid, v) / n + P.eps);
     if (live) {
         for (var j = lid; j < cols; j += WG) {
             store(base, j, (X[base + j] - mean) * rstd);
@@ -76,7 +77,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 }
 
 //!kernel layer_norm_backward
-// dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)). P: [rows, cols]
+// dx = rstd · (g - mean(g) - x̂ · mean(g · x̂)).
 @group(0) @binding(1) var<storage, read> XH: array<f32>;
 @group(0) @binding(2) var<storage, read> RSTD: array<f32>;
 @group(0) @binding(3) var<storage, read> G: array<f32>;
@@ -95,8 +96,8 @@ fn grad(base: u32, j: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = group_id(wid, nwg);
-    let live = row < p(0);
-    let cols = p(1);
+    let live = row < P.rows;
+    let cols = P.cols;
     let n = f32(cols);
     let base = row * cols;
     var sg = 0.0;
@@ -143,10 +144,10 @@ fn store(base: u32, j: u32, xh: f32) {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= p(0)) {
+    if (row >= P.rows) {
         return;
     }
-    let cols = p(1);
+    let cols = P.cols;
     let n = f32(cols);
     let base = row * cols;
     var s = 0.0;
@@ -159,7 +160,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let d = X[base + j] - mean;
         v += d * d;
     }
-    let rstd = inverseSqrt(v / n + pf(2u));
+    let rstd = inverseSqrt(v / n + P.eps);
     for (var j = 0u; j < cols; j++) {
         store(base, j, (X[base + j] - mean) * rstd);
     }
@@ -186,10 +187,10 @@ fn grad(base: u32, j: u32) -> f32 {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= p(0)) {
+    if (row >= P.rows) {
         return;
     }
-    let cols = p(1);
+    let cols = P.cols;
     let n = f32(cols);
     let base = row * cols;
     var sg = 0.0;

@@ -4,9 +4,11 @@
 // register blocking helps everywhere. A and B may be stored as f16 (aliases TA, TB): every
 // kernel widens them to f32 as it reads, accumulates in f32 and writes C as f32.
 //
-// P: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, batch_base, k_start, k_end, accumulate]
-// One launch covers k_start..k_end: the host splits long K across launches (llvmpipe ends an
-// invocation's loops after 65,535 iterations in all), the later ones adding into C.
+// Parameters `Product` (engine/src/backend/gpu/params.rs). One launch covers k_start..k_end: the
+// host splits long K across launches (llvmpipe ends an invocation's loops after 65,535
+// iterations in all), the later ones adding into C.
+
+@group(0) @binding(0) var<uniform> P: Product;
 
 //!kernel matmul TA TB
 @group(0) @binding(1) var<storage, read> A: array<TA>;
@@ -15,32 +17,27 @@
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m = p(0);
-    let n = p(1);
-    let k = p(2);
-    let a_rs = p(3);
-    let a_cs = p(4);
-    let b_rs = p(5);
-    let b_cs = p(6);
-    let batch = gid.z + p(9);
+    let batch = gid.z + P.batch_base;
     let r0 = gid.y * 8u;
     let c0 = gid.x * 8u;
-    if (r0 >= m || c0 >= n) {
+    if (r0 >= P.m || c0 >= P.n) {
         return;
     }
-    let a_base = batch * p(7);
-    let b_base = batch * p(8);
+    let a_base = batch * P.a_bs;
+    let b_base = batch * P.b_bs;
     // Rows and columns past the edge re-read the last valid one; their results are not stored.
     var a_row: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
-        a_row[i] = a_base + min(r0 + i, m - 1u) * a_rs;
+        a_row[i] = a_base + min(r0 + i, P.m - 1u) * P.a_rs;
     }
     var b_col: array<u32, 8>;
     for (var j = 0u; j < 8u; j++) {
-        b_col[j] = b_base + min(c0 + j, n - 1u) * b_cs;
+        b_col[j] = b_base + min(c0 + j, P.n - 1u) * P.b_cs;
     }
     var acc: array<vec4<f32>, 16>;
-    for (var kk = p(10); kk < p(11); kk++) {
+    let a_cs = P.a_cs;
+    let b_rs = P.b_rs;
+    for (var kk = P.k_start; kk < P.k_end; kk++) {
         let ao = kk * a_cs;
         let bo = kk * b_rs;
         let b0 = vec4<f32>(vec4<TB>(B[b_col[0] + bo], B[b_col[1] + bo], B[b_col[2] + bo], B[b_col[3] + bo]));
@@ -51,14 +48,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             acc[2u * i + 1u] += a * b1;
         }
     }
-    let c_base = batch * m * n;
+    let c_base = batch * P.m * P.n;
     for (var i = 0u; i < 8u; i++) {
         let r = r0 + i;
-        if (r < m) {
+        if (r < P.m) {
             for (var j = 0u; j < 8u; j++) {
-                if (c0 + j < n) {
-                    let at = c_base + r * n + c0 + j;
-                    C[at] = acc[2u * i + j / 4u][j % 4u] + select(0.0, C[at], p(12) != 0u);
+                if (c0 + j < P.n) {
+                    let at = c_base + r * P.n + c0 + j;
+                    C[at] = acc[2u * i + j / 4u][j % 4u] + select(0.0, C[at], P.accumulate != 0u);
                 }
             }
         }
@@ -94,51 +91,45 @@ fn b4(i: u32) -> vec4<f32> {
 
 // Rows r..r+3 of A over K's k0..k0+3, as matrix columns.
 fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
-    let m = p(0);
-    let k = p(2);
     if (TRANS_A) {
-        let m4 = m / 4u;
-        let at = (a_base + min(r, m - 4u)) / 4u + k0 * m4;
+        let m4 = P.m / 4u;
+        let at = (a_base + min(r, P.m - 4u)) / 4u + k0 * m4;
         return transpose(mat4x4<f32>(a4(at), a4(at + m4), a4(at + 2u * m4), a4(at + 3u * m4)));
     }
-    let k4 = k / 4u;
+    let k4 = P.k / 4u;
     let kq = (a_base + k0) / 4u;
     return mat4x4<f32>(
-        a4(kq + min(r, m - 1u) * k4),
-        a4(kq + min(r + 1u, m - 1u) * k4),
-        a4(kq + min(r + 2u, m - 1u) * k4),
-        a4(kq + min(r + 3u, m - 1u) * k4),
+        a4(kq + min(r, P.m - 1u) * k4),
+        a4(kq + min(r + 1u, P.m - 1u) * k4),
+        a4(kq + min(r + 2u, P.m - 1u) * k4),
+        a4(kq + min(r + 3u, P.m - 1u) * k4),
     );
 }
 
 // B's rows k0..k0+3 at columns c..c+3, as matrix columns (each over the four columns).
 fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
-    let n = p(1);
-    let k = p(2);
     if (TRANS_B) {
-        let k4 = k / 4u;
+        let k4 = P.k / 4u;
         let w = (b_base + k0) / 4u;
         return transpose(mat4x4<f32>(
-            b4(w + min(c, n - 1u) * k4),
-            b4(w + min(c + 1u, n - 1u) * k4),
-            b4(w + min(c + 2u, n - 1u) * k4),
-            b4(w + min(c + 3u, n - 1u) * k4),
+            b4(w + min(c, P.n - 1u) * k4),
+            b4(w + min(c + 1u, P.n - 1u) * k4),
+            b4(w + min(c + 2u, P.n - 1u) * k4),
+            b4(w + min(c + 3u, P.n - 1u) * k4),
         ));
     }
-    let n4 = n / 4u;
-    let q = (b_base + k0 * n + c) / 4u;
+    let n4 = P.n / 4u;
+    let q = (b_base + k0 * P.n + c) / 4u;
     return mat4x4<f32>(b4(q), b4(q + n4), b4(q + 2u * n4), b4(q + 3u * n4));
 }
 
 // Row r of C at columns c0..c0+7, added to C from a later K slice.
 fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    let m = p(0);
-    let n = p(1);
-    if (r < m) {
-        let at = (c_base + r * n + c0) / 4u;
-        let add = p(12) != 0u;
+    if (r < P.m) {
+        let at = (c_base + r * P.n + c0) / 4u;
+        let add = P.accumulate != 0u;
         C[at] = lo + select(vec4<f32>(), C[at], add);
-        if (c0 + 4u < n) {
+        if (c0 + 4u < P.n) {
             C[at + 1u] = hi + select(vec4<f32>(), C[at + 1u], add);
         }
     }
@@ -146,23 +137,21 @@ fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let m = p(0);
-    let n = p(1);
-    let batch = gid.z + p(9);
+    let batch = gid.z + P.batch_base;
     let r0 = gid.y * 8u;
     let c0 = gid.x * 8u;
-    if (r0 >= m || c0 >= n) {
+    if (r0 >= P.m || c0 >= P.n) {
         return;
     }
-    let a_base = batch * p(7);
-    let b_base = batch * p(8);
+    let a_base = batch * P.a_bs;
+    let b_base = batch * P.b_bs;
     // A column block past the edge re-reads the last one; its results are not stored.
-    let c1 = min(c0 + 4u, n - 4u);
+    let c1 = min(c0 + 4u, P.n - 4u);
     var lo0 = mat4x4<f32>();
     var hi0 = mat4x4<f32>();
     var lo1 = mat4x4<f32>();
     var hi1 = mat4x4<f32>();
-    for (var k0 = p(10); k0 < p(11); k0 += 4u) {
+    for (var k0 = P.k_start; k0 < P.k_end; k0 += 4u) {
         let bl = b_rows(b_base, k0, c0);
         let bh = b_rows(b_base, k0, c1);
         let a0 = a_rows(a_base, r0, k0);
@@ -173,7 +162,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         hi1 += bh * a1;
     }
     // The first K slice adds the bias to every row of the block (read once, not per row).
-    if (HAS_BIAS && p(12) == 0u) {
+    if (HAS_BIAS && P.accumulate == 0u) {
         let bias_lo = BIAS[c0 / 4u];
         let bias_hi = BIAS[c1 / 4u];
         let rows_lo = mat4x4<f32>(bias_lo, bias_lo, bias_lo, bias_lo);
@@ -183,7 +172,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         hi0 += rows_hi;
         hi1 += rows_hi;
     }
-    let c_base = batch * m * n;
+    let c_base = batch * P.m * P.n;
     store(c_base, r0, c0, lo0[0], hi0[0]);
     store(c_base, r0 + 1u, c0, lo0[1], hi0[1]);
     store(c_base, r0 + 2u, c0, lo0[2], hi0[2]);
@@ -205,8 +194,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // Split-K: grid z is (batch, split) and split s covers K from k_start + s·split_len; with more
 // than one split each writes its own slab of C (a workspace of splits × batch × M × N) that the
 // host sums in a fixed order, so results do not depend on scheduling.
-// P: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs, batch_base, k_start, k_end, splits,
-//     split_len, slab]
 @group(0) @binding(1) var<storage, read> A: array<TA>;
 @group(0) @binding(2) var<storage, read> B: array<TB>;
 @group(0) @binding(3) var<storage, read_write> C: array<f32>;
@@ -231,21 +218,16 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let m = p(0);
-    let n = p(1);
-    let a_rs = p(3);
-    let a_cs = p(4);
-    let b_rs = p(5);
-    let b_cs = p(6);
-    let splits = p(12);
-    let split = wid.z % splits;
-    let batch = wid.z / splits + p(9);
-    let k_lo = p(10) + split * p(13);
-    let k_hi = min(p(11), k_lo + p(13));
+    let m = P.m;
+    let n = P.n;
+    let split = wid.z % P.splits;
+    let batch = wid.z / P.splits + P.batch_base;
+    let k_lo = P.k_start + split * P.split_len;
+    let k_hi = min(P.k_end, k_lo + P.split_len);
     let row0 = wid.y * 128u;
     let col0 = wid.x * 128u;
-    let a_base = batch * p(7);
-    let b_base = batch * p(8);
+    let a_base = batch * P.a_bs;
+    let b_base = batch * P.b_bs;
     let tx = lid.x;
     let ty = lid.y;
     var c00 = vec4<f32>(); var c01 = vec4<f32>();
@@ -263,25 +245,25 @@ fn main(
             // A's tile: rows along the unit stride when A is stored transposed, else k.
             var r = idx / 8u;
             var kk = idx % 8u;
-            if (a_cs != 1u) {
+            if (P.a_cs != 1u) {
                 r = idx % 128u;
                 kk = idx / 128u;
             }
             var av = 0.0;
             if (row0 + r < m && k0 + kk < k_hi) {
-                av = f32(A[a_base + (row0 + r) * a_rs + (k0 + kk) * a_cs]);
+                av = f32(A[a_base + (row0 + r) * P.a_rs + (k0 + kk) * P.a_cs]);
             }
             At[kk * 33u + r / 4u][r % 4u] = av;
             // B's tile: columns along the unit stride unless B is stored transposed.
             var c = idx % 128u;
             var kb = idx / 128u;
-            if (b_cs != 1u) {
+            if (P.b_cs != 1u) {
                 c = idx / 8u;
                 kb = idx % 8u;
             }
             var bv = 0.0;
             if (col0 + c < n && k0 + kb < k_hi) {
-                bv = f32(B[b_base + (k0 + kb) * b_rs + (col0 + c) * b_cs]);
+                bv = f32(B[b_base + (k0 + kb) * P.b_rs + (col0 + c) * P.b_cs]);
             }
             Bt[kb * 33u + c / 4u][c % 4u] = bv;
         }
@@ -302,7 +284,7 @@ fn main(
         }
         workgroupBarrier();
     }
-    let base = split * p(14) + batch * m * n;
+    let base = split * P.slab + batch * m * n;
     let ra = row0 + 4u * ty;
     let rb = row0 + 64u + 4u * ty;
     let ca = col0 + 4u * tx;

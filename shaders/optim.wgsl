@@ -7,8 +7,7 @@
 // Parameter k owns the workgroups from start[k] on (256 values each); decay and step differ per
 // parameter group. Unused bindings repeat parameter 0's buffers (the outputs stand-ins of their
 // own) and are never reached. 28 storage bindings: the host checks the adapter allows them.
-// P: [count, start[4], n[4], decay[4], step[4], β1, β2, 1−β1, 1−β2, 1/√(1−β2ᵗ), eps] (floats as
-// bits).
+@group(0) @binding(0) var<uniform> P: AdamW;
 @group(0) @binding(1) var<storage, read> X0: array<f32>;
 @group(0) @binding(2) var<storage, read> G0: array<f32>;
 @group(0) @binding(3) var<storage, read> M0: array<f32>;
@@ -43,23 +42,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_id) lid: vec3<u32>) {
     let w = group_id(wid, nwg);
     var k = 0u;
-    for (var j = 1u; j < p(0); j++) {
-        if (w >= p(1u + j)) {
+    for (var j = 1u; j < P.count; j++) {
+        if (w >= P.start[j]) {
             k = j;
         }
     }
-    let i = (w - p(1u + k)) * 256u + lid.x;
-    if (i >= p(5u + k)) {
+    let i = (w - P.start[k]) * 256u + lid.x;
+    if (i >= P.n[k]) {
         return;
     }
-    let decay = pf(9u + k);
-    let step = pf(13u + k);
-    let b1 = pf(17u);
-    let b2 = pf(18u);
-    let c1 = pf(19u);
-    let c2 = pf(20u);
-    let ib2 = pf(21u);
-    let eps = pf(22u);
+    let decay = P.decay[k];
+    let step = P.step[k];
+    let b1 = P.beta1;
+    let b2 = P.beta2;
+    let c1 = P.c1;
+    let c2 = P.c2;
+    let ib2 = P.inv_bias2;
+    let eps = P.eps;
     switch k {
         case 0u: {
             let m = M0[i] * b1 + G0[i] * c1;

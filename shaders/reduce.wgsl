@@ -22,7 +22,8 @@ fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
 // of the middle extent, so that no invocation loops too long (llvmpipe ends an invocation's loops
 // after 65,535 iterations in all). The host repeats this until one block remains. Extrema carry
 // their index along in IY; later passes read the indices of the previous one from IX.
-// P: [outer, n, inner, chunk, blocks]; the op, HAS_IDX and FINAL are override constants.
+// The op, HAS_IDX and FINAL are override constants.
+@group(0) @binding(0) var<uniform> P: Chunks;
 @group(0) @binding(1) var<storage, read> X: array<f32>;
 @group(0) @binding(2) var<storage, read> IX: array<u32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
@@ -31,12 +32,12 @@ fn better(op: u32, v: f32, j: u32, b: f32, bj: u32) -> bool {
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = flat_id(gid, nwg);
-    let n = p(1);
-    let inner = p(2);
+    let n = P.n;
+    let inner = P.inner;
     let op = OP;
-    let chunk = p(3);
-    let blocks = p(4);
-    if (t >= p(0) * blocks * inner) {
+    let chunk = P.chunk;
+    let blocks = P.blocks;
+    if (t >= P.outer * blocks * inner) {
         return;
     }
     let i = t % inner;
@@ -71,7 +72,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // reduces tensor k into OUT[first + k], a strided loop per invocation then a fixed tree, so the
 // result does not depend on scheduling. The host keeps each tensor under 256 × 16,384 elements
 // (llvmpipe's loop limit). Unused bindings repeat X0 and are not read.
-// P: [count, first, n0, …, n7].
+@group(0) @binding(0) var<uniform> P: SumSquares;
 @group(0) @binding(1) var<storage, read_write> OUT: array<f32>;
 @group(0) @binding(2) var<storage, read> X0: array<f32>;
 @group(0) @binding(3) var<storage, read> X1: array<f32>;
@@ -87,7 +88,7 @@ var<workgroup> partial: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let k = wid.x;
-    let n = p(2u + k);
+    let n = P.len[k / 4u][k % 4u];
     var acc = 0.0;
     switch k {
         case 0u: { for (var i = lid.x; i < n; i += 256u) { acc += X0[i] * X0[i]; } }
@@ -108,6 +109,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         workgroupBarrier();
     }
     if (lid.x == 0u) {
-        OUT[p(1) + k] = partial[0];
+        OUT[P.first + k] = partial[0];
     }
 }

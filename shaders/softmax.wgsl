@@ -1,5 +1,6 @@
 // Row-wise softmax and log-softmax (one workgroup per row) and their backward passes.
-// P: [rows, cols, log]
+
+@group(0) @binding(0) var<uniform> P: Softmax;
 
 const WG: u32 = 64u;
 var<workgroup> red: array<f32, WG>;
@@ -39,9 +40,9 @@ fn reduce_sum(lid: u32, v: f32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = group_id(wid, nwg);
-    let live = row < p(0);
-    let cols = p(1);
-    let log_out = p(2) != 0u;
+    let live = row < P.rows;
+    let cols = P.cols;
+    let log_out = P.log != 0u;
     let base = row * cols;
     var m = -3.4028235e38;
     if (live) {
@@ -79,9 +80,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = group_id(wid, nwg);
-    let live = row < p(0);
-    let cols = p(1);
-    let log_out = p(2) != 0u;
+    let live = row < P.rows;
+    let cols = P.cols;
+    let log_out = P.log != 0u;
     let base = row * cols;
     var s = 0.0;
     if (live) {
@@ -109,10 +110,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= p(0)) {
+    if (row >= P.rows) {
         return;
     }
-    let cols = p(1);
+    let cols = P.cols;
     let base = row * cols;
     var m = -3.4028235e38;
     for (var j = 0u; j < cols; j++) {
@@ -125,7 +126,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let lse = m + log(s);
     for (var j = 0u; j < cols; j++) {
         let x = X[base + j];
-        if (p(2) != 0u) {
+        if (P.log != 0u) {
             Y[base + j] = select(x - lse, x, s == 0.0);
         } else {
             Y[base + j] = select(exp(x - m) / s, 0.0, s == 0.0);
@@ -141,11 +142,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= p(0)) {
+    if (row >= P.rows) {
         return;
     }
-    let cols = p(1);
-    let log_out = p(2) != 0u;
+    let cols = P.cols;
+    let log_out = P.log != 0u;
     let base = row * cols;
     var s = 0.0;
     for (var j = 0u; j < cols; j++) {

@@ -669,7 +669,7 @@ impl GpuContext {
         source: &dyn Fn() -> String,
         f16_mask: u32,
         constants: &[(&'static str, u32)],
-        params: &[u32],
+        params: &[u8],
         buffers: &[&wgpu::Buffer],
         grid: [u32; 3],
     ) {
@@ -692,13 +692,12 @@ impl GpuContext {
         }
         let pipeline = self.pipeline(&mut st, kernel, source, f16_mask, constants);
         let offset = st.ops.len() as u64 * st.slot;
-        let bytes: &[u8] = bytemuck::cast_slice(params);
         assert!(
-            bytes.len() as u64 <= PARAM_SLOT,
+            params.len() as u64 <= PARAM_SLOT,
             "internal: {kernel} has too many parameters"
         );
         st.params.resize(offset as usize, 0);
-        st.params.extend_from_slice(bytes);
+        st.params.extend_from_slice(params);
         let key = BindKey {
             pipeline: (*pipeline).clone(),
             offset,

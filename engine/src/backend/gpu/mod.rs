@@ -6,6 +6,7 @@
 mod context;
 mod data;
 mod kernels;
+mod params;
 mod shaders;
 
 pub use context::{with_kernel_profile, GpuContext, GpuCounters, KernelProfile};

@@ -5,10 +5,13 @@
 //! bindings. A kernel that reads or writes f16 storage names its element types as aliases after
 //! its name, one per leading storage binding in order (binding 1 is the first): each variant of
 //! the kernel is compiled with every alias set to f32 or f16 from the buffers it is given, so
-//! the f32 and f16 paths are one source. Every module also gets the op constants the `switch`es
-//! of element-wise and reduction kernels name (`UNARY_EXP`), generated from the Rust enums.
+//! the f32 and f16 paths are one source. Every module also gets the parameter structs of
+//! `params.rs` and the op constants the `switch`es of element-wise and reduction kernels name
+//! (`UNARY_EXP`), both generated from the Rust definitions; a kernel whose parameters are
+//! `Strided` also gets `strided.wgsl`.
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
+const STRIDED: &str = include_str!("../../../../shaders/strided.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
 pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 pub const REDUCE: &str = include_str!("../../../../shaders/reduce.wgsl");
@@ -34,6 +37,21 @@ pub fn aliases<'a>(family: &'a str, name: &str) -> Vec<&'a str> {
     header_aliases(section(family, name).1)
 }
 
+/// The parameter struct kernel `name` declares (`var<uniform> P: NAME;`, in its section or in
+/// its family's helpers).
+pub fn params_type<'a>(family: &'a str, name: &str) -> &'a str {
+    let (helpers, body) = section(family, name);
+    declared_params(helpers)
+        .or_else(|| declared_params(body))
+        .unwrap_or_else(|| panic!("internal: WGSL kernel {name} declares no parameters"))
+}
+
+fn declared_params(src: &str) -> Option<&str> {
+    let decl = "var<uniform> P: ";
+    let at = src.find(decl)? + decl.len();
+    src[at..].split(';').next()
+}
+
 /// The aliases on the header line of a kernel's section.
 fn header_aliases(body: &str) -> Vec<&str> {
     let header = body.lines().next().unwrap_or_default();
@@ -54,7 +72,13 @@ pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
         prelude.push_str(&format!("alias {alias} = {ty};\n"));
     }
     prelude.push_str(&crate::backend::wgsl_op_constants());
-    format!("{prelude}{COMMON}\n{helpers}\n// kernel {body}")
+    prelude.push_str(&super::params::declarations());
+    let strided = if params_type(family, name) == "Strided" {
+        STRIDED
+    } else {
+        ""
+    };
+    format!("{prelude}{COMMON}\n{strided}\n{helpers}\n// kernel {body}")
 }
 
 #[cfg(test)]

@@ -19,39 +19,48 @@ pub fn attention_fits(s: &AttnSpec) -> bool {
 }
 
 /// The kernels' parameters: the shape and scale, then where each row of q, k, v and the output
-/// starts (`[n_stride, h_stride, row_stride, offset]` each; see shaders/attention.wgsl). Head
-/// sizes and masks are override constants ([`attention_constants`]).
-fn attention_params(s: &AttnSpec, packing: Packing) -> Vec<u32> {
+/// starts (see shaders/attention.wgsl). Head sizes and masks are override constants
+/// ([`attention_constants`]).
+fn attention_params(s: &AttnSpec, packing: Packing) -> Attention {
     let (h, d, dv) = (s.heads, s.d, s.dv);
-    let layout = match packing {
+    let rows = |n_stride: usize, h_stride: usize, row_stride: usize, offset: usize| RowLayout {
+        n_stride: n_stride as u32,
+        h_stride: h_stride as u32,
+        row_stride: row_stride as u32,
+        offset: offset as u32,
+    };
+    let [q, k, v, o] = match packing {
         // (bh, T, D) each.
         Packing::Separate => [
-            [h * s.tq * d, s.tq * d, d, 0],
-            [h * s.tk * d, s.tk * d, d, 0],
-            [h * s.tk * dv, s.tk * dv, dv, 0],
-            [h * s.tq * dv, s.tq * dv, dv, 0],
+            rows(h * s.tq * d, s.tq * d, d, 0),
+            rows(h * s.tk * d, s.tk * d, d, 0),
+            rows(h * s.tk * dv, s.tk * dv, dv, 0),
+            rows(h * s.tq * dv, s.tq * dv, dv, 0),
         ],
         // q, k, v in place in (B, T, 3·C); the output (B, T, C) with heads side by side.
         Packing::Qkv => {
             let c = h * d;
             [
-                [s.tq * 3 * c, d, 3 * c, 0],
-                [s.tk * 3 * c, d, 3 * c, c],
-                [s.tk * 3 * c, d, 3 * c, 2 * c],
-                [s.tq * c, d, c, 0],
+                rows(s.tq * 3 * c, d, 3 * c, 0),
+                rows(s.tk * 3 * c, d, 3 * c, c),
+                rows(s.tk * 3 * c, d, 3 * c, 2 * c),
+                rows(s.tq * c, d, c, 0),
             ]
         }
     };
-    let mut p = vec![
-        s.bh as u32,
-        h as u32,
-        s.tq as u32,
-        s.tk as u32,
-        bits(s.scale),
-        f32::INFINITY.to_bits(),
-    ];
-    p.extend(layout.iter().flatten().map(|&v| v as u32));
-    p
+    Attention {
+        bh: s.bh as u32,
+        heads: h as u32,
+        tq: s.tq as u32,
+        tk: s.tk as u32,
+        scale: s.scale as f32,
+        inf: f32::INFINITY,
+        _pad: [0; 2],
+        q,
+        k,
+        v,
+        o,
+    }
 }
 
 /// The attention kernels' grid: blocks of 64 rows by problem (see `row_of` in attention.wgsl).

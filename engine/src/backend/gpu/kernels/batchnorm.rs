@@ -21,13 +21,13 @@ pub fn batch_norm(
     let ctx = x.ctx();
     let [y, xhat] = [(); 2].map(|_| GpuData::alloc(ctx, x.len()));
     let [rstd, mean, var] = [(); 3].map(|_| GpuData::alloc(ctx, c));
-    let p = [
-        (outer * inner) as u32,
-        c as u32,
-        inner as u32,
-        bits(eps),
-        bits(momentum),
-    ];
+    let p = BatchNorm {
+        count: (outer * inner) as u32,
+        channels: c as u32,
+        inner: inner as u32,
+        eps: eps as f32,
+        momentum: momentum as f32,
+    };
     let buffers = [x, w, b, rm, rv, &y, &xhat, &rstd, &mean, &var];
     let groups = c.div_ceil(64) as u32;
     launch(
@@ -51,7 +51,12 @@ pub fn batch_norm_backward(
     let ctx = xhat.ctx();
     let dx = GpuData::alloc(ctx, xhat.len());
     let [dw, db] = [(); 2].map(|_| GpuData::alloc(ctx, c));
-    let p = [(outer * inner) as u32, c as u32, inner as u32];
+    let p = BatchNorm {
+        count: (outer * inner) as u32,
+        channels: c as u32,
+        inner: inner as u32,
+        ..Default::default()
+    };
     let groups = c.div_ceil(64) as u32;
     launch(
         ctx,

@@ -5,7 +5,7 @@ use super::*;
 
 pub fn gather_strided(x: &GpuData, offset: usize, strides: &[usize], shape: &[usize]) -> GpuData {
     let k = kernel!(COPY, "gather");
-    launch_strided(k, None, offset as u32, shape, &[strides], &[x])
+    launch_strided(k, None, offset, shape, &[strides], &[x])
 }
 
 pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -> GpuData {
@@ -15,12 +15,12 @@ pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -
     let mut start = 0;
     for (part, &s) in parts.iter().zip(sizes) {
         let n = outer * s * inner;
-        let p = [
-            n as u32,
-            (s * inner) as u32,
-            (total * inner) as u32,
-            (start * inner) as u32,
-        ];
+        let p = CopyRows {
+            n: n as u32,
+            row: (s * inner) as u32,
+            dst_row: (total * inner) as u32,
+            dst_off: (start * inner) as u32,
+        };
         launch(
             ctx,
             kernel!(COPY, "copy_rows"),
@@ -37,7 +37,10 @@ pub fn concat(parts: &[&GpuData], outer: usize, sizes: &[usize], inner: usize) -
 pub fn cast(x: &GpuData, dtype: DType) -> GpuData {
     let ctx = x.ctx();
     let y = GpuData::alloc_as(ctx, x.len(), dtype);
-    let p = [x.len() as u32];
+    let p = Fill {
+        n: x.len() as u32,
+        value: 0.0,
+    };
     launch(ctx, kernel!(COPY, "cast"), &p, &[x, &y], grid(x.len(), 256));
     y
 }
@@ -51,7 +54,7 @@ pub fn index_select(x: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u3
     let total = outer * idx.len() * inner;
     let y = GpuData::alloc(ctx, total);
     let ids = upload_u32(ctx, idx);
-    let p = [total as u32, n as u32, inner as u32, idx.len() as u32];
+    let p = indexed(total, n, inner, idx.len());
     launch(
         ctx,
         kernel!(COPY, "index_select"),
@@ -75,7 +78,7 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
         let y = fill(ctx, total, 0.0);
         let ids = upload_u32(ctx, idx);
         let moved = outer * idx.len() * inner;
-        let p = [moved, n, inner, idx.len()].map(|v| v as u32);
+        let p = indexed(moved, n, inner, idx.len());
         launch(
             ctx,
             kernel!(COPY, "scatter_rows"),
@@ -104,16 +107,12 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
     let (offs, list) = (upload_u32(ctx, &offs), upload_u32(ctx, &list));
     // Rows selected more often than the loop budget are summed over several launches.
     for start in (0..most.max(1)).step_by(LOOP_BUDGET) {
-        let p = [
-            total,
-            n,
-            inner,
-            idx.len(),
-            start,
-            LOOP_BUDGET,
-            (start > 0) as usize,
-        ]
-        .map(|v| v as u32);
+        let p = Indexed {
+            q_start: start as u32,
+            q_len: LOOP_BUDGET as u32,
+            accumulate: (start > 0) as u32,
+            ..indexed(total, n, inner, idx.len())
+        };
         launch(
             ctx,
             kernel!(COPY, "index_add"),
@@ -125,13 +124,29 @@ pub fn index_add(g: &GpuData, outer: usize, n: usize, inner: usize, idx: &[u32])
     y
 }
 
+/// The parameters of a row gather or scatter of `total` values (index_add's first launch).
+fn indexed(total: usize, n: usize, inner: usize, nidx: usize) -> Indexed {
+    Indexed {
+        total: total as u32,
+        n: n as u32,
+        inner: inner as u32,
+        nidx: nidx as u32,
+        q_start: 0,
+        q_len: 0,
+        accumulate: 0,
+    }
+}
+
 /// `n` copies of `value`, written by a kernel (no host upload).
 pub fn fill(ctx: &Arc<GpuContext>, n: usize, value: f64) -> GpuData {
     let y = GpuData::alloc(ctx, n);
     launch(
         ctx,
         kernel!(COPY, "fill"),
-        &[n as u32, bits(value)],
+        &Fill {
+            n: n as u32,
+            value: value as f32,
+        },
         &[&y],
         grid(n, 256),
     );

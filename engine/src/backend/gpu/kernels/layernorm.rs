@@ -39,7 +39,11 @@ fn layer_norm_launch(
         GpuData::alloc(ctx, rows),
     );
     let xhat = affine.map(|_| GpuData::alloc(ctx, x.len()));
-    let p = [rows as u32, cols as u32, bits(eps)];
+    let p = LayerNorm {
+        rows: rows as u32,
+        cols: cols as u32,
+        eps: eps as f32,
+    };
     let (k, grid) = row_kernel(
         ctx,
         rows,
@@ -94,7 +98,11 @@ fn layer_norm_backward_launch(
     let ctx = xhat.ctx();
     let dx = GpuData::alloc(ctx, xhat.len());
     let gx = w.map(|_| GpuData::alloc(ctx, xhat.len()));
-    let p = [rows as u32, cols as u32];
+    let p = LayerNorm {
+        rows: rows as u32,
+        cols: cols as u32,
+        eps: 0.0,
+    };
     let (k, grid) = row_kernel(
         ctx,
         rows,

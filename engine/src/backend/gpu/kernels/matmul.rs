@@ -107,7 +107,10 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
         for k0 in (0..s.k).step_by(MATMUL_K_SLICE) {
             let k1 = (k0 + MATMUL_K_SLICE).min(s.k);
             let strides = [a_rs, a_cs, b_rs, b_cs, a_bs, s.b_batch_stride];
-            let p = product_params(&s, strides, base, k0..k1, &[(k0 > 0) as usize]);
+            let p = Product {
+                accumulate: (k0 > 0) as u32,
+                ..product_params(&s, strides, base, k0..k1)
+            };
             let grid = [tiles[0], tiles[1], chunk as u32];
             launch_with(ctx, k, &constants, &p, &buffers, grid);
         }
@@ -116,22 +119,30 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
     c
 }
 
-/// The parameters both product kernels start with: [M, N, K, a_rs, a_cs, b_rs, b_cs, a_bs, b_bs,
-/// batch_base, k_start, k_end], then the kernel's own.
+/// The parameters every product kernel reads (the shape, strides `[a_rs, a_cs, b_rs, b_cs, a_bs,
+/// b_bs]`, the batches from `batch_base`, K's range); the kernels' own are zero.
 fn product_params(
     s: &MatmulSpec,
-    strides: [usize; 6],
+    [a_rs, a_cs, b_rs, b_cs, a_bs, b_bs]: [usize; 6],
     batch_base: usize,
     k: std::ops::Range<usize>,
-    own: &[usize],
-) -> Vec<u32> {
-    [s.m, s.n, s.k]
-        .into_iter()
-        .chain(strides)
-        .chain([batch_base, k.start, k.end])
-        .chain(own.iter().copied())
-        .map(|v| v as u32)
-        .collect()
+) -> Product {
+    let w = |v: usize| v as u32;
+    Product {
+        m: w(s.m),
+        n: w(s.n),
+        k: w(s.k),
+        a_rs: w(a_rs),
+        a_cs: w(a_cs),
+        b_rs: w(b_rs),
+        b_cs: w(b_cs),
+        a_bs: w(a_bs),
+        b_bs: w(b_bs),
+        batch_base: w(batch_base),
+        k_start: w(k.start),
+        k_end: w(k.end),
+        ..Default::default()
+    }
 }
 
 /// Workgroups that keep a GPU busy; fewer tiles than this split K to make more.
@@ -161,7 +172,12 @@ fn matmul_tiled(a: &GpuData, b: &GpuData, s: MatmulSpec, strides: [usize; 6]) ->
     let mut base = 0;
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS / splits);
-        let p = product_params(&s, strides, base, 0..s.k, &[splits, split_len, out]);
+        let p = Product {
+            splits: splits as u32,
+            split_len: split_len as u32,
+            slab: out as u32,
+            ..product_params(&s, strides, base, 0..s.k)
+        };
         let grid = [
             s.n.div_ceil(128) as u32,
             s.m.div_ceil(128) as u32,

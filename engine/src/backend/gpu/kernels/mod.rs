@@ -5,6 +5,7 @@
 
 use super::context::{GpuContext, KernelProfile};
 use super::data::GpuData;
+use super::params::*;
 use super::shaders::{
     self, ATTENTION, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
 };
@@ -39,10 +40,6 @@ fn quad_grid(ctx: &GpuContext, n: usize) -> [u32; 3] {
 /// Quads one invocation handles on a software adapter (16 elements).
 const SOFTWARE_QUADS_PER_INVOCATION: usize = 4;
 
-fn bits(v: f64) -> u32 {
-    (v as f32).to_bits()
-}
-
 /// A kernel: section `name` of a shader family's source. `launch` compiles each variant once.
 #[derive(Clone, Copy)]
 struct Kernel {
@@ -60,46 +57,68 @@ macro_rules! kernel {
     };
 }
 
-fn launch(ctx: &GpuContext, k: Kernel, params: &[u32], buffers: &[&GpuData], grid: [u32; 3]) {
+fn launch<P: Params>(
+    ctx: &GpuContext,
+    k: Kernel,
+    params: &P,
+    buffers: &[&GpuData],
+    grid: [u32; 3],
+) {
     launch_with(ctx, k, &[], params, buffers, grid);
 }
 
 /// [`launch`] of a pipeline specialised on override constants (see [`GpuContext::launch`]).
-fn launch_with(
+#[track_caller]
+fn launch_with<P: Params>(
     ctx: &GpuContext,
     k: Kernel,
     constants: &[(&'static str, u32)],
-    params: &[u32],
+    params: &P,
     buffers: &[&GpuData],
     grid: [u32; 3],
 ) {
+    let (typed, declared) = declared(k);
+    assert_eq!(
+        declared,
+        P::NAME,
+        "internal: GPU kernel {} takes {declared} parameters, given {}",
+        k.name,
+        P::NAME
+    );
     let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
-    let mask = f16_mask(k, buffers);
+    let mask = f16_mask(k, typed, buffers);
     let source = || shaders::module(k.family, k.name, mask);
-    ctx.launch(k.name, &source, mask, constants, params, &bufs, grid);
+    let bytes = bytemuck::bytes_of(params);
+    ctx.launch(k.name, &source, mask, constants, bytes, &bufs, grid);
+}
+
+/// What kernel `k`'s WGSL declares: how many element-type aliases, and its parameter struct.
+/// Read from the source once per kernel.
+fn declared(k: Kernel) -> (usize, &'static str) {
+    static DECLARED: LazyLock<Mutex<HashMap<&str, (usize, &str)>>> =
+        LazyLock::new(Default::default);
+    *(DECLARED.lock().unwrap().entry(k.name)).or_insert_with(|| {
+        let aliases = shaders::aliases(k.family, k.name).len();
+        (aliases, shaders::params_type(k.family, k.name))
+    })
 }
 
 /// Bit `i` set where buffer `i` holds f16: the kernel variant to run. Panics, naming the kernel,
-/// where an f16 buffer meets a binding that takes f32 only (see `shaders::module`).
+/// where an f16 buffer meets a binding that takes f32 only (past its `typed` aliases; see
+/// `shaders::module`).
 #[track_caller]
-fn f16_mask(k: Kernel, buffers: &[&GpuData]) -> u32 {
+fn f16_mask(k: Kernel, typed: usize, buffers: &[&GpuData]) -> u32 {
     let mask = buffers
         .iter()
         .enumerate()
         .filter(|(_, b)| b.dtype() == DType::F16)
         .fold(0, |m, (i, _)| m | 1 << i);
-    if mask != 0 {
-        // Read from the kernel's WGSL once: f16 launches are every product under autocast.
-        static TYPED: LazyLock<Mutex<HashMap<&str, usize>>> = LazyLock::new(Default::default);
-        let typed = *(TYPED.lock().unwrap().entry(k.name))
-            .or_insert_with(|| shaders::aliases(k.family, k.name).len());
-        assert!(
-            mask >> typed == 0,
-            "GPU kernel {}: an operand is f16, which only matmul, linear, attention and to_dtype \
-             take (cast it with to_dtype(DType::F32) first)",
-            k.name
-        );
-    }
+    assert!(
+        mask >> typed == 0,
+        "GPU kernel {}: an operand is f16, which only matmul, linear, attention and to_dtype \
+         take (cast it with to_dtype(DType::F32) first)",
+        k.name
+    );
     mask
 }
 
@@ -135,14 +154,13 @@ fn collapse(shape: &[usize], strides: &[&[usize]]) -> (Vec<usize>, Vec<Vec<usize
     (out_shape, out_strides)
 }
 
-/// Launches a strided element-wise kernel over the quads of `shape` (see `quad_offsets` in
-/// common.wgsl): parameters [quads, p1, rank, 0, shape[8], strides of each operand [8]],
-/// specialised on the merged rank, on whether the innermost axis holds whole quads, and on `op`.
-/// The output has the first input's dtype.
+/// Launches a strided element-wise kernel over the quads of `shape` (see strided.wgsl),
+/// specialised on the merged rank, on whether the innermost axis holds whole quads, and on `op`;
+/// `base` is where a gather's source starts. The output has the first input's dtype.
 fn launch_strided(
     k: Kernel,
     op: Option<u32>,
-    p1: u32,
+    base: usize,
     shape: &[usize],
     strides: &[&[usize]],
     inputs: &[&GpuData],
@@ -153,15 +171,16 @@ fn launch_strided(
     let (shape, strides) = collapse(shape, strides);
     let rank = shape.len().max(1) as u32;
     let aligned = shape.last().is_some_and(|d| d % 4 == 0);
-    let mut p = vec![n.div_ceil(4) as u32, p1, rank, 0];
-    let pad = |v: &[usize], p: &mut Vec<u32>| {
-        p.extend(v.iter().map(|&x| x as u32));
-        p.extend(std::iter::repeat_n(0, MAX_RANK - v.len()));
+    let operand = |i: usize| words8(strides.get(i).into_iter().flatten().copied());
+    let p = Strided {
+        quads: n.div_ceil(4) as u32,
+        base: base as u32,
+        shape: words8(shape.iter().copied()),
+        s0: operand(0),
+        s1: operand(1),
+        s2: operand(2),
+        ..Default::default()
     };
-    pad(&shape, &mut p);
-    for s in &strides {
-        pad(s, &mut p);
-    }
     let mut constants = vec![("RANK", rank), ("ALIGNED", aligned as u32)];
     constants.extend(op.map(|op| ("OP", op)));
     let mut buffers = inputs.to_vec();
@@ -176,7 +195,11 @@ fn launch_contiguous(k: Kernel, op: Unary, inputs: &[&GpuData]) -> GpuData {
     let n = inputs[0].len();
     let y = GpuData::alloc(ctx, n);
     let (a, b) = op.params();
-    let p = [n.div_ceil(4) as u32, bits(a), bits(b)];
+    let p = Quads {
+        quads: n.div_ceil(4) as u32,
+        a: a as f32,
+        b: b as f32,
+    };
     let mut buffers = inputs.to_vec();
     buffers.push(&y);
     launch_with(

@@ -38,19 +38,21 @@ pub fn adamw(items: &[[&GpuData; 4]], steps: &[AdamWStep]) -> Vec<[GpuData; 3]> 
             groups += p.len().div_ceil(256);
         }
         let pick = |k: usize| if k < chunk.len() { k } else { 0 };
-        let mut params = vec![chunk.len() as u32];
-        params.extend(starts);
-        params.extend((0..ADAMW_PER_LAUNCH).map(|k| chunk[pick(k)][0].len() as u32));
-        params.extend((0..ADAMW_PER_LAUNCH).map(|k| bits(steps[pick(k)].decay)));
-        params.extend((0..ADAMW_PER_LAUNCH).map(|k| bits(steps[pick(k)].step_size)));
-        params.extend([
-            bits(s0.beta1),
-            bits(s0.beta2),
-            bits(1.0 - s0.beta1),
-            bits(1.0 - s0.beta2),
-            bits(1.0 / s0.bias2_sqrt),
-            bits(s0.eps),
-        ]);
+        let each = |f: &dyn Fn(usize) -> f32| F32x4(std::array::from_fn(|k| f(pick(k))));
+        let params = AdamW {
+            start: U32x4(starts),
+            n: U32x4(std::array::from_fn(|k| chunk[pick(k)][0].len() as u32)),
+            decay: each(&|k| steps[k].decay as f32),
+            step: each(&|k| steps[k].step_size as f32),
+            count: chunk.len() as u32,
+            beta1: s0.beta1 as f32,
+            beta2: s0.beta2 as f32,
+            c1: (1.0 - s0.beta1) as f32,
+            c2: (1.0 - s0.beta2) as f32,
+            inv_bias2: (1.0 / s0.bias2_sqrt) as f32,
+            eps: s0.eps as f32,
+            _pad: 0,
+        };
         let buffers: Vec<&GpuData> = (0..ADAMW_PER_LAUNCH)
             .flat_map(|k| {
                 let ([p, g, m, v], [np, nm, nv]) = (&chunk[pick(k)], &outs[pick(k)]);

@@ -35,7 +35,13 @@ pub fn reduce(op: Reduce, x: &GpuData, outer: usize, n: usize, inner: usize) -> 
         } else {
             Some(GpuData::alloc(ctx, len))
         };
-        let p = [outer, n, inner, chunk, blocks].map(|v| v as u32);
+        let p = Chunks {
+            outer: outer as u32,
+            n: n as u32,
+            inner: inner as u32,
+            chunk: chunk as u32,
+            blocks: blocks as u32,
+        };
         let src = values.as_ref().unwrap_or(x);
         launch_with(
             ctx,
@@ -71,8 +77,12 @@ pub fn sum_squares(xs: &[&GpuData]) -> GpuData {
     let ctx = xs[0].ctx();
     let out = GpuData::alloc(ctx, xs.len());
     for (c, chunk) in xs.chunks(8).enumerate() {
-        let mut p = vec![chunk.len() as u32, 8 * c as u32];
-        p.extend((0..8).map(|k| chunk.get(k).map_or(0, |x| x.len() as u32)));
+        let p = SumSquares {
+            count: chunk.len() as u32,
+            first: 8 * c as u32,
+            len: words8(chunk.iter().map(|x| x.len())),
+            ..Default::default()
+        };
         let mut bufs = vec![&out];
         bufs.extend((0..8).map(|k| *chunk.get(k).unwrap_or(&chunk[0])));
         let groups = chunk.len() as u32;

@@ -7,7 +7,11 @@ pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
     check_row_len("softmax", cols);
     let ctx = x.ctx();
     let y = GpuData::alloc(ctx, x.len());
-    let p = [rows as u32, cols as u32, log as u32];
+    let p = Softmax {
+        rows: rows as u32,
+        cols: cols as u32,
+        log: log as u32,
+    };
     let (k, grid) = row_kernel(
         ctx,
         rows,
@@ -22,7 +26,11 @@ pub fn softmax(x: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
 pub fn softmax_backward(y: &GpuData, g: &GpuData, rows: usize, cols: usize, log: bool) -> GpuData {
     let ctx = y.ctx();
     let dx = GpuData::alloc(ctx, y.len());
-    let p = [rows as u32, cols as u32, log as u32];
+    let p = Softmax {
+        rows: rows as u32,
+        cols: cols as u32,
+        log: log as u32,
+    };
     let (k, grid) = row_kernel(
         ctx,
         rows,
