@@ -11,85 +11,63 @@ pub mod gpu;
 use crate::DType;
 use std::sync::Arc;
 
-/// Element-wise functions of one argument. Parametric ones carry their constants.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Unary {
-    Neg,
-    Exp,
-    Log,
-    Sqrt,
-    Rsqrt,
-    Abs,
-    Relu,
-    /// GELU with the tanh approximation (GPT-2, BERT's original code).
-    GeluTanh,
-    /// Exact GELU, x·Φ(x) (PyTorch's default).
-    GeluErf,
-    Sigmoid,
-    Tanh,
-    Silu,
-    Sign,
-    Recip,
-    Square,
-    AddScalar(f64),
-    MulScalar(f64),
-    PowScalar(f64),
-    Clamp(f64, f64),
+/// Defines an op enum from one list of variants, with `ALL` (every variant, parameters zero) and
+/// `code()` (its place in the list), so that the op codes the WGSL kernels name
+/// ([`wgsl_op_constants`]) follow the enum with nothing to keep in step by hand.
+macro_rules! ops {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$vmeta:meta])* $variant:ident $(($($field:ty),+))?,)*
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $($(#[$vmeta])* $variant $(($($field),+))?,)*
+        }
+
+        impl $name {
+            /// Every op, parameters zero.
+            const ALL: &[$name] = &[$($name::$variant $(($(0 as $field),+))?),*];
+
+            /// The op's code, which the WGSL kernels name `<ENUM>_<OP>` ([`wgsl_op_constants`]).
+            pub fn code(self) -> u32 {
+                let same = |op: &$name| std::mem::discriminant(op) == std::mem::discriminant(&self);
+                Self::ALL.iter().position(same).expect("ALL lists every variant") as u32
+            }
+        }
+    };
+}
+
+ops! {
+    /// Element-wise functions of one argument. Parametric ones carry their constants.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    pub enum Unary {
+        Neg,
+        Exp,
+        Log,
+        Sqrt,
+        Rsqrt,
+        Abs,
+        Relu,
+        /// GELU with the tanh approximation (GPT-2, BERT's original code).
+        GeluTanh,
+        /// Exact GELU, x·Φ(x) (PyTorch's default).
+        GeluErf,
+        Sigmoid,
+        Tanh,
+        Silu,
+        Sign,
+        Recip,
+        Square,
+        AddScalar(f64),
+        MulScalar(f64),
+        PowScalar(f64),
+        Clamp(f64, f64),
+    }
 }
 
 impl Unary {
-    /// Every op (parameters zero), for the WGSL constants of [`wgsl_op_constants`].
-    const ALL: [Unary; 19] = {
-        use Unary::*;
-        [
-            Neg,
-            Exp,
-            Log,
-            Sqrt,
-            Rsqrt,
-            Abs,
-            Relu,
-            GeluTanh,
-            GeluErf,
-            Sigmoid,
-            Tanh,
-            Silu,
-            Sign,
-            Recip,
-            Square,
-            AddScalar(0.0),
-            MulScalar(0.0),
-            PowScalar(0.0),
-            Clamp(0.0, 0.0),
-        ]
-    };
-
-    /// The op's code, which the WGSL kernels name `UNARY_<OP>` ([`wgsl_op_constants`]).
-    pub fn code(self) -> u32 {
-        use Unary::*;
-        match self {
-            Neg => 0,
-            Exp => 1,
-            Log => 2,
-            Sqrt => 3,
-            Rsqrt => 4,
-            Abs => 5,
-            Relu => 6,
-            GeluTanh => 7,
-            GeluErf => 8,
-            Sigmoid => 9,
-            Tanh => 10,
-            Silu => 11,
-            Sign => 12,
-            Recip => 13,
-            Square => 14,
-            AddScalar(_) => 15,
-            MulScalar(_) => 16,
-            PowScalar(_) => 17,
-            Clamp(..) => 18,
-        }
-    }
-
     /// The op's two constants (zero where unused).
     pub fn params(self) -> (f64, f64) {
         match self {
@@ -100,60 +78,37 @@ impl Unary {
     }
 }
 
-/// Element-wise functions of two broadcast arguments. Comparisons yield 1.0 or 0.0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Binary {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Pow,
-    Max,
-    Min,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl Binary {
-    const ALL: [Binary; 13] = {
-        use Binary::*;
-        [Add, Sub, Mul, Div, Pow, Max, Min, Eq, Ne, Lt, Le, Gt, Ge]
-    };
-
-    /// The op's code, which the WGSL kernels name `BINARY_<OP>` ([`wgsl_op_constants`]).
-    pub fn code(self) -> u32 {
-        self as u32
+ops! {
+    /// Element-wise functions of two broadcast arguments. Comparisons yield 1.0 or 0.0.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Binary {
+        Add,
+        Sub,
+        Mul,
+        Div,
+        Pow,
+        Max,
+        Min,
+        Eq,
+        Ne,
+        Lt,
+        Le,
+        Gt,
+        Ge,
     }
 }
 
-/// Reductions along one axis of an (outer, n, inner) layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reduce {
-    Sum,
-    Max,
-    Min,
-    /// Index of the first maximum, stored as a float.
-    ArgMax,
-    /// Index of the first minimum, stored as a float.
-    ArgMin,
-}
-
-impl Reduce {
-    const ALL: [Reduce; 5] = [
-        Reduce::Sum,
-        Reduce::Max,
-        Reduce::Min,
-        Reduce::ArgMax,
-        Reduce::ArgMin,
-    ];
-
-    /// The op's code, which the WGSL kernels name `REDUCE_<OP>` ([`wgsl_op_constants`]).
-    pub fn code(self) -> u32 {
-        self as u32
+ops! {
+    /// Reductions along one axis of an (outer, n, inner) layout.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Reduce {
+        Sum,
+        Max,
+        Min,
+        /// Index of the first maximum, stored as a float.
+        ArgMax,
+        /// Index of the first minimum, stored as a float.
+        ArgMin,
     }
 }
 
@@ -211,36 +166,6 @@ pub struct AttnSpec {
     pub scale: f64,
     /// Query i may not attend to key j > i (top-left aligned, as PyTorch's `is_causal`).
     pub causal: bool,
-}
-
-impl AttnSpec {
-    /// The scores q·kᵀ as a batched product: (bh, tq, d) · (bh, tk, d)ᵀ.
-    pub fn scores(&self) -> MatmulSpec {
-        MatmulSpec {
-            batch: self.bh,
-            m: self.tq,
-            k: self.d,
-            n: self.tk,
-            trans_a: false,
-            trans_b: true,
-            a_batch_stride: self.tq * self.d,
-            b_batch_stride: self.tk * self.d,
-        }
-    }
-
-    /// The output p·v as a batched product: (bh, tq, tk) · (bh, tk, dv).
-    pub fn output(&self) -> MatmulSpec {
-        MatmulSpec {
-            batch: self.bh,
-            m: self.tq,
-            k: self.tk,
-            n: self.dv,
-            trans_a: false,
-            trans_b: false,
-            a_batch_stride: self.tq * self.tk,
-            b_batch_stride: self.tk * self.dv,
-        }
-    }
 }
 
 /// Where a tensor's elements live.
@@ -616,7 +541,8 @@ pub enum Packing {
 
 /// Fused attention forward: returns the output and each query row's log-sum-exp of scores
 /// (bh, tq), which the backward pass uses to rebuild the probabilities. `bias`, if given, is an
-/// additive (batch, tk) key mask (0 or -inf) shared by all heads.
+/// additive (batch, tk) key mask (0 or -inf) shared by all heads. Only for shapes
+/// [`attention_fits`] takes; the op composes the others from primitives.
 pub fn attention(
     q: &Storage,
     k: &Storage,
@@ -662,8 +588,8 @@ pub fn attention_fits(x: &Storage, spec: &AttnSpec) -> bool {
 }
 
 /// Attention on a packed qkv projection ([`Packing::Qkv`]): `None` where the backend's fused
-/// kernels cannot run it (a GPU's loop limit on long sequences), and the op composes it from a
-/// split and [`attention`] instead.
+/// kernels cannot run it (a GPU's loop limit on long sequences), and the op splits the heads and
+/// composes attention from primitives instead.
 pub fn attention_packed(
     qkv: &Storage,
     bias: Option<&Storage>,
@@ -692,15 +618,14 @@ pub struct AttnSaved<'a> {
 }
 
 /// Fused attention backward from the saved forward pass and the output gradient `g`: the input
-/// gradients in the layout of `saved.inputs`, or `None` where the backend's fused kernels cannot
-/// run it (a GPU's loop limit on long sequences) and the op composes the gradient from
-/// primitives.
+/// gradients in the layout of `saved.inputs`. Only for shapes [`attention_fits`] takes (the
+/// forward pass ran the fused kernels).
 pub fn attention_backward(
     saved: &AttnSaved,
     g: &Storage,
     spec: AttnSpec,
     packing: Packing,
-) -> Option<Vec<Storage>> {
+) -> Vec<Storage> {
     // q, k, v as one backend's data: three saved tensors, or the packed one three times.
     fn qkv<'a, T>(
         saved: &[&'a Storage],
@@ -716,7 +641,7 @@ pub fn attention_backward(
             ),
         }
     }
-    Some(match g {
+    match g {
         Storage::Cpu(g) => {
             let (q, k, v) = qkv(saved.inputs, packing, cpu_data);
             let (o, lse, bias) = (cpu_data(saved.out), cpu_data(saved.lse), saved.bias);
@@ -724,7 +649,6 @@ pub fn attention_backward(
                 cpu::attention_backward(q, k, v, o, lse, g, bias.map(cpu_data), spec, packing);
             grads.into_iter().map(Storage::Cpu).collect()
         }
-        Storage::Gpu(_) if !gpu::attention_fits(&spec) => return None,
         Storage::Gpu(g) => {
             let (q, k, v) = qkv(saved.inputs, packing, gpu_data);
             let (o, lse, bias) = (gpu_data(saved.out), gpu_data(saved.lse), saved.bias);
@@ -732,7 +656,7 @@ pub fn attention_backward(
                 gpu::attention_backward(q, k, v, o, lse, g, bias.map(gpu_data), spec, packing);
             grads.into_iter().map(Storage::Gpu).collect()
         }
-    })
+    }
 }
 
 /// Selects `idx` entries along the middle extent of (outer, n, inner): out is (outer, idx.len(), inner).
@@ -749,24 +673,21 @@ pub fn index_add(g: &Storage, outer: usize, n: usize, inner: usize, idx: &[u32])
 mod tests {
     use super::*;
 
-    /// The op lists behind the WGSL constants hold every code once, so no two constants collide
-    /// and none is missing.
+    /// Each op's WGSL constant is named from its variant and numbered by its place in the enum.
     #[test]
-    fn op_lists_hold_every_code_once() {
-        let codes = [
-            Unary::ALL.map(Unary::code).to_vec(),
-            Binary::ALL.map(Binary::code).to_vec(),
-            Reduce::ALL.map(Reduce::code).to_vec(),
-        ];
-        for mut c in codes {
-            c.sort();
-            assert_eq!(c, (0..c.len() as u32).collect::<Vec<_>>());
-        }
+    fn op_constants_name_each_variant() {
+        assert_eq!(Unary::Clamp(1.0, 2.0).code(), 18);
+        assert_eq!(Binary::Ge.code(), 12);
         let wgsl = wgsl_op_constants();
-        assert!(
-            wgsl.contains("const UNARY_GELU_TANH: u32 = 7u;\n"),
-            "{wgsl}"
-        );
-        assert!(wgsl.contains("const REDUCE_ARG_MIN: u32 = 4u;\n"), "{wgsl}");
+        for line in [
+            "const UNARY_NEG: u32 = 0u;\n",
+            "const UNARY_GELU_TANH: u32 = 7u;\n",
+            "const UNARY_CLAMP: u32 = 18u;\n",
+            "const BINARY_GE: u32 = 12u;\n",
+            "const REDUCE_ARG_MIN: u32 = 4u;\n",
+        ] {
+            assert!(wgsl.contains(line), "{line} in {wgsl}");
+        }
+        assert_eq!(wgsl.lines().count(), 19 + 13 + 5);
     }
 }

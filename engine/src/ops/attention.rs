@@ -1,6 +1,6 @@
-//! Scaled dot-product attention: fused kernels forward and, where the backend has one, backward
-//! (elsewhere the gradient is composed from primitive ops); and multi-head self-attention read
-//! straight from a packed qkv projection.
+//! Scaled dot-product attention: fused kernels forward and backward, composed from primitive
+//! ops (and differentiated by autograd) for the shapes a backend's kernels do not take; and
+//! multi-head self-attention read straight from a packed qkv projection.
 
 use crate::autocast::operand;
 use crate::backend::{self, AttnSaved, AttnSpec, Packing};
@@ -19,6 +19,41 @@ fn key_bias(op: &str, mask: &Tensor, like: &Tensor, shape: [usize; 2]) -> Tensor
     like.new_from(&[f64::NEG_INFINITY], &[])
         .where_(mask, &like.new_from(&[0.0], &[]))
         .detach()
+}
+
+/// softmax(q kᵀ · scale + masks) v from primitive tensor ops, for the shapes the fused kernels do
+/// not take (on a GPU: head dimensions past 128 or not multiples of 4, sequences past its loop
+/// limit). The same outputs, zeros for a query that sees no key (a softmax row of only -inf is
+/// zeros on every backend); its gradient is autograd's.
+fn composed(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    causal: bool,
+    scale: f64,
+) -> Tensor {
+    let r = q.rank();
+    let (tq, tk) = (q.shape()[r - 2], k.shape()[r - 2]);
+    // (…, Tq, Tk)
+    let mut s = q.matmul_nt(k).mul_scalar(scale);
+    if let Some(bias) = bias {
+        // (B, Tk) → (B, [1,] 1, Tk): the same keys hidden for every head and query.
+        let mut shape = vec![bias.shape()[0]; r - 1];
+        shape[1..].fill(1);
+        shape.push(tk);
+        s = &s + &bias.reshape_to(&shape);
+    }
+    if causal {
+        // -inf where key j comes after query i, made on the device from two index vectors.
+        let device = q.device();
+        let later = Tensor::arange(tk, &device)
+            .reshape_to(&[1, tk])
+            .gt(&Tensor::arange(tq, &device).reshape_to(&[tq, 1]));
+        let hidden = q.new_from(&[f64::NEG_INFINITY], &[]);
+        s = &s + &hidden.where_(&later, &q.new_from(&[0.0], &[]));
+    }
+    s.softmax(-1).matmul(v)
 }
 
 impl Tensor {
@@ -72,12 +107,11 @@ impl Tensor {
             scale,
             causal,
         };
-        // Under autocast the fused kernels read f16 (the composed path takes f32 only).
-        let (q, k, v) = &if backend::attention_fits(&q.storage(), &spec) {
-            (operand(q), operand(k), operand(v))
-        } else {
-            (q.clone(), k.clone(), v.clone())
-        };
+        if !backend::attention_fits(&q.storage(), &spec) {
+            return composed(q, k, v, bias.as_ref(), causal, scale);
+        }
+        // Under autocast the fused kernels read f16.
+        let (q, k, v) = &(operand(q), operand(k), operand(v));
         let bias_storage = bias.as_ref().map(|t| t.storage());
         let (o, lse) = backend::attention(
             &q.storage(),
@@ -102,44 +136,11 @@ impl Tensor {
                 lse: &lse.storage(),
                 bias: bias_st.as_deref(),
             };
-            if let Some(grads) =
-                backend::attention_backward(&saved, &g.storage(), spec, Packing::Separate)
-            {
-                return grads
-                    .into_iter()
-                    .zip([&qs, &ks, &vs])
-                    .map(|(d, x)| Some(Tensor::from_storage(d, x.shape().to_vec(), x.device())))
-                    .collect();
-            }
-            // Rebuild the probabilities from the saved log-sum-exp, then the usual chain rule.
-            let mut s = qs.matmul_nt(&ks).mul_scalar(scale);
-            if let Some(bias) = &bias {
-                let mut bs = vec![b, 1, tk];
-                if r == 4 {
-                    bs.insert(1, 1);
-                }
-                s = &s + &bias.reshape_to(&bs);
-            }
-            if causal {
-                let mask: Vec<f64> = (0..tq * tk)
-                    .map(|i| {
-                        if i % tk > i / tk {
-                            f64::NEG_INFINITY
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect();
-                s = &s + &qs.new_from(&mask, &[tq, tk]);
-            }
-            let p = (&s - &lse).exp();
-            let dv = p.matmul_tn(g);
-            let dp = g.matmul_nt(&vs);
-            let delta = (g * &os).sum(-1, true);
-            let ds = &p * &(&dp - &delta);
-            let dq = ds.matmul(&ks).mul_scalar(scale);
-            let dk = ds.matmul_tn(&qs).mul_scalar(scale);
-            vec![Some(dq), Some(dk), Some(dv)]
+            backend::attention_backward(&saved, &g.storage(), spec, Packing::Separate)
+                .into_iter()
+                .zip([&qs, &ks, &vs])
+                .map(|(d, x)| Some(Tensor::from_storage(d, x.shape().to_vec(), x.device())))
+                .collect()
         })
     }
 
@@ -218,8 +219,8 @@ impl Tensor {
                     bias: bias_st.as_deref(),
                 };
                 let d = backend::attention_backward(&saved, &g.storage(), spec, Packing::Qkv)
-                    .and_then(|mut v| v.pop())
-                    .expect("a backend with packed attention has its backward pass");
+                    .pop()
+                    .expect("packed attention has one gradient");
                 vec![Some(Tensor::from_storage(
                     d,
                     xs.shape().to_vec(),

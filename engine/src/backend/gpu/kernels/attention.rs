@@ -1,5 +1,5 @@
 //! Fused scaled dot-product attention, forward and backward, separate or packed q, k, v
-//! (`shaders/attention.wgsl`), and its composition from primitives where the kernels cannot run.
+//! (`shaders/attention.wgsl`); the op composes the shapes these kernels do not take.
 
 use super::*;
 
@@ -8,8 +8,8 @@ const MAX_HEAD_DIM: usize = 128;
 
 /// Whether the fused kernels can run `s`: head dimensions in registers and multiples of 4 (rows
 /// are read as vec4s), and each invocation's loop over the other sequence (about 2d + dv
-/// multiply-adds per key or query) within llvmpipe's loop limit. Elsewhere attention is composed
-/// from matmuls and a softmax.
+/// multiply-adds per key or query) within llvmpipe's loop limit. Elsewhere the op composes
+/// attention from matmuls and a softmax.
 pub fn attention_fits(s: &AttnSpec) -> bool {
     s.d <= MAX_HEAD_DIM
         && s.dv <= MAX_HEAD_DIM
@@ -92,19 +92,9 @@ pub fn attention(
     packing: Packing,
 ) -> (GpuData, GpuData) {
     assert!(
-        s.d <= MAX_HEAD_DIM && s.dv <= MAX_HEAD_DIM,
-        "attention: head dimensions {} and {} exceed the GPU kernel's {MAX_HEAD_DIM}",
-        s.d,
-        s.dv
+        attention_fits(&s),
+        "internal: attention {s:?} is past the fused kernels (the op composes it)"
     );
-    if !attention_fits(&s) {
-        assert_eq!(
-            packing,
-            Packing::Separate,
-            "internal: packed attention too long"
-        );
-        return attention_composed(q, k, v, bias, s);
-    }
     let ctx = q.ctx();
     let o = GpuData::alloc(ctx, s.bh * s.tq * s.dv);
     let lse = GpuData::alloc(ctx, s.bh * s.tq);
@@ -191,69 +181,4 @@ pub fn attention_backward(
         );
     }
     out
-}
-
-/// Attention as softmax(q kᵀ · scale + masks) v from separate kernels, with the same outputs
-/// (including the log-sum-exp, +inf for a query that sees no key) as the fused kernel.
-fn attention_composed(
-    q: &GpuData,
-    k: &GpuData,
-    v: &GpuData,
-    bias: Option<&GpuData>,
-    s: AttnSpec,
-) -> (GpuData, GpuData) {
-    let ctx = q.ctx();
-    let rows = s.bh * s.tq;
-    let mut sc = unary(Unary::MulScalar(s.scale), &matmul(q, k, s.scores()));
-    let shape = [s.bh / s.heads, s.heads, s.tq, s.tk];
-    let full = crate::shape::strides(&shape);
-    if let Some(b) = bias {
-        sc = binary(Binary::Add, &sc, &full, b, &[s.tk, 0, 0, 1], &shape);
-    }
-    if s.causal {
-        let mask: Vec<f32> = (0..s.tq * s.tk)
-            .map(|i| {
-                if i % s.tk > i / s.tk {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        sc = binary(
-            Binary::Add,
-            &sc,
-            &full,
-            &GpuData::upload(ctx, &mask),
-            &[0, 0, s.tk, 1],
-            &shape,
-        );
-    }
-    let p = softmax(&sc, rows, s.tk, false);
-    let scalar = |v: f32| GpuData::upload(ctx, &[v]);
-    let m = binary(
-        Binary::Max,
-        &reduce(Reduce::Max, &sc, rows, s.tk, 1),
-        &[1],
-        &scalar(-3.0e38),
-        &[0],
-        &[rows],
-    );
-    let e = unary(
-        Unary::Exp,
-        &binary(Binary::Sub, &sc, &[s.tk, 1], &m, &[1, 0], &[rows, s.tk]),
-    );
-    let l = reduce(Reduce::Sum, &e, rows, s.tk, 1);
-    let lse = binary(Binary::Add, &m, &[1], &unary(Unary::Log, &l), &[1], &[rows]);
-    let none_visible = binary(Binary::Eq, &l, &[1], &scalar(0.0), &[0], &[rows]);
-    let lse = select(
-        &none_visible,
-        &[1],
-        &scalar(f32::INFINITY),
-        &[0],
-        &lse,
-        &[1],
-        &[rows],
-    );
-    (matmul(&p, v, s.output()), lse)
 }
