@@ -37,7 +37,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc: array<vec4<f32>, 16>;
     let a_cs = P.a_cs;
     let b_rs = P.b_rs;
-    for (var kk = P.k_start; kk < P.k_end; kk++) {
+    let k_end = P.k_end;
+    for (var kk = P.k_start; kk < k_end; kk++) {
         let ao = kk * a_cs;
         let bo = kk * b_rs;
         let b0 = vec4<f32>(vec4<TB>(B[b_col[0] + bo], B[b_col[1] + bo], B[b_col[2] + bo], B[b_col[3] + bo]));
@@ -89,37 +90,39 @@ fn b4(i: u32) -> vec4<f32> {
     return vec4<f32>(B[i]);
 }
 
-// Rows r..r+3 of A over K's k0..k0+3, as matrix columns.
-fn a_rows(a_base: u32, r: u32, k0: u32) -> mat4x4<f32> {
+// Rows r..r+3 of A (M×K) over K's k0..k0+3, as matrix columns. The sizes come as arguments,
+// read from the parameters once before the loop over K (CPU drivers reload a uniform on every
+// use inside a loop).
+fn a_rows(a_base: u32, r: u32, k0: u32, m: u32, k: u32) -> mat4x4<f32> {
     if (TRANS_A) {
-        let m4 = P.m / 4u;
-        let at = (a_base + min(r, P.m - 4u)) / 4u + k0 * m4;
+        let m4 = m / 4u;
+        let at = (a_base + min(r, m - 4u)) / 4u + k0 * m4;
         return transpose(mat4x4<f32>(a4(at), a4(at + m4), a4(at + 2u * m4), a4(at + 3u * m4)));
     }
-    let k4 = P.k / 4u;
+    let k4 = k / 4u;
     let kq = (a_base + k0) / 4u;
     return mat4x4<f32>(
-        a4(kq + min(r, P.m - 1u) * k4),
-        a4(kq + min(r + 1u, P.m - 1u) * k4),
-        a4(kq + min(r + 2u, P.m - 1u) * k4),
-        a4(kq + min(r + 3u, P.m - 1u) * k4),
+        a4(kq + min(r, m - 1u) * k4),
+        a4(kq + min(r + 1u, m - 1u) * k4),
+        a4(kq + min(r + 2u, m - 1u) * k4),
+        a4(kq + min(r + 3u, m - 1u) * k4),
     );
 }
 
-// B's rows k0..k0+3 at columns c..c+3, as matrix columns (each over the four columns).
-fn b_rows(b_base: u32, k0: u32, c: u32) -> mat4x4<f32> {
+// B's (K×N) rows k0..k0+3 at columns c..c+3, as matrix columns (each over the four columns).
+fn b_rows(b_base: u32, k0: u32, c: u32, n: u32, k: u32) -> mat4x4<f32> {
     if (TRANS_B) {
-        let k4 = P.k / 4u;
+        let k4 = k / 4u;
         let w = (b_base + k0) / 4u;
         return transpose(mat4x4<f32>(
-            b4(w + min(c, P.n - 1u) * k4),
-            b4(w + min(c + 1u, P.n - 1u) * k4),
-            b4(w + min(c + 2u, P.n - 1u) * k4),
-            b4(w + min(c + 3u, P.n - 1u) * k4),
+            b4(w + min(c, n - 1u) * k4),
+            b4(w + min(c + 1u, n - 1u) * k4),
+            b4(w + min(c + 2u, n - 1u) * k4),
+            b4(w + min(c + 3u, n - 1u) * k4),
         ));
     }
-    let n4 = P.n / 4u;
-    let q = (b_base + k0 * P.n + c) / 4u;
+    let n4 = n / 4u;
+    let q = (b_base + k0 * n + c) / 4u;
     return mat4x4<f32>(b4(q), b4(q + n4), b4(q + 2u * n4), b4(q + 3u * n4));
 }
 
@@ -137,25 +140,29 @@ fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
 
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let m = P.m;
+    let n = P.n;
+    let k = P.k;
+    let k_end = P.k_end;
     let batch = gid.z + P.batch_base;
     let r0 = gid.y * 8u;
     let c0 = gid.x * 8u;
-    if (r0 >= P.m || c0 >= P.n) {
+    if (r0 >= m || c0 >= n) {
         return;
     }
     let a_base = batch * P.a_bs;
     let b_base = batch * P.b_bs;
     // A column block past the edge re-reads the last one; its results are not stored.
-    let c1 = min(c0 + 4u, P.n - 4u);
+    let c1 = min(c0 + 4u, n - 4u);
     var lo0 = mat4x4<f32>();
     var hi0 = mat4x4<f32>();
     var lo1 = mat4x4<f32>();
     var hi1 = mat4x4<f32>();
-    for (var k0 = P.k_start; k0 < P.k_end; k0 += 4u) {
-        let bl = b_rows(b_base, k0, c0);
-        let bh = b_rows(b_base, k0, c1);
-        let a0 = a_rows(a_base, r0, k0);
-        let a1 = a_rows(a_base, r0 + 4u, k0);
+    for (var k0 = P.k_start; k0 < k_end; k0 += 4u) {
+        let bl = b_rows(b_base, k0, c0, n, k);
+        let bh = b_rows(b_base, k0, c1, n, k);
+        let a0 = a_rows(a_base, r0, k0, m, k);
+        let a1 = a_rows(a_base, r0 + 4u, k0, m, k);
         lo0 += bl * a0;
         hi0 += bh * a0;
         lo1 += bl * a1;
@@ -172,7 +179,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         hi0 += rows_hi;
         hi1 += rows_hi;
     }
-    let c_base = batch * P.m * P.n;
+    let c_base = batch * m * n;
     store(c_base, r0, c0, lo0[0], hi0[0]);
     store(c_base, r0 + 1u, c0, lo0[1], hi0[1]);
     store(c_base, r0 + 2u, c0, lo0[2], hi0[2]);
