@@ -267,6 +267,45 @@ fn training_under_autocast_follows_f32() {
     }
 }
 
+/// Under autocast a trainable weight is cast once while its data stays the same: a second use
+/// launches one cast fewer (the input is still cast) and still passes its gradient to the
+/// weight, and new data (an optimizer's `set_data`) is cast again and used.
+#[test]
+fn autocast_casts_a_weight_once_per_value() {
+    if f16_gpu_or_skip("autocast_casts_a_weight_once_per_value").is_none() {
+        return;
+    }
+    let dev = private_gpu();
+    let values = |seed| -> Vec<f32> { normal(&[8, 8], seed).iter().map(|&v| v as f32).collect() };
+    let w = Tensor::from_vec(values(51), &[8, 8], &dev).requires_grad_(true);
+    let x = Tensor::from_vec(values(52)[..32].to_vec(), &[4, 8], &dev);
+    let _cast = Autocast::f16(&dev).unwrap();
+    // (launches, output, weight gradient) of one use of w.
+    let run = || {
+        w.zero_grad();
+        let before = dev.gpu_counters().unwrap();
+        let y = x.matmul(&w);
+        let launches = (dev.gpu_counters().unwrap() - before).dispatches;
+        let out = y.to_vec();
+        y.sum_all().backward();
+        (
+            launches,
+            out,
+            w.grad().expect("a gradient reaches w").to_vec(),
+        )
+    };
+    let (first, second) = (run(), run());
+    assert_eq!(first.0, second.0 + 1, "the second use casts only x");
+    assert_eq!((&first.1, &first.2), (&second.1, &second.2));
+    let doubled: Vec<f32> = values(51).iter().map(|v| 2.0 * v).collect();
+    w.set_data(&Tensor::from_vec(doubled, &[8, 8], &dev));
+    let third = run();
+    assert_eq!(third.0, first.0, "new data is cast again");
+    // Doubling is exact in f16 and in the f32 sums.
+    let twice: Vec<f32> = first.1.iter().map(|v| 2.0 * v).collect();
+    assert_eq!(third.1, twice);
+}
+
 /// An f16 tensor is saved as safetensors F16 (half the bytes) and loads widened, exactly, to f32
 /// on the CPU (f16 storage is GPU-only).
 #[test]

@@ -351,7 +351,12 @@ impl Tensor {
         if self.dtype() == dtype {
             return self.clone();
         }
-        let storage = crate::backend::cast(&self.storage(), dtype);
+        self.cast_into(crate::backend::cast(&self.storage(), dtype))
+    }
+
+    /// This tensor's values already cast to another dtype (`storage`), as [`Tensor::to_dtype`]'s
+    /// result: the gradient flows back cast to this tensor's dtype (f32 for an f16 tensor).
+    pub(crate) fn cast_into(&self, storage: impl Into<Arc<Storage>>) -> Tensor {
         let src = match self.dtype() {
             DType::F16 => DType::F32,
             d => d,
@@ -369,6 +374,16 @@ impl Tensor {
 
     pub fn requires_grad(&self) -> bool {
         self.0.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// A trainable leaf (a parameter): it requires a gradient and no op made it.
+    pub(crate) fn is_trainable_leaf(&self) -> bool {
+        self.requires_grad() && self.0.node.lock().unwrap().is_none()
+    }
+
+    /// A number naming this tensor (not its data) while it lives.
+    pub(crate) fn identity(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
     }
 
     /// Marks this tensor as a leaf whose gradient `backward` should compute.
