@@ -22,17 +22,18 @@ pub trait Wgsl {
     fn wgsl() -> String;
 }
 
-impl Wgsl for u32 {
-    fn wgsl() -> String {
-        "u32".into()
-    }
+/// Field types spelled as one WGSL type each.
+macro_rules! wgsl_types {
+    ($($ty:ty => $wgsl:literal),*) => {
+        $(impl Wgsl for $ty {
+            fn wgsl() -> String {
+                $wgsl.into()
+            }
+        })*
+    };
 }
 
-impl Wgsl for f32 {
-    fn wgsl() -> String {
-        "f32".into()
-    }
-}
+wgsl_types!(u32 => "u32", f32 => "f32", U32x4 => "vec4<u32>", F32x4 => "vec4<f32>");
 
 impl<T: Wgsl, const N: usize> Wgsl for [T; N] {
     fn wgsl() -> String {
@@ -49,18 +50,6 @@ pub struct U32x4(pub [u32; 4]);
 #[repr(C, align(16))]
 #[derive(Clone, Copy, Default, Debug, Pod, Zeroable)]
 pub struct F32x4(pub [f32; 4]);
-
-impl Wgsl for U32x4 {
-    fn wgsl() -> String {
-        "vec4<u32>".into()
-    }
-}
-
-impl Wgsl for F32x4 {
-    fn wgsl() -> String {
-        "vec4<f32>".into()
-    }
-}
 
 /// Up to eight words as WGSL's `array<vec4<u32>, 2>` (indexed `[d / 4u][d % 4u]`), the rest zero.
 pub fn words8(v: impl IntoIterator<Item = usize>) -> [U32x4; 2] {
