@@ -32,24 +32,25 @@ fn section<'a>(family: &'a str, name: &str) -> (&'a str, &'a str) {
     (helpers, body)
 }
 
-/// The element-type aliases kernel `name` declares after its name (see the module docs).
-pub fn aliases<'a>(family: &'a str, name: &str) -> Vec<&'a str> {
-    header_aliases(section(family, name).1)
-}
-
-/// The parameter struct kernel `name` declares (`var<uniform> P: NAME;`, in its section or in
-/// its family's helpers).
-pub fn params_type<'a>(family: &'a str, name: &str) -> &'a str {
+/// What kernel `name` declares: how many element-type aliases after its name (see the module
+/// docs), and its parameter struct (`var<uniform> P: NAME;`, in its section or in its family's
+/// helpers).
+pub fn declared<'a>(family: &'a str, name: &str) -> (usize, &'a str) {
     let (helpers, body) = section(family, name);
-    declared_params(helpers)
-        .or_else(|| declared_params(body))
-        .unwrap_or_else(|| panic!("internal: WGSL kernel {name} declares no parameters"))
+    (header_aliases(body).len(), section_params(helpers, body))
 }
 
-fn declared_params(src: &str) -> Option<&str> {
-    let decl = "var<uniform> P: ";
-    let at = src.find(decl)? + decl.len();
-    src[at..].split(';').next()
+/// The parameter struct declared in a kernel's family helpers or its section.
+fn section_params<'a>(helpers: &'a str, body: &'a str) -> &'a str {
+    let find = |src: &'a str| {
+        let decl = "var<uniform> P: ";
+        let at = src.find(decl)? + decl.len();
+        src[at..].split(';').next()
+    };
+    let name = body.split_whitespace().next().unwrap_or_default();
+    find(helpers)
+        .or_else(|| find(body))
+        .unwrap_or_else(|| panic!("internal: WGSL kernel {name} declares no parameters"))
 }
 
 /// The aliases on the header line of a kernel's section.
@@ -73,7 +74,7 @@ pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
     }
     prelude.push_str(&crate::backend::wgsl_op_constants());
     prelude.push_str(&super::params::declarations());
-    let strided = if params_type(family, name) == "Strided" {
+    let strided = if section_params(helpers, body) == "Strided" {
         STRIDED
     } else {
         ""
@@ -104,7 +105,7 @@ mod tests {
         for family in families {
             for section in family.split("//!kernel ").skip(1) {
                 let name = section.split_whitespace().next().unwrap();
-                let n = aliases(family, name).len();
+                let (n, _) = declared(family, name);
                 let masks = if n == 0 {
                     vec![0]
                 } else {

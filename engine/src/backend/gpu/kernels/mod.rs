@@ -97,10 +97,7 @@ fn launch_with<P: Params>(
 fn declared(k: Kernel) -> (usize, &'static str) {
     static DECLARED: LazyLock<Mutex<HashMap<&str, (usize, &str)>>> =
         LazyLock::new(Default::default);
-    *(DECLARED.lock().unwrap().entry(k.name)).or_insert_with(|| {
-        let aliases = shaders::aliases(k.family, k.name).len();
-        (aliases, shaders::params_type(k.family, k.name))
-    })
+    *(DECLARED.lock().unwrap().entry(k.name)).or_insert_with(|| shaders::declared(k.family, k.name))
 }
 
 /// Bit `i` set where buffer `i` holds f16: the kernel variant to run. Panics, naming the kernel,
