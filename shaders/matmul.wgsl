@@ -1,5 +1,5 @@
 // Batched matrix product C = op(A) · op(B), operands read through strides so that transposes and
-// broadcast batches cost no copy. Each invocation computes an 8×8 block of C in registers:
+// broadcast batches cost no copy. Each invocation computes a block of C in registers:
 // shared-memory tiling with barriers is slow on CPU-backed drivers such as lavapipe, while
 // register blocking helps everywhere. A and B may be stored as f16 (aliases TA, TB): every
 // kernel widens them to f32 as it reads, accumulates in f32 and writes C as f32.
@@ -65,12 +65,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 //!kernel matmul_vec4 TA TB
 // The same product with K and N multiples of 4, using 16-byte loads and stores. Each invocation
-// holds an 8×8 block of C in four 4×4 matrices (named, not arrays: CPU drivers such as lavapipe
-// keep private arrays in memory): column c of lo0 is C's row r0 + c at columns c0..c0+3, hi0 the
-// next four columns, lo1 and hi1 rows r0 + 4 + c. Each step of 4 along K does 16 loads for 256
-// multiply-adds. Transposed operands are read in place, a 4×4 block at a time, and turned in
-// registers (TRANS_A needs M a multiple of 4). A linear layer's bias is added by the first K
-// slice's stores.
+// holds a block of C in strips of 16 rows × 4 columns, each strip four 4×4 matrices (named, not
+// arrays: CPU drivers such as lavapipe keep indexed private arrays in memory). CPU drivers load
+// storage per lane, a loop over the lanes with a bounds check that costs far more than the
+// multiply-adds, so the block is as large as pays: with 8 strips (16×32) a step of 4 along K
+// does 48 vec4 loads for 2,048 multiply-adds. On lavapipe at 1024³, blocks of 8×8 ran 8.5
+// GFLOP/s, 16×16 15.5, 16×32 17–18 and 32×32 no faster; the accumulators spill to the stack,
+// which costs less than the loads they save. Transposed operands are read in place, a 4×4 block
+// at a time, and turned in registers (TRANS_A needs M a multiple of 4). A linear layer's bias
+// is added by the first K slice's stores.
 @group(0) @binding(1) var<storage, read> A: array<vec4<TA>>;
 @group(0) @binding(2) var<storage, read> B: array<vec4<TB>>;
 @group(0) @binding(3) var<storage, read_write> C: array<vec4<f32>>;
@@ -80,6 +83,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
+// Strips of 4 columns per invocation. On CPU drivers 8 (a 16×32 block) where C has at least 192
+// columns, 2 (16×8) for narrower C, so that the 8 invocations of a vector (consecutive in x,
+// sharing their rows of A, the fastest arrangement there) fall inside C; on hardware, which
+// uses this kernel only for skinny products, 1 (64 accumulators, as many registers as before).
+override STRIPS: u32 = 8u;
 
 // Four consecutive elements of A or B, widened to f32 from f16 storage.
 fn a4(i: u32) -> vec4<f32> {
@@ -110,15 +118,17 @@ fn a_rows(a_base: u32, r: u32, k0: u32, m: u32, k: u32) -> mat4x4<f32> {
 }
 
 // B's (K×N) rows k0..k0+3 at columns c..c+3, as matrix columns (each over the four columns).
-fn b_rows(b_base: u32, k0: u32, c: u32, n: u32, k: u32) -> mat4x4<f32> {
+// Columns past N re-read the last four; their results are not stored.
+fn b_rows(b_base: u32, k0: u32, c_in: u32, n: u32, k: u32) -> mat4x4<f32> {
+    let c = min(c_in, n - 4u);
     if (TRANS_B) {
         let k4 = k / 4u;
         let w = (b_base + k0) / 4u;
         return transpose(mat4x4<f32>(
-            b4(w + min(c, n - 1u) * k4),
-            b4(w + min(c + 1u, n - 1u) * k4),
-            b4(w + min(c + 2u, n - 1u) * k4),
-            b4(w + min(c + 3u, n - 1u) * k4),
+            b4(w + c * k4),
+            b4(w + (c + 1u) * k4),
+            b4(w + (c + 2u) * k4),
+            b4(w + (c + 3u) * k4),
         ));
     }
     let n4 = n / 4u;
@@ -126,16 +136,62 @@ fn b_rows(b_base: u32, k0: u32, c: u32, n: u32, k: u32) -> mat4x4<f32> {
     return mat4x4<f32>(b4(q), b4(q + n4), b4(q + 2u * n4), b4(q + 3u * n4));
 }
 
-// Row r of C at columns c0..c0+7, added to C from a later K slice.
-fn store(c_base: u32, r: u32, c0: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if (r < P.m) {
-        let at = (c_base + r * P.n + c0) / 4u;
-        let add = P.accumulate != 0u;
-        C[at] = lo + select(vec4<f32>(), C[at], add);
-        if (c0 + 4u < P.n) {
-            C[at + 1u] = hi + select(vec4<f32>(), C[at + 1u], add);
-        }
+// Sixteen rows as four 4×4 matrices, rows 4i..4i+3 in the columns of `i`: A's rows over four
+// steps of K, or a strip of C over four columns.
+struct Rows {
+    i0: mat4x4<f32>,
+    i1: mat4x4<f32>,
+    i2: mat4x4<f32>,
+    i3: mat4x4<f32>,
+}
+
+fn rows(a_base: u32, r0: u32, k0: u32, m: u32, k: u32) -> Rows {
+    return Rows(
+        a_rows(a_base, r0, k0, m, k),
+        a_rows(a_base, r0 + 4u, k0, m, k),
+        a_rows(a_base, r0 + 8u, k0, m, k),
+        a_rows(a_base, r0 + 12u, k0, m, k),
+    );
+}
+
+// A strip of C plus B's 4×4 block (`b`, columns = K's rows) times A's rows over those steps.
+fn update(s: Rows, b: mat4x4<f32>, a: Rows) -> Rows {
+    return Rows(s.i0 + b * a.i0, s.i1 + b * a.i1, s.i2 + b * a.i2, s.i3 + b * a.i3);
+}
+
+// A 4×4 block of C at rows r.., columns c.. (the rows inside C), added to C from a later K
+// slice, plus the bias on the first.
+fn store_block(c_base: u32, r: u32, c: u32, block: mat4x4<f32>) {
+    let m = P.m;
+    let n = P.n;
+    if (c >= n) {
+        return;
     }
+    var v = block;
+    if (P.accumulate != 0u) {
+        let at = c_base + c;
+        v += mat4x4<f32>(
+            C[(at + min(r, m - 1u) * n) / 4u],
+            C[(at + min(r + 1u, m - 1u) * n) / 4u],
+            C[(at + min(r + 2u, m - 1u) * n) / 4u],
+            C[(at + min(r + 3u, m - 1u) * n) / 4u],
+        );
+    } else if (HAS_BIAS) {
+        let bias = BIAS[c / 4u];
+        v += mat4x4<f32>(bias, bias, bias, bias);
+    }
+    let at = c_base + r * n + c;
+    if (r < m) { C[at / 4u] = v[0]; }
+    if (r + 1u < m) { C[(at + n) / 4u] = v[1]; }
+    if (r + 2u < m) { C[(at + 2u * n) / 4u] = v[2]; }
+    if (r + 3u < m) { C[(at + 3u * n) / 4u] = v[3]; }
+}
+
+fn store_strip(c_base: u32, r0: u32, c: u32, s: Rows) {
+    store_block(c_base, r0, c, s.i0);
+    store_block(c_base, r0 + 4u, c, s.i1);
+    store_block(c_base, r0 + 8u, c, s.i2);
+    store_block(c_base, r0 + 12u, c, s.i3);
 }
 
 @compute @workgroup_size(8, 8)
@@ -145,49 +201,49 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = P.k;
     let k_end = P.k_end;
     let batch = gid.z + P.batch_base;
-    let r0 = gid.y * 8u;
-    let c0 = gid.x * 8u;
+    let r0 = gid.y * 16u;
+    let c0 = gid.x * 4u * STRIPS;
     if (r0 >= m || c0 >= n) {
         return;
     }
     let a_base = batch * P.a_bs;
     let b_base = batch * P.b_bs;
-    // A column block past the edge re-reads the last one; its results are not stored.
-    let c1 = min(c0 + 4u, n - 4u);
-    var lo0 = mat4x4<f32>();
-    var hi0 = mat4x4<f32>();
-    var lo1 = mat4x4<f32>();
-    var hi1 = mat4x4<f32>();
+    var s0 = Rows();
+    var s1 = Rows();
+    var s2 = Rows();
+    var s3 = Rows();
+    var s4 = Rows();
+    var s5 = Rows();
+    var s6 = Rows();
+    var s7 = Rows();
     for (var k0 = P.k_start; k0 < k_end; k0 += 4u) {
-        let bl = b_rows(b_base, k0, c0, n, k);
-        let bh = b_rows(b_base, k0, c1, n, k);
-        let a0 = a_rows(a_base, r0, k0, m, k);
-        let a1 = a_rows(a_base, r0 + 4u, k0, m, k);
-        lo0 += bl * a0;
-        hi0 += bh * a0;
-        lo1 += bl * a1;
-        hi1 += bh * a1;
-    }
-    // The first K slice adds the bias to every row of the block (read once, not per row).
-    if (HAS_BIAS && P.accumulate == 0u) {
-        let bias_lo = BIAS[c0 / 4u];
-        let bias_hi = BIAS[c1 / 4u];
-        let rows_lo = mat4x4<f32>(bias_lo, bias_lo, bias_lo, bias_lo);
-        let rows_hi = mat4x4<f32>(bias_hi, bias_hi, bias_hi, bias_hi);
-        lo0 += rows_lo;
-        lo1 += rows_lo;
-        hi0 += rows_hi;
-        hi1 += rows_hi;
+        let a = rows(a_base, r0, k0, m, k);
+        s0 = update(s0, b_rows(b_base, k0, c0, n, k), a);
+        if (STRIPS >= 2u) {
+            s1 = update(s1, b_rows(b_base, k0, c0 + 4u, n, k), a);
+        }
+        if (STRIPS == 8u) {
+            s2 = update(s2, b_rows(b_base, k0, c0 + 8u, n, k), a);
+            s3 = update(s3, b_rows(b_base, k0, c0 + 12u, n, k), a);
+            s4 = update(s4, b_rows(b_base, k0, c0 + 16u, n, k), a);
+            s5 = update(s5, b_rows(b_base, k0, c0 + 20u, n, k), a);
+            s6 = update(s6, b_rows(b_base, k0, c0 + 24u, n, k), a);
+            s7 = update(s7, b_rows(b_base, k0, c0 + 28u, n, k), a);
+        }
     }
     let c_base = batch * m * n;
-    store(c_base, r0, c0, lo0[0], hi0[0]);
-    store(c_base, r0 + 1u, c0, lo0[1], hi0[1]);
-    store(c_base, r0 + 2u, c0, lo0[2], hi0[2]);
-    store(c_base, r0 + 3u, c0, lo0[3], hi0[3]);
-    store(c_base, r0 + 4u, c0, lo1[0], hi1[0]);
-    store(c_base, r0 + 5u, c0, lo1[1], hi1[1]);
-    store(c_base, r0 + 6u, c0, lo1[2], hi1[2]);
-    store(c_base, r0 + 7u, c0, lo1[3], hi1[3]);
+    store_strip(c_base, r0, c0, s0);
+    if (STRIPS >= 2u) {
+        store_strip(c_base, r0, c0 + 4u, s1);
+    }
+    if (STRIPS == 8u) {
+        store_strip(c_base, r0, c0 + 8u, s2);
+        store_strip(c_base, r0, c0 + 12u, s3);
+        store_strip(c_base, r0, c0 + 16u, s4);
+        store_strip(c_base, r0, c0 + 20u, s5);
+        store_strip(c_base, r0, c0 + 24u, s6);
+        store_strip(c_base, r0, c0 + 28u, s7);
+    }
 }
 
 //!kernel matmul_tiled TA TB

@@ -817,7 +817,9 @@ fn gpu_linear() {
         (300usize, 64usize, 70usize, 60u64),
         (5, 3, 2, 63),
         (300, 64, 72, 66),
-        (20, 2052, 8, 69),
+        // The vec4 kernel's 16×32 blocks (N from 192), and K past one launch's slice.
+        (20, 12, 196, 67),
+        (6, 131_076, 8, 69),
     ] {
         let s = [m, k];
         let inputs = vec![
@@ -874,10 +876,12 @@ fn gpu_matmul_transposed() {
         (5, 7, 3),
         (33, 65, 17),
         (130, 257, 33),
-        // Multiples of 4: the vec4 kernel, reading transposed operands in place, at its 8×8
-        // block's edges.
+        // Multiples of 4: the vec4 kernel, reading transposed operands in place, at the edges of
+        // its 16×8 blocks (N below 192) and 16×32 blocks.
         (68, 12, 44),
         (16, 4, 4),
+        (20, 12, 196),
+        (36, 8, 260),
     ] {
         for ta in [false, true] {
             for tb in [false, true] {
@@ -930,11 +934,13 @@ fn gpu_matmul_tile_edges() {
     for m in [63, 64, 65, 127, 128, 129] {
         cases.push((1, m, 9, 192 - m));
     }
-    // (batch, m, k, n): K = 1; split-K over a weight gradient's shape; K past one slice.
+    // (batch, m, k, n): K = 1; split-K over a weight gradient's shape; K past one slice (of the
+    // scalar kernel, then of the vec4 kernel).
     cases.extend([
         (1, 65, 1, 129),
         (1, 64, 3000, 129),
         (1, 33, 4100, 40),
+        (1, 8, 131_076, 196),
         (3, 40, 17, 129),
     ]);
     for (seed, &(batch, m, k, n)) in cases.iter().enumerate() {

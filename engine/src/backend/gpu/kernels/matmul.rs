@@ -7,6 +7,9 @@ use super::*;
 /// K, so 2,048 keeps an invocation far below llvmpipe's 65,535 (a multiple of 4 for vec4 loads).
 const MATMUL_K_SLICE: usize = 2048;
 
+/// The same for the vec4 kernel, one loop iteration per 4 steps of K.
+const VEC4_K_SLICE: usize = 131_072;
+
 pub fn matmul(a: &GpuData, b: &GpuData, s: MatmulSpec) -> GpuData {
     product(a, b, s, None)
 }
@@ -44,6 +47,17 @@ fn vec4_fits(s: &MatmulSpec) -> bool {
         && s.b_batch_stride.is_multiple_of(4)
 }
 
+/// `matmul_vec4`'s strips of 4 columns per invocation (see the kernel): on a software adapter 8
+/// where C is at least 192 wide (its 8 invocations across then fill 256 columns, or 6 of 8 do),
+/// else 2; on hardware 1.
+fn vec4_strips(ctx: &GpuContext, n: usize) -> usize {
+    match (ctx.profile(), n >= 192) {
+        (KernelProfile::Hardware, _) => 1,
+        (KernelProfile::Software, true) => 8,
+        (KernelProfile::Software, false) => 2,
+    }
+}
+
 /// [`matmul`], and [`linear`] when `bias` is given (that caller has checked [`vec4_fits`] and
 /// the profile, so that the bias reaches the vec4 kernel).
 fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> GpuData {
@@ -64,7 +78,6 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
         return matmul_tiled(a, b, s, strides);
     }
     let c = GpuData::alloc(ctx, s.batch * s.m * s.n);
-    let tiles = [s.n.div_ceil(64) as u32, s.m.div_ceil(64) as u32];
     // The vec4 kernel reads row-major and transposed operands in place (override constants
     // TRANS_A, TRANS_B); a transposed A is read four rows at a time, so one whose M is not a
     // multiple of 4 is copied to row-major.
@@ -72,7 +85,7 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
     // f16 operands are never copied (the copy kernels take f32): the scalar kernel reads them.
     let copy_a = s.trans_a && !s.m.is_multiple_of(4);
     let vec4 = vec4_fits(&s) && !(copy_a && a.dtype() == DType::F16);
-    let (a, k, constants, a_bs, bias_slot) = if vec4 {
+    let (a, k, constants, a_bs, bias_slot, grid, slice) = if vec4 {
         a_rm = copy_a.then(|| {
             let batches = if s.a_batch_stride == 0 { 1 } else { s.batch };
             gather_strided(a, 0, &[s.a_batch_stride, 1, s.m], &[batches, s.m, s.k])
@@ -86,32 +99,39 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
             ("TRANS_A", (s.trans_a && !copy_a) as u32),
             ("TRANS_B", s.trans_b as u32),
             ("HAS_BIAS", bias.is_some() as u32),
+            ("STRIPS", vec4_strips(ctx, s.n) as u32),
         ];
         // Without a bias, a one-element stand-in the kernel never reads.
         dummy = bias.is_none().then(|| GpuData::alloc(ctx, 1));
+        // 16 rows and 4 columns per strip in an invocation, 8×8 invocations per workgroup.
+        let grid = [s.n.div_ceil(32 * vec4_strips(ctx, s.n)), s.m.div_ceil(128)];
         (
             a_rm.as_ref().unwrap_or(a),
             kernel!(MATMUL, "matmul_vec4"),
             constants,
             a_bs,
             bias.or(dummy.as_ref()),
+            grid,
+            VEC4_K_SLICE,
         )
     } else {
-        (a, kernel!(MATMUL, "matmul"), vec![], s.a_batch_stride, None)
+        let grid = [s.n.div_ceil(64), s.m.div_ceil(64)];
+        let k = kernel!(MATMUL, "matmul");
+        (a, k, vec![], s.a_batch_stride, None, grid, MATMUL_K_SLICE)
     };
     let buffers: Vec<&GpuData> = [a, b, &c].into_iter().chain(bias_slot).collect();
     let mut base = 0;
     // K is covered in slices, the later ones adding into C, to bound each invocation's loop.
     while base < s.batch {
         let chunk = (s.batch - base).min(MAX_GROUPS);
-        for k0 in (0..s.k).step_by(MATMUL_K_SLICE) {
-            let k1 = (k0 + MATMUL_K_SLICE).min(s.k);
+        for k0 in (0..s.k).step_by(slice) {
+            let k1 = (k0 + slice).min(s.k);
             let strides = [a_rs, a_cs, b_rs, b_cs, a_bs, s.b_batch_stride];
             let p = Product {
                 accumulate: (k0 > 0) as u32,
                 ..product_params(&s, strides, base, k0..k1)
             };
-            let grid = [tiles[0], tiles[1], chunk as u32];
+            let grid = [grid[0] as u32, grid[1] as u32, chunk as u32];
             launch_with(ctx, k, &constants, &p, &buffers, grid);
         }
         base += chunk;
