@@ -190,10 +190,13 @@ fn main(
     let ks = rows_of(P.k, b);
     let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
+        // Key row j, loaded once for both of its uses (CPU drivers load storage lane by lane).
         let rk = ks.x + j * ks.y;
+        var kj: array<vec4<f32>, 32>;
         var s = 0.0;
         for (var c = 0u; c < D / 4u; c++) {
-            s += dot(q[c], vec4<f32>(K[rk + c]));
+            kj[c] = vec4<f32>(K[rk + c]);
+            s += dot(q[c], kj[c]);
         }
         if (HAS_BIAS) {
             s += BIAS[bias_row + j];
@@ -209,7 +212,7 @@ fn main(
         }
         let ds = p * (dp - delta);
         for (var c = 0u; c < D / 4u; c++) {
-            acc[c] += ds * vec4<f32>(K[rk + c]);
+            acc[c] += ds * kj[c];
         }
     }
     for (var c = 0u; c < D / 4u; c++) {
@@ -273,26 +276,34 @@ fn main(
     let qs = rows_of(P.q, b);
     let os = rows_of(P.o, b);
     for (var i = istart; i < tq; i++) {
+        // Query row i and its output gradient, each loaded once for both of its uses (CPU
+        // drivers load storage lane by lane).
         let rq = qs.x + i * qs.y;
+        var qi: array<vec4<f32>, 32>;
         var s = bias;
         for (var c = 0u; c < D / 4u; c++) {
-            s += dot(vec4<f32>(Q[rq + c]), k[c]);
+            qi[c] = vec4<f32>(Q[rq + c]);
+            s += dot(qi[c], k[c]);
         }
         let p = exp(s - LD[2u * (b * tq + i)]);
         let ro = os.x + i * os.y;
+        var gi: array<vec4<f32>, 32>;
+        for (var c = 0u; c < DV / 4u; c++) {
+            gi[c] = G[ro + c];
+        }
         if (WANT_DV) {
             for (var c = 0u; c < DV / 4u; c++) {
-                acc_v[c] += p * G[ro + c];
+                acc_v[c] += p * gi[c];
             }
         }
         if (WANT_DK) {
             var dp = 0.0;
             for (var c = 0u; c < DV / 4u; c++) {
-                dp += dot(G[ro + c], v[c]);
+                dp += dot(gi[c], v[c]);
             }
             let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
             for (var c = 0u; c < D / 4u; c++) {
-                acc_k[c] += ds * vec4<f32>(Q[rq + c]);
+                acc_k[c] += ds * qi[c];
             }
         }
     }
