@@ -33,7 +33,7 @@ fn row_at(l: RowLayout, b: u32, i: u32) -> u32 {
 }
 
 // The problem and row of an invocation: workgroups of 64 rows on a grid of (row blocks, bh)
-// (bh folded into z beyond 65,535). The problem comes from the workgroup alone, so the driver
+// (bh folded into z beyond 65,535; the forward and dq take 128-row blocks, two rows each). The problem comes from the workgroup alone, so the driver
 // knows it is the same for every invocation of a workgroup: the rows of k and v (forward, dq)
 // or of q and dO (dk, dv) that a workgroup walks through are then uniform loads, which CPU
 // drivers issue once for all lanes instead of once per lane.
@@ -47,9 +47,11 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
 }
 
 //!kernel attention TQ TK TV
-// Forward: one invocation per query row streams over the keys with an online softmax (running
-// max and sum), so the Tq×Tk score matrix is never stored. Also writes each row's log-sum-exp
-// (bh, tq), from which the backward pass rebuilds the probabilities.
+// Forward: each invocation takes two query rows of one problem, i and i + h (h half of its
+// workgroup's block of 128 rows), and streams over the keys with an online softmax (running max
+// and sum) per row, so the Tq×Tk score matrix is never stored; every key's k and v rows are
+// loaded once for both queries (CPU drivers pay each storage load lane by lane). Also writes
+// each row's log-sum-exp (bh, tq), from which the backward pass rebuilds the probabilities.
 @group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
 @group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
 @group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
@@ -57,63 +59,109 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
 @group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> LSE: array<f32>;
 
+// A query row scaled, from q's layout.
+fn query(b: u32, i: u32) -> array<vec4<f32>, 32> {
+    var q: array<vec4<f32>, 32>;
+    let rq = row_at(P.q, b, i) / 4u;
+    for (var c = 0u; c < D / 4u; c++) {
+        q[c] = vec4<f32>(Q[rq + c]) * P.scale;
+    }
+    return q;
+}
+
+// One query's running softmax: max `m`, sum `l`; `corr` rescales its accumulated output and `p`
+// weighs the new key's value (0 for a key it does not see).
+struct Running {
+    m: f32,
+    l: f32,
+    corr: f32,
+    p: f32,
+}
+
+fn step(r: Running, s: f32, sees: bool) -> Running {
+    let m = select(r.m, max(r.m, s), sees);
+    let corr = exp(r.m - m);
+    let p = select(0.0, exp(s - m), sees);
+    return Running(m, r.l * corr + p, corr, p);
+}
+
+// A query that sees no key outputs zeros, with log-sum-exp +inf (probabilities rebuild as 0).
+fn write_row(b: u32, i: u32, acc: ptr<function, array<vec4<f32>, 32>>, r: Running) {
+    let inv = select(1.0 / r.l, 0.0, r.l == 0.0);
+    let ro = row_at(P.o, b, i) / 4u;
+    for (var c = 0u; c < DV / 4u; c++) {
+        O[ro + c] = (*acc)[c] * inv;
+    }
+    LSE[b * P.tq + i] = select(r.m + log(r.l), P.inf, r.l == 0.0);
+}
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let r = row_of(wid, nwg, lid);
+    let b = wid.y + wid.z * nwg.y;
     let tq = P.tq;
     let tk = P.tk;
-    let scale = P.scale;
-    let b = r.b;
-    let i = r.i;
-    if (b >= P.bh || i >= tq) {
+    let base = wid.x * 128u;
+    if (b >= P.bh || base >= tq) {
         return;
     }
-    let t = b * tq + i;
-    var q: array<vec4<f32>, 32>;
-    let rq = row_at(P.q, b, i) / 4u;
-    for (var c = 0u; c < D / 4u; c++) {
-        q[c] = vec4<f32>(Q[rq + c]) * scale;
+    let rows = min(128u, tq - base);
+    let h = (rows + 1u) / 2u;
+    if (lid.x >= h) {
+        return;
     }
-    var acc: array<vec4<f32>, 32>;
-    var m = -3.4028235e38;
-    var l = 0.0;
-    let kend = select(tk, min(tk, i + 1u), CAUSAL);
+    let i0 = base + lid.x;
+    // The second row, where the block has one (an odd block's middle row has none).
+    let two = lid.x + h < rows;
+    let i1 = select(i0, i0 + h, two);
+    var q0 = query(b, i0);
+    var q1 = query(b, i1);
+    var acc0: array<vec4<f32>, 32>;
+    var acc1: array<vec4<f32>, 32>;
+    var r0 = Running(-3.4028235e38, 0.0, 1.0, 0.0);
+    var r1 = r0;
+    // Under a causal mask row i1 ≥ i0 sees every key row i0 sees.
+    let kend0 = select(tk, min(tk, i0 + 1u), CAUSAL);
+    let kend = select(tk, min(tk, i1 + 1u), CAUSAL);
     let bias_row = (b / P.heads) * tk;
     let ks = rows_of(P.k, b);
     let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
-        var s = 0.0;
+        var s0 = 0.0;
+        var s1 = 0.0;
         let rk = ks.x + j * ks.y;
         for (var c = 0u; c < D / 4u; c++) {
-            s += dot(q[c], vec4<f32>(K[rk + c]));
+            let k = vec4<f32>(K[rk + c]);
+            s0 += dot(q0[c], k);
+            s1 += dot(q1[c], k);
         }
         if (HAS_BIAS) {
-            s += BIAS[bias_row + j];
+            let bias = BIAS[bias_row + j];
+            s0 += bias;
+            s1 += bias;
         }
-        if (s < -3.0e38) {
-            continue; // a masked key (bias -inf)
+        // A masked key (bias -inf) is seen by neither.
+        let sees0 = j < kend0 && !(s0 < -3.0e38);
+        let sees1 = !(s1 < -3.0e38);
+        if (!sees0 && !sees1) {
+            continue;
         }
-        let m_new = max(m, s);
-        let corr = exp(m - m_new);
-        let p = exp(s - m_new);
-        l = l * corr + p;
+        r0 = step(r0, s0, sees0);
+        r1 = step(r1, s1, sees1);
         let rv = vs.x + j * vs.y;
         for (var c = 0u; c < DV / 4u; c++) {
-            acc[c] = acc[c] * corr + p * vec4<f32>(V[rv + c]);
+            let v = vec4<f32>(V[rv + c]);
+            acc0[c] = acc0[c] * r0.corr + r0.p * v;
+            acc1[c] = acc1[c] * r1.corr + r1.p * v;
         }
-        m = m_new;
     }
-    // A query that sees no key outputs zeros, with log-sum-exp +inf (probabilities rebuild as 0).
-    let inv = select(1.0 / l, 0.0, l == 0.0);
-    let ro = row_at(P.o, b, i) / 4u;
-    for (var c = 0u; c < DV / 4u; c++) {
-        O[ro + c] = acc[c] * inv;
+    write_row(b, i0, &acc0, r0);
+    if (two) {
+        write_row(b, i1, &acc1, r1);
     }
-    LSE[t] = select(m + log(l), P.inf, l == 0.0);
 }
 
 //!kernel attention_delta
@@ -146,8 +194,9 @@ fn main(
 }
 
 //!kernel attention_dq TQ TK TV
-// dqᵢ = scale · Σⱼ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) kⱼ, with pᵢⱼ = exp(scale·qᵢ·kⱼ + biasⱼ − lseᵢ); one
-// invocation per query row, written in q's layout.
+// dqᵢ = scale · Σⱼ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) kⱼ, with pᵢⱼ = exp(scale·qᵢ·kⱼ + biasⱼ − lseᵢ); two query
+// rows per invocation as in the forward (every k and v row loaded once for both), written in
+// q's layout.
 @group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
 @group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
 @group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
@@ -156,67 +205,105 @@ fn main(
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
 @group(0) @binding(7) var<storage, read_write> DQ: array<vec4<f32>>;
 
+// Query row i of problem b, scaled, and its output gradient.
+struct QueryRow {
+    q: array<vec4<f32>, 32>,
+    go: array<vec4<f32>, 32>,
+}
+
+fn query_row(b: u32, i: u32) -> QueryRow {
+    var r: QueryRow;
+    let rq = row_at(P.q, b, i) / 4u;
+    for (var c = 0u; c < D / 4u; c++) {
+        r.q[c] = vec4<f32>(Q[rq + c]) * P.scale;
+    }
+    let ro = row_at(P.o, b, i) / 4u;
+    for (var c = 0u; c < DV / 4u; c++) {
+        r.go[c] = G[ro + c];
+    }
+    return r;
+}
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let r = row_of(wid, nwg, lid);
+    let b = wid.y + wid.z * nwg.y;
     let tq = P.tq;
     let tk = P.tk;
-    let scale = P.scale;
-    let b = r.b;
-    let i = r.i;
-    if (b >= P.bh || i >= tq) {
+    let base = wid.x * 128u;
+    if (b >= P.bh || base >= tq) {
         return;
     }
-    let t = b * tq + i;
-    var q: array<vec4<f32>, 32>;
-    var go: array<vec4<f32>, 32>;
-    var acc: array<vec4<f32>, 32>;
-    let rq = row_at(P.q, b, i) / 4u;
-    for (var c = 0u; c < D / 4u; c++) {
-        q[c] = vec4<f32>(Q[rq + c]) * scale;
+    let rows = min(128u, tq - base);
+    let h = (rows + 1u) / 2u;
+    if (lid.x >= h) {
+        return;
     }
-    let ro = row_at(P.o, b, i) / 4u;
-    for (var c = 0u; c < DV / 4u; c++) {
-        go[c] = G[ro + c];
-    }
-    let lse = LD[2u * t];
-    let delta = LD[2u * t + 1u];
-    let kend = select(tk, min(tk, i + 1u), CAUSAL);
+    let i0 = base + lid.x;
+    let two = lid.x + h < rows;
+    let i1 = select(i0, i0 + h, two);
+    var r0 = query_row(b, i0);
+    var r1 = query_row(b, i1);
+    let lse0 = LD[2u * (b * tq + i0)];
+    let delta0 = LD[2u * (b * tq + i0) + 1u];
+    let lse1 = LD[2u * (b * tq + i1)];
+    let delta1 = LD[2u * (b * tq + i1) + 1u];
+    var acc0: array<vec4<f32>, 32>;
+    var acc1: array<vec4<f32>, 32>;
+    let kend0 = select(tk, min(tk, i0 + 1u), CAUSAL);
+    let kend = select(tk, min(tk, i1 + 1u), CAUSAL);
     let bias_row = (b / P.heads) * tk;
     let ks = rows_of(P.k, b);
     let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
-        // Key row j, loaded once for both of its uses (CPU drivers load storage lane by lane).
         let rk = ks.x + j * ks.y;
         var kj: array<vec4<f32>, 32>;
-        var s = 0.0;
+        var s0 = 0.0;
+        var s1 = 0.0;
         for (var c = 0u; c < D / 4u; c++) {
             kj[c] = vec4<f32>(K[rk + c]);
-            s += dot(q[c], kj[c]);
+            s0 += dot(r0.q[c], kj[c]);
+            s1 += dot(r1.q[c], kj[c]);
         }
         if (HAS_BIAS) {
-            s += BIAS[bias_row + j];
+            let bias = BIAS[bias_row + j];
+            s0 += bias;
+            s1 += bias;
         }
-        if (s < -3.0e38) {
+        let sees0 = j < kend0 && !(s0 < -3.0e38);
+        let sees1 = !(s1 < -3.0e38);
+        if (!sees0 && !sees1) {
             continue;
         }
-        let p = exp(s - lse);
+        let p0 = select(0.0, exp(s0 - lse0), sees0);
+        let p1 = select(0.0, exp(s1 - lse1), sees1);
         let rv = vs.x + j * vs.y;
-        var dp = 0.0;
+        var dp0 = 0.0;
+        var dp1 = 0.0;
         for (var c = 0u; c < DV / 4u; c++) {
-            dp += dot(go[c], vec4<f32>(V[rv + c]));
+            let v = vec4<f32>(V[rv + c]);
+            dp0 += dot(r0.go[c], v);
+            dp1 += dot(r1.go[c], v);
         }
-        let ds = p * (dp - delta);
+        let ds0 = p0 * (dp0 - delta0);
+        let ds1 = p1 * (dp1 - delta1);
         for (var c = 0u; c < D / 4u; c++) {
-            acc[c] += ds * kj[c];
+            acc0[c] += ds0 * kj[c];
+            acc1[c] += ds1 * kj[c];
         }
     }
+    let rq0 = row_at(P.q, b, i0) / 4u;
     for (var c = 0u; c < D / 4u; c++) {
-        DQ[rq + c] = acc[c] * scale;
+        DQ[rq0 + c] = acc0[c] * P.scale;
+    }
+    if (two) {
+        let rq1 = row_at(P.q, b, i1) / 4u;
+        for (var c = 0u; c < D / 4u; c++) {
+            DQ[rq1 + c] = acc1[c] * P.scale;
+        }
     }
 }
 

@@ -1292,6 +1292,14 @@ fn gpu_attention_rank4() {
         attn_inputs(&[1, 1, 1, 1], &[1, 1, 1, 1], &[1, 1, 1, 1], 9),
         vec![0.0],
     );
+    // Two blocks of the forward's 128 query rows (two per invocation), the second odd.
+    let s = [1usize, 2, 131, 16];
+    attention_variants(
+        &gpu,
+        "attention (1,2,131,16)",
+        attn_inputs(&s, &s, &s, 10),
+        padding_mask(1, 131, 12),
+    );
 }
 
 #[test]

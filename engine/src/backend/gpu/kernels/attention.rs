@@ -106,7 +106,8 @@ pub fn attention(
         &attention_constants(&s, bias.is_some()),
         &attention_params(&s, packing),
         &[q, k, v, bias.unwrap_or(&dummy), &o, &lse],
-        attention_grid(s.bh, s.tq),
+        // Two query rows per invocation: blocks of 128 rows.
+        attention_grid(s.bh, s.tq.div_ceil(2)),
     );
     (o, lse)
 }
@@ -161,7 +162,8 @@ pub fn attention_backward(
         &constants,
         &p,
         &[q, k, v, bias, g, &ld, dq],
-        attention_grid(s.bh, s.tq),
+        // Two query rows per invocation, as in the forward.
+        attention_grid(s.bh, s.tq.div_ceil(2)),
     );
     // Packed, one launch writes dk and dv (their places in one buffer); separate, one each.
     let launches = match packing {
