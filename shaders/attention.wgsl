@@ -33,7 +33,8 @@ fn row_at(l: RowLayout, b: u32, i: u32) -> u32 {
 }
 
 // The problem and row of an invocation: workgroups of 64 rows on a grid of (row blocks, bh)
-// (bh folded into z beyond 65,535; the forward and dq take 128-row blocks, two rows each). The problem comes from the workgroup alone, so the driver
+// (bh folded into z beyond 65,535; the forward, dq and dk/dv take 128-row blocks, two rows
+// each). The problem comes from the workgroup alone, so the driver
 // knows it is the same for every invocation of a workgroup: the rows of k and v (forward, dq)
 // or of q and dO (dk, dv) that a workgroup walks through are then uniform loads, which CPU
 // drivers issue once for all lanes instead of once per lane.
@@ -308,7 +309,7 @@ fn main(
 }
 
 //!kernel attention_dkv TQ TK TV
-// One invocation per key row j, over the queries that see it, with pᵢⱼ = exp(scale·qᵢ·kⱼ +
+// Per key row j, over the queries that see it, with pᵢⱼ = exp(scale·qᵢ·kⱼ +
 // biasⱼ − lseᵢ), writing OUT in k's and/or v's layout (zeros for a masked key):
 //   WANT_DK:  dkⱼ = scale · Σᵢ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) qᵢ
 //   WANT_DV:  dvⱼ = Σᵢ pᵢⱼ dOᵢ
@@ -324,55 +325,78 @@ override WANT_DV: bool = true;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
 @group(0) @binding(7) var<storage, read_write> OUT: array<vec4<f32>>;
 
+// Key row j of problem b: k (scaled) and v, where they are stored, and the first query that
+// sees it (tq for a masked key, which gets no gradient; under a causal mask queries i ≥ j).
+struct KeyRow {
+    k: array<vec4<f32>, 32>,
+    v: array<vec4<f32>, 32>,
+    rk: u32,
+    rv: u32,
+    bias: f32,
+    istart: u32,
+}
+
+fn key_row(b: u32, j: u32) -> KeyRow {
+    var r: KeyRow;
+    r.rk = row_at(P.k, b, j) / 4u;
+    r.rv = row_at(P.v, b, j) / 4u;
+    if (HAS_BIAS) {
+        r.bias = BIAS[(b / P.heads) * P.tk + j];
+    }
+    for (var c = 0u; c < D / 4u; c++) {
+        r.k[c] = vec4<f32>(K[r.rk + c]) * P.scale;
+    }
+    for (var c = 0u; c < DV / 4u; c++) {
+        r.v[c] = vec4<f32>(V[r.rv + c]);
+    }
+    r.istart = select(select(0u, j, CAUSAL), P.tq, r.bias < -3.0e38);
+    return r;
+}
+
+// Two key rows per invocation (j and j + h of a 128-row block), so that every query row and
+// output gradient is loaded once for both.
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let r = row_of(wid, nwg, lid);
+    let b = wid.y + wid.z * nwg.y;
     let tq = P.tq;
     let tk = P.tk;
-    let scale = P.scale;
-    let b = r.b;
-    let j = r.i;
-    if (b >= P.bh || j >= tk) {
+    let base = wid.x * 128u;
+    if (b >= P.bh || base >= tk) {
         return;
     }
-    let rk = row_at(P.k, b, j) / 4u;
-    let rv = row_at(P.v, b, j) / 4u;
-    var bias = 0.0;
-    if (HAS_BIAS) {
-        bias = BIAS[(b / P.heads) * tk + j];
+    let rows = min(128u, tk - base);
+    let h = (rows + 1u) / 2u;
+    if (lid.x >= h) {
+        return;
     }
-    var k: array<vec4<f32>, 32>;
-    var v: array<vec4<f32>, 32>;
-    var acc_k: array<vec4<f32>, 32>;
-    var acc_v: array<vec4<f32>, 32>;
-    for (var c = 0u; c < D / 4u; c++) {
-        k[c] = vec4<f32>(K[rk + c]) * scale;
-    }
-    for (var c = 0u; c < DV / 4u; c++) {
-        v[c] = vec4<f32>(V[rv + c]);
-    }
-    // Under a causal mask only queries i ≥ j see key j; a masked key gets no gradient.
-    var istart = select(0u, j, CAUSAL);
-    if (bias < -3.0e38) {
-        istart = tq;
-    }
+    let j0 = base + lid.x;
+    let two = lid.x + h < rows;
+    var r0 = key_row(b, j0);
+    var r1 = key_row(b, select(j0, j0 + h, two));
+    var acc_k0: array<vec4<f32>, 32>;
+    var acc_k1: array<vec4<f32>, 32>;
+    var acc_v0: array<vec4<f32>, 32>;
+    var acc_v1: array<vec4<f32>, 32>;
     let qs = rows_of(P.q, b);
     let os = rows_of(P.o, b);
-    for (var i = istart; i < tq; i++) {
-        // Query row i and its output gradient, each loaded once for both of its uses (CPU
-        // drivers load storage lane by lane).
+    for (var i = min(r0.istart, r1.istart); i < tq; i++) {
+        // Query row i and its output gradient, each loaded once for all four uses.
         let rq = qs.x + i * qs.y;
         var qi: array<vec4<f32>, 32>;
-        var s = bias;
+        var s0 = r0.bias;
+        var s1 = r1.bias;
         for (var c = 0u; c < D / 4u; c++) {
             qi[c] = vec4<f32>(Q[rq + c]);
-            s += dot(qi[c], k[c]);
+            s0 += dot(qi[c], r0.k[c]);
+            s1 += dot(qi[c], r1.k[c]);
         }
-        let p = exp(s - LD[2u * (b * tq + i)]);
+        let lse = LD[2u * (b * tq + i)];
+        let p0 = select(0.0, exp(s0 - lse), i >= r0.istart);
+        let p1 = select(0.0, exp(s1 - lse), i >= r1.istart);
         let ro = os.x + i * os.y;
         var gi: array<vec4<f32>, 32>;
         for (var c = 0u; c < DV / 4u; c++) {
@@ -380,28 +404,46 @@ fn main(
         }
         if (WANT_DV) {
             for (var c = 0u; c < DV / 4u; c++) {
-                acc_v[c] += p * gi[c];
+                acc_v0[c] += p0 * gi[c];
+                acc_v1[c] += p1 * gi[c];
             }
         }
         if (WANT_DK) {
-            var dp = 0.0;
+            var dp0 = 0.0;
+            var dp1 = 0.0;
             for (var c = 0u; c < DV / 4u; c++) {
-                dp += dot(gi[c], v[c]);
+                dp0 += dot(gi[c], r0.v[c]);
+                dp1 += dot(gi[c], r1.v[c]);
             }
-            let ds = p * (dp - LD[2u * (b * tq + i) + 1u]);
+            let delta = LD[2u * (b * tq + i) + 1u];
+            let ds0 = p0 * (dp0 - delta);
+            let ds1 = p1 * (dp1 - delta);
             for (var c = 0u; c < D / 4u; c++) {
-                acc_k[c] += ds * qi[c];
+                acc_k0[c] += ds0 * qi[c];
+                acc_k1[c] += ds1 * qi[c];
             }
         }
     }
     if (WANT_DV) {
         for (var c = 0u; c < DV / 4u; c++) {
-            OUT[rv + c] = acc_v[c];
+            OUT[r0.rv + c] = acc_v0[c];
         }
     }
     if (WANT_DK) {
         for (var c = 0u; c < D / 4u; c++) {
-            OUT[rk + c] = acc_k[c] * scale;
+            OUT[r0.rk + c] = acc_k0[c] * P.scale;
+        }
+    }
+    if (two) {
+        if (WANT_DV) {
+            for (var c = 0u; c < DV / 4u; c++) {
+                OUT[r1.rv + c] = acc_v1[c];
+            }
+        }
+        if (WANT_DK) {
+            for (var c = 0u; c < D / 4u; c++) {
+                OUT[r1.rk + c] = acc_k1[c] * P.scale;
+            }
         }
     }
 }

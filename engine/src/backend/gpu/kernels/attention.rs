@@ -179,7 +179,8 @@ pub fn attention_backward(
             &constants,
             &p,
             &[q, k, v, bias, g, &ld, grad],
-            attention_grid(s.bh, s.tk),
+            // Two key rows per invocation.
+            attention_grid(s.bh, s.tk.div_ceil(2)),
         );
     }
     out
