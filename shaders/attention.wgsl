@@ -2,7 +2,7 @@
 // q, k and v either separate (bh, T, D) tensors or read in place from one packed qkv projection
 // (B, T, 3·H·D) — no split, permute or merge copies. Row i of problem b of a tensor starts at
 //   off + (b / heads)·n_stride + (b % heads)·h_stride + i·row_stride,
-// a `RowLayout` per tensor in the parameters (`Attention`). One invocation per row,
+// a `RowLayout` per tensor in the parameters (`Attention`). One or two rows per invocation,
 // without barriers (software adapters run those fastest); head dimensions up to 128 in registers,
 // multiples of 4 (the host composes other shapes from separate kernels), so that every row is
 // read and written as vec4s: all offsets are in elements, divided by 4 to index the vec4 arrays.
