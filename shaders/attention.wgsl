@@ -47,12 +47,34 @@ fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
     return Row(wid.y + wid.z * nwg.y, wid.x * 64u + lid.x);
 }
 
+// The forward and gradient kernels take two rows per invocation, i0 and i1 = i0 + h of their
+// workgroup's block of 128 (h half the block), so that every row their loops stream is loaded
+// once for both. `two` is false for an odd block's middle row (i1 = i0 then, not written),
+// `inside` for invocations in the block's first half.
+struct Pair {
+    b: u32,
+    i0: u32,
+    i1: u32,
+    two: bool,
+    inside: bool,
+}
+
+fn pair_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, n: u32) -> Pair {
+    let b = wid.y + wid.z * nwg.y;
+    let base = wid.x * 128u;
+    let rows = min(128u, max(n, base) - base);
+    let h = (rows + 1u) / 2u;
+    let i0 = base + lid.x;
+    let two = lid.x + h < rows;
+    return Pair(b, i0, select(i0, i0 + h, two), two, b < P.bh && lid.x < h);
+}
+
 //!kernel attention TQ TK TV
-// Forward: each invocation takes two query rows of one problem, i and i + h (h half of its
-// workgroup's block of 128 rows), and streams over the keys with an online softmax (running max
-// and sum) per row, so the Tq×Tk score matrix is never stored; every key's k and v rows are
-// loaded once for both queries (CPU drivers pay each storage load lane by lane). Also writes
-// each row's log-sum-exp (bh, tq), from which the backward pass rebuilds the probabilities.
+// Forward: each invocation takes two query rows of one problem (`pair_of`) and streams over the
+// keys with an online softmax (running max and sum) per row, so the Tq×Tk score matrix is never
+// stored; every key's k and v rows are loaded once for both queries (CPU drivers pay each
+// storage load lane by lane). Also writes each row's log-sum-exp (bh, tq), from which the
+// backward pass rebuilds the probabilities.
 @group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
 @group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
 @group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
@@ -102,22 +124,15 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let b = wid.y + wid.z * nwg.y;
     let tq = P.tq;
     let tk = P.tk;
-    let base = wid.x * 128u;
-    if (b >= P.bh || base >= tq) {
+    let pair = pair_of(wid, nwg, lid, tq);
+    if (!pair.inside) {
         return;
     }
-    let rows = min(128u, tq - base);
-    let h = (rows + 1u) / 2u;
-    if (lid.x >= h) {
-        return;
-    }
-    let i0 = base + lid.x;
-    // The second row, where the block has one (an odd block's middle row has none).
-    let two = lid.x + h < rows;
-    let i1 = select(i0, i0 + h, two);
+    let b = pair.b;
+    let i0 = pair.i0;
+    let i1 = pair.i1;
     var q0 = query(b, i0);
     var q1 = query(b, i1);
     var acc0: array<vec4<f32>, 32>;
@@ -160,7 +175,7 @@ fn main(
         }
     }
     write_row(b, i0, &acc0, r0);
-    if (two) {
+    if (pair.two) {
         write_row(b, i1, &acc1, r1);
     }
 }
@@ -196,8 +211,7 @@ fn main(
 
 //!kernel attention_dq TQ TK TV
 // dqᵢ = scale · Σⱼ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) kⱼ, with pᵢⱼ = exp(scale·qᵢ·kⱼ + biasⱼ − lseᵢ); two query
-// rows per invocation as in the forward (every k and v row loaded once for both), written in
-// q's layout.
+// rows per invocation (`pair_of`), written in q's layout.
 @group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
 @group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
 @group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
@@ -231,21 +245,15 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let b = wid.y + wid.z * nwg.y;
     let tq = P.tq;
     let tk = P.tk;
-    let base = wid.x * 128u;
-    if (b >= P.bh || base >= tq) {
+    let pair = pair_of(wid, nwg, lid, tq);
+    if (!pair.inside) {
         return;
     }
-    let rows = min(128u, tq - base);
-    let h = (rows + 1u) / 2u;
-    if (lid.x >= h) {
-        return;
-    }
-    let i0 = base + lid.x;
-    let two = lid.x + h < rows;
-    let i1 = select(i0, i0 + h, two);
+    let b = pair.b;
+    let i0 = pair.i0;
+    let i1 = pair.i1;
     var r0 = query_row(b, i0);
     var r1 = query_row(b, i1);
     let lse0 = LD[2u * (b * tq + i0)];
@@ -300,7 +308,7 @@ fn main(
     for (var c = 0u; c < D / 4u; c++) {
         DQ[rq0 + c] = acc0[c] * P.scale;
     }
-    if (two) {
+    if (pair.two) {
         let rq1 = row_at(P.q, b, i1) / 4u;
         for (var c = 0u; c < D / 4u; c++) {
             DQ[rq1 + c] = acc1[c] * P.scale;
@@ -353,30 +361,22 @@ fn key_row(b: u32, j: u32) -> KeyRow {
     return r;
 }
 
-// Two key rows per invocation (j and j + h of a 128-row block), so that every query row and
-// output gradient is loaded once for both.
+// Two key rows per invocation (`pair_of`), so that every query row and output gradient is
+// loaded once for both.
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let b = wid.y + wid.z * nwg.y;
     let tq = P.tq;
-    let tk = P.tk;
-    let base = wid.x * 128u;
-    if (b >= P.bh || base >= tk) {
+    let pair = pair_of(wid, nwg, lid, P.tk);
+    if (!pair.inside) {
         return;
     }
-    let rows = min(128u, tk - base);
-    let h = (rows + 1u) / 2u;
-    if (lid.x >= h) {
-        return;
-    }
-    let j0 = base + lid.x;
-    let two = lid.x + h < rows;
-    var r0 = key_row(b, j0);
-    var r1 = key_row(b, select(j0, j0 + h, two));
+    let b = pair.b;
+    var r0 = key_row(b, pair.i0);
+    var r1 = key_row(b, pair.i1);
     var acc_k0: array<vec4<f32>, 32>;
     var acc_k1: array<vec4<f32>, 32>;
     var acc_v0: array<vec4<f32>, 32>;
@@ -434,7 +434,7 @@ fn main(
             OUT[r0.rk + c] = acc_k0[c] * P.scale;
         }
     }
-    if (two) {
+    if (pair.two) {
         if (WANT_DV) {
             for (var c = 0u; c < DV / 4u; c++) {
                 OUT[r1.rv + c] = acc_v1[c];
