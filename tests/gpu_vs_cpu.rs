@@ -820,6 +820,8 @@ fn gpu_linear() {
         // The vec4 kernel's 16×32 blocks (N from 192), and K past one launch's slice.
         (20, 12, 196, 67),
         (6, 131_076, 8, 69),
+        // The subgroup kernel's blocks past a workgroup's 512 rows and 64 columns.
+        (516, 8, 68, 71),
     ] {
         let s = [m, k];
         let inputs = vec![
@@ -882,6 +884,8 @@ fn gpu_matmul_transposed() {
         (16, 4, 4),
         (20, 12, 196),
         (36, 8, 260),
+        // The subgroup kernel's 64×8 blocks past its 512-row workgroup, and 64 columns.
+        (516, 8, 68),
     ] {
         for ta in [false, true] {
             for tb in [false, true] {

@@ -13,7 +13,9 @@
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use selfsup_engine::backend::gpu::{with_kernel_profile, KernelProfile};
+use selfsup_engine::backend::gpu::{
+    with_kernel_profile, with_subgroups, GpuContext, KernelProfile,
+};
 use selfsup_engine::SeededRng;
 use selfsup_engine::{no_grad, DType, Device, Tensor};
 
@@ -538,10 +540,43 @@ pub fn assert_close32(what: &str, shape: &[usize], gpu: &[f32], cpu: &[f32], tol
     }
 }
 
+/// One way the GPU's kernels are chosen: a profile, with or without subgroup operations.
+#[derive(Clone, Copy)]
+pub struct KernelPass {
+    pub profile: KernelProfile,
+    pub subgroups: bool,
+}
+
+impl KernelPass {
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        with_kernel_profile(self.profile, || with_subgroups(self.subgroups, f))
+    }
+}
+
+impl std::fmt::Display for KernelPass {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let without = if self.subgroups { "" } else { ", no subgroups" };
+        write!(f, "{:?} kernels{without}", self.profile)
+    }
+}
+
+/// Both kernel profiles, whatever the adapter, and the software one again without subgroup
+/// operations where its kernels use them.
+pub fn kernel_passes(ctx: &GpuContext) -> Vec<KernelPass> {
+    let pass = |profile, subgroups| KernelPass { profile, subgroups };
+    let mut passes = vec![pass(KernelProfile::Software, true)];
+    if ctx.subgroups_of_8() {
+        passes.push(pass(KernelProfile::Software, false));
+    }
+    passes.push(pass(KernelProfile::Hardware, true));
+    passes
+}
+
 /// Runs `f` on f32 copies of `inputs` on the CPU and on `gpu`, and compares the forward
 /// outputs and the gradients of `sum(f(x) · w)` for every input that requires grad. The GPU
-/// runs under both kernel profiles (software and hardware, whatever the adapter), each twice:
-/// the two runs must agree bit for bit.
+/// runs under both kernel profiles (software and hardware, whatever the adapter), and the
+/// software one again without subgroup operations where the adapter's kernels use them, each
+/// twice: the two runs must agree bit for bit.
 ///
 /// `inputs` are f32 CPU tensors (see [`leaf32`], [`const32`]); constants (masks, indices as
 /// floats) are uploaded too but not differentiated.
@@ -554,7 +589,9 @@ pub fn gpu_check_with(
     f: impl Fn(&[Tensor]) -> Tensor,
 ) {
     let inputs = inputs.as_ref();
-    assert!(gpu.is_gpu(), "gpu_check {op}: {gpu:?} is not a GPU device");
+    let Device::Gpu(ctx) = gpu else {
+        panic!("gpu_check {op}: {gpu:?} is not a GPU device");
+    };
     for (i, t) in inputs.iter().enumerate() {
         assert!(
             t.dtype() == DType::F32 && !t.device().is_gpu(),
@@ -568,14 +605,14 @@ pub fn gpu_check_with(
         .map(|v| v as f32)
         .collect();
     let cpu = run_on(op, &Device::cpu(), inputs, &w, &f);
-    for profile in [KernelProfile::Software, KernelProfile::Hardware] {
-        let (gpu_run, again) = with_kernel_profile(profile, || {
+    for pass in kernel_passes(ctx) {
+        let (gpu_run, again) = pass.run(|| {
             (
                 run_on(op, gpu, inputs, &w, &f),
                 run_on(op, gpu, inputs, &w, &f),
             )
         });
-        let op = format!("{op} ({profile:?} kernels)");
+        let op = format!("{op} ({pass})");
         assert_eq!(
             gpu_run.shape, cpu.shape,
             "{op}: output shape on the GPU differs from the CPU's"

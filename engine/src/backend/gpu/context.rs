@@ -76,6 +76,7 @@ impl KernelProfile {
 
 thread_local! {
     static PROFILE: std::cell::Cell<Option<KernelProfile>> = const { std::cell::Cell::new(None) };
+    static SUBGROUPS: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
 }
 
 /// Runs `f` with `profile`'s kernels on the calling thread, whatever the adapter's default.
@@ -83,6 +84,15 @@ pub fn with_kernel_profile<R>(profile: KernelProfile, f: impl FnOnce() -> R) -> 
     let before = PROFILE.with(|p| p.replace(Some(profile)));
     let out = f();
     PROFILE.with(|p| p.set(before));
+    out
+}
+
+/// Runs `f` with kernels that use subgroup operations allowed (`on`, the default) or not on the
+/// calling thread, so that one test can check both paths on an adapter that has subgroups.
+pub fn with_subgroups<R>(on: bool, f: impl FnOnce() -> R) -> R {
+    let before = SUBGROUPS.with(|s| s.replace(on));
+    let out = f();
+    SUBGROUPS.with(|s| s.set(before));
     out
 }
 
@@ -309,7 +319,7 @@ impl GpuContext {
             ));
         }
         // f16 storage is used only where asked for (`autocast`), but costs nothing to enable.
-        let mut required = features & wgpu::Features::SHADER_F16;
+        let mut required = features & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP);
         if profiling {
             required |= timestamps;
         }
@@ -457,6 +467,13 @@ impl GpuContext {
                 "storage buffers per kernel".into(),
                 l.max_storage_buffers_per_shader_stage.to_string(),
             ),
+            (
+                "subgroup size".into(),
+                format!(
+                    "{}–{} lanes",
+                    self.info.subgroup_min_size, self.info.subgroup_max_size
+                ),
+            ),
         ];
         for (name, f) in [
             ("shader f16", wgpu::Features::SHADER_F16),
@@ -493,6 +510,15 @@ impl GpuContext {
     /// The kernel set this thread's launches use (see [`KernelProfile`]).
     pub fn profile(&self) -> KernelProfile {
         PROFILE.with(|p| p.get()).unwrap_or(self.profile)
+    }
+
+    /// Whether kernels may count on subgroups of exactly 8 lanes, the 8 consecutive invocations
+    /// of a one-dimensional workgroup (lavapipe on 256-bit vectors; see [`with_subgroups`]).
+    pub fn subgroups_of_8(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP)
+            && self.info.subgroup_min_size == 8
+            && self.info.subgroup_max_size == 8
+            && SUBGROUPS.with(|s| s.get())
     }
 
     /// A snapshot of the calling thread's work counters (see [`GpuCounters`]).

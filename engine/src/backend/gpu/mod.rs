@@ -9,6 +9,6 @@ mod kernels;
 mod params;
 mod shaders;
 
-pub use context::{with_kernel_profile, GpuContext, GpuCounters, KernelProfile};
+pub use context::{with_kernel_profile, with_subgroups, GpuContext, GpuCounters, KernelProfile};
 pub use data::GpuData;
 pub use kernels::*;

@@ -16,6 +16,7 @@ pub const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl
 pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 pub const REDUCE: &str = include_str!("../../../../shaders/reduce.wgsl");
 pub const MATMUL: &str = include_str!("../../../../shaders/matmul.wgsl");
+pub const MATMUL_BLOCKS: &str = include_str!("../../../../shaders/matmul_blocks.wgsl");
 pub const SOFTMAX: &str = include_str!("../../../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../../../shaders/layernorm.wgsl");
 pub const BATCHNORM: &str = include_str!("../../../../shaders/batchnorm.wgsl");
@@ -95,6 +96,7 @@ mod tests {
             COPY,
             REDUCE,
             MATMUL,
+            MATMUL_BLOCKS,
             SOFTMAX,
             LAYERNORM,
             BATCHNORM,
@@ -126,6 +128,6 @@ mod tests {
                 count += 1;
             }
         }
-        assert_eq!((count, typed), (31, 8));
+        assert_eq!((count, typed), (32, 9));
     }
 }

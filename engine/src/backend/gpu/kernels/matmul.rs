@@ -1,5 +1,6 @@
-//! Matrix products (`shaders/matmul.wgsl`): the register-blocked kernels of the software profile,
-//! the tiled one of the hardware profile, and the fused linear layer.
+//! Matrix products: the register-blocked kernels of the software profile
+//! (`shaders/matmul_blocks.wgsl`), the tiled one of the hardware profile and the scalar one for
+//! unaligned shapes (`shaders/matmul.wgsl`), and the fused linear layer.
 
 use super::*;
 
@@ -47,15 +48,27 @@ fn vec4_fits(s: &MatmulSpec) -> bool {
         && s.b_batch_stride.is_multiple_of(4)
 }
 
-/// `matmul_vec4`'s strips of 4 columns per invocation (see the kernel): on a software adapter 8
-/// where C is at least 192 wide (its 8 invocations across then fill 256 columns, or 6 of 8 do),
-/// else 2; on hardware 1.
-fn vec4_strips(ctx: &GpuContext, n: usize) -> usize {
-    match (ctx.profile(), n >= 192) {
-        (KernelProfile::Hardware, _) => 1,
-        (KernelProfile::Software, true) => 8,
-        (KernelProfile::Software, false) => 2,
+/// The register-blocked product for this thread's profile and C's width `n`: its kernel, its
+/// `STRIPS` constant, and the rows × columns of C one workgroup covers. Where subgroups have 8
+/// lanes (lavapipe), `matmul_lanes`, 8×8 invocations of 64 × 8. Else `matmul_vec4`, 8×8
+/// invocations of 16 rows × 4 columns per strip: on a software adapter 8 strips where C is at
+/// least 192 wide (its 8 invocations across then fill 256 columns, or 6 of 8 do), else 2; on
+/// hardware 1.
+fn blocks(ctx: &GpuContext, n: usize) -> (Kernel, Option<usize>, [usize; 2]) {
+    let software = ctx.profile() == KernelProfile::Software;
+    if software && ctx.subgroups_of_8() {
+        return (kernel!(MATMUL_BLOCKS, "matmul_lanes"), None, [512, 64]);
     }
+    let strips = match (software, n >= 192) {
+        (false, _) => 1,
+        (true, true) => 8,
+        (true, false) => 2,
+    };
+    (
+        kernel!(MATMUL_BLOCKS, "matmul_vec4"),
+        Some(strips),
+        [128, 32 * strips],
+    )
 }
 
 /// [`matmul`], and [`linear`] when `bias` is given (that caller has checked [`vec4_fits`] and
@@ -95,23 +108,22 @@ fn product(a: &GpuData, b: &GpuData, s: MatmulSpec, bias: Option<&GpuData>) -> G
         } else {
             s.a_batch_stride
         };
-        let constants = vec![
+        let (kernel, strips, [rows, cols]) = blocks(ctx, s.n);
+        let mut constants = vec![
             ("TRANS_A", (s.trans_a && !copy_a) as u32),
             ("TRANS_B", s.trans_b as u32),
             ("HAS_BIAS", bias.is_some() as u32),
-            ("STRIPS", vec4_strips(ctx, s.n) as u32),
         ];
+        constants.extend(strips.map(|n| ("STRIPS", n as u32)));
         // Without a bias, a one-element stand-in the kernel never reads.
         dummy = bias.is_none().then(|| GpuData::alloc(ctx, 1));
-        // 16 rows and 4 columns per strip in an invocation, 8×8 invocations per workgroup.
-        let grid = [s.n.div_ceil(32 * vec4_strips(ctx, s.n)), s.m.div_ceil(128)];
         (
             a_rm.as_ref().unwrap_or(a),
-            kernel!(MATMUL, "matmul_vec4"),
+            kernel,
             constants,
             a_bs,
             bias.or(dummy.as_ref()),
-            grid,
+            [s.n.div_ceil(cols), s.m.div_ceil(rows)],
             VEC4_K_SLICE,
         )
     } else {

@@ -7,7 +7,8 @@ use super::context::{GpuContext, KernelProfile};
 use super::data::GpuData;
 use super::params::*;
 use super::shaders::{
-    self, ATTENTION, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL, OPTIM, REDUCE, SOFTMAX,
+    self, ATTENTION, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL, MATMUL_BLOCKS, OPTIM, REDUCE,
+    SOFTMAX,
 };
 use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Packing, Reduce, Unary};
 use crate::DType;
