@@ -32,31 +32,63 @@ fn row_at(l: RowLayout, b: u32, i: u32) -> u32 {
     return l.offset + (b / P.heads) * l.n_stride + (b % P.heads) * l.h_stride + i * l.row_stride;
 }
 
-// The problem and row of an invocation: workgroups of 64 rows on a grid of (row blocks, bh)
-// (bh folded into z beyond 65,535; the forward, dq and dk/dv take 128-row blocks, two rows
-// each). The problem comes from the workgroup alone, so the driver
-// knows it is the same for every invocation of a workgroup: the rows of k and v (forward, dq)
-// or of q and dO (dk, dv) that a workgroup walks through are then uniform loads, which CPU
-// drivers issue once for all lanes instead of once per lane.
-struct Row {
-    b: u32,
-    i: u32,
+// The inputs every kernel of the family reads; BIAS holds the key mask where HAS_BIAS (else it
+// is a one-element stand-in, never read).
+@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
+@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
+@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
+@group(0) @binding(4) var<storage, read> BIAS: array<f32>;
+
+// Row `at` (in vec4s) of q, k or v, as the loops that stream rows read them: where a subgroup's
+// lanes share loads (lanes.wgsl) and the row has at most 8 vec4s, each lane loads one and the
+// subgroup shares them, else each invocation loads the whole row. The shared form is written
+// out, not looped over: an array filled in a loop over lanes stayed in memory on llvmpipe, 50×
+// slower.
+fn q_row(at: u32, lane: u32) -> array<vec4<f32>, 32> {
+    var r: array<vec4<f32>, 32>;
+    if (LANES == 8u && D <= 32u) {
+        return put_shared(r, share(vec4<f32>(Q[at + min(lane, D / 4u - 1u)])));
+    }
+    for (var c = 0u; c < D / 4u; c++) {
+        r[c] = vec4<f32>(Q[at + c]);
+    }
+    return r;
 }
 
-fn row_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> Row {
-    return Row(wid.y + wid.z * nwg.y, wid.x * 64u + lid.x);
+fn k_row(at: u32, lane: u32) -> array<vec4<f32>, 32> {
+    var r: array<vec4<f32>, 32>;
+    if (LANES == 8u && D <= 32u) {
+        return put_shared(r, share(vec4<f32>(K[at + min(lane, D / 4u - 1u)])));
+    }
+    for (var c = 0u; c < D / 4u; c++) {
+        r[c] = vec4<f32>(K[at + c]);
+    }
+    return r;
+}
+
+fn v_row(at: u32, lane: u32) -> array<vec4<f32>, 32> {
+    var r: array<vec4<f32>, 32>;
+    if (LANES == 8u && DV <= 32u) {
+        return put_shared(r, share(vec4<f32>(V[at + min(lane, DV / 4u - 1u)])));
+    }
+    for (var c = 0u; c < DV / 4u; c++) {
+        r[c] = vec4<f32>(V[at + c]);
+    }
+    return r;
 }
 
 // The forward and gradient kernels take two rows per invocation, i0 and i1 = i0 + h of their
 // workgroup's block of 128 (h half the block), so that every row their loops stream is loaded
-// once for both. `two` is false for an odd block's middle row (i1 = i0 then, not written),
-// `inside` for invocations in the block's first half.
+// once for both, and share those loads across a subgroup's lanes (lanes.wgsl): a subgroup runs
+// if its first lane has rows, and its lanes past the block's half repeat the last pair without
+// writing it. `two` is false for an odd block's middle row (i1 = i0 then, not written).
 struct Pair {
     b: u32,
     i0: u32,
     i1: u32,
     two: bool,
-    inside: bool,
+    writes: bool,
+    runs: bool,
 }
 
 fn pair_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, n: u32) -> Pair {
@@ -64,9 +96,10 @@ fn pair_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, n: u32) -> Pair {
     let base = wid.x * 128u;
     let rows = min(128u, max(n, base) - base);
     let h = (rows + 1u) / 2u;
-    let i0 = base + lid.x;
-    let two = lid.x + h < rows;
-    return Pair(b, i0, select(i0, i0 + h, two), two, b < P.bh && lid.x < h);
+    let i0 = base + min(lid.x, h - 1u);
+    let two = i0 + h < base + rows;
+    let runs = b < P.bh && lid.x - lid.x % LANES < h;
+    return Pair(b, i0, select(i0, i0 + h, two), two, lid.x < h, runs);
 }
 
 //!kernel attention TQ TK TV
@@ -75,10 +108,6 @@ fn pair_of(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>, n: u32) -> Pair {
 // stored; every key's k and v rows are loaded once for both queries (CPU drivers pay each
 // storage load lane by lane). Also writes each row's log-sum-exp (bh, tq), from which the
 // backward pass rebuilds the probabilities.
-@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
-@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
-@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
-@group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read_write> O: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> LSE: array<f32>;
 
@@ -127,9 +156,10 @@ fn main(
     let tq = P.tq;
     let tk = P.tk;
     let pair = pair_of(wid, nwg, lid, tq);
-    if (!pair.inside) {
+    if (!pair.runs) {
         return;
     }
+    let lane = lid.x % LANES;
     let b = pair.b;
     let i0 = pair.i0;
     let i1 = pair.i1;
@@ -139,20 +169,22 @@ fn main(
     var acc1: array<vec4<f32>, 32>;
     var r0 = Running(-3.4028235e38, 0.0, 1.0, 0.0);
     var r1 = r0;
-    // Under a causal mask row i1 ≥ i0 sees every key row i0 sees.
+    // Under a causal mask row i1 ≥ i0 sees every key row i0 sees; the subgroup walks the keys
+    // any of its rows sees.
     let kend0 = select(tk, min(tk, i0 + 1u), CAUSAL);
-    let kend = select(tk, min(tk, i1 + 1u), CAUSAL);
+    let kend1 = select(tk, min(tk, i1 + 1u), CAUSAL);
+    let kend = lanes_max(kend1);
     let bias_row = (b / P.heads) * tk;
     let ks = rows_of(P.k, b);
     let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
+        let kj = k_row(ks.x + j * ks.y, lane);
+        let vj = v_row(vs.x + j * vs.y, lane);
         var s0 = 0.0;
         var s1 = 0.0;
-        let rk = ks.x + j * ks.y;
         for (var c = 0u; c < D / 4u; c++) {
-            let k = vec4<f32>(K[rk + c]);
-            s0 += dot(q0[c], k);
-            s1 += dot(q1[c], k);
+            s0 += dot(q0[c], kj[c]);
+            s1 += dot(q1[c], kj[c]);
         }
         if (HAS_BIAS) {
             let bias = BIAS[bias_row + j];
@@ -161,61 +193,28 @@ fn main(
         }
         // A masked key (bias -inf) is seen by neither.
         let sees0 = j < kend0 && !(s0 < -3.0e38);
-        let sees1 = !(s1 < -3.0e38);
+        let sees1 = j < kend1 && !(s1 < -3.0e38);
         if (!sees0 && !sees1) {
             continue;
         }
         r0 = step(r0, s0, sees0);
         r1 = step(r1, s1, sees1);
-        let rv = vs.x + j * vs.y;
         for (var c = 0u; c < DV / 4u; c++) {
-            let v = vec4<f32>(V[rv + c]);
-            acc0[c] = acc0[c] * r0.corr + r0.p * v;
-            acc1[c] = acc1[c] * r1.corr + r1.p * v;
+            acc0[c] = acc0[c] * r0.corr + r0.p * vj[c];
+            acc1[c] = acc1[c] * r1.corr + r1.p * vj[c];
         }
     }
-    write_row(b, i0, &acc0, r0);
-    if (pair.two) {
-        write_row(b, i1, &acc1, r1);
+    if (pair.writes) {
+        write_row(b, i0, &acc0, r0);
+        if (pair.two) {
+            write_row(b, i1, &acc1, r1);
+        }
     }
-}
-
-//!kernel attention_delta
-// Backward, first pass: per query row Dᵢ = Σ dOᵢ·Oᵢ, stored beside its log-sum-exp
-// (LD[2t] = lse, LD[2t + 1] = D) for the three gradient kernels.
-@group(0) @binding(1) var<storage, read> G: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> O: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> LSE: array<f32>;
-@group(0) @binding(4) var<storage, read_write> LD: array<f32>;
-
-@compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let r = row_of(wid, nwg, lid);
-    let tq = P.tq;
-    if (r.b >= P.bh || r.i >= tq) {
-        return;
-    }
-    let t = r.b * tq + r.i;
-    let ro = row_at(P.o, r.b, r.i) / 4u;
-    var s = 0.0;
-    for (var c = 0u; c < DV / 4u; c++) {
-        s += dot(G[ro + c], O[ro + c]);
-    }
-    LD[2u * t] = LSE[t];
-    LD[2u * t + 1u] = s;
 }
 
 //!kernel attention_dq TQ TK TV
 // dqᵢ = scale · Σⱼ pᵢⱼ (dOᵢ·vⱼ − Dᵢ) kⱼ, with pᵢⱼ = exp(scale·qᵢ·kⱼ + biasⱼ − lseᵢ); two query
 // rows per invocation (`pair_of`), written in q's layout.
-@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
-@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
-@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
-@group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
 @group(0) @binding(7) var<storage, read_write> DQ: array<vec4<f32>>;
@@ -248,9 +247,10 @@ fn main(
     let tq = P.tq;
     let tk = P.tk;
     let pair = pair_of(wid, nwg, lid, tq);
-    if (!pair.inside) {
+    if (!pair.runs) {
         return;
     }
+    let lane = lid.x % LANES;
     let b = pair.b;
     let i0 = pair.i0;
     let i1 = pair.i1;
@@ -263,17 +263,17 @@ fn main(
     var acc0: array<vec4<f32>, 32>;
     var acc1: array<vec4<f32>, 32>;
     let kend0 = select(tk, min(tk, i0 + 1u), CAUSAL);
-    let kend = select(tk, min(tk, i1 + 1u), CAUSAL);
+    let kend1 = select(tk, min(tk, i1 + 1u), CAUSAL);
+    let kend = lanes_max(kend1);
     let bias_row = (b / P.heads) * tk;
     let ks = rows_of(P.k, b);
     let vs = rows_of(P.v, b);
     for (var j = 0u; j < kend; j++) {
-        let rk = ks.x + j * ks.y;
-        var kj: array<vec4<f32>, 32>;
+        let kj = k_row(ks.x + j * ks.y, lane);
+        let vj = v_row(vs.x + j * vs.y, lane);
         var s0 = 0.0;
         var s1 = 0.0;
         for (var c = 0u; c < D / 4u; c++) {
-            kj[c] = vec4<f32>(K[rk + c]);
             s0 += dot(r0.q[c], kj[c]);
             s1 += dot(r1.q[c], kj[c]);
         }
@@ -283,19 +283,17 @@ fn main(
             s1 += bias;
         }
         let sees0 = j < kend0 && !(s0 < -3.0e38);
-        let sees1 = !(s1 < -3.0e38);
+        let sees1 = j < kend1 && !(s1 < -3.0e38);
         if (!sees0 && !sees1) {
             continue;
         }
         let p0 = select(0.0, exp(s0 - lse0), sees0);
         let p1 = select(0.0, exp(s1 - lse1), sees1);
-        let rv = vs.x + j * vs.y;
         var dp0 = 0.0;
         var dp1 = 0.0;
         for (var c = 0u; c < DV / 4u; c++) {
-            let v = vec4<f32>(V[rv + c]);
-            dp0 += dot(r0.go[c], v);
-            dp1 += dot(r1.go[c], v);
+            dp0 += dot(r0.go[c], vj[c]);
+            dp1 += dot(r1.go[c], vj[c]);
         }
         let ds0 = p0 * (dp0 - delta0);
         let ds1 = p1 * (dp1 - delta1);
@@ -303,6 +301,9 @@ fn main(
             acc0[c] += ds0 * kj[c];
             acc1[c] += ds1 * kj[c];
         }
+    }
+    if (!pair.writes) {
+        return;
     }
     let rq0 = row_at(P.q, b, i0) / 4u;
     for (var c = 0u; c < D / 4u; c++) {
@@ -325,13 +326,21 @@ fn main(
 override WANT_DK: bool = true;
 override WANT_DV: bool = true;
 
-@group(0) @binding(1) var<storage, read> Q: array<vec4<TQ>>;
-@group(0) @binding(2) var<storage, read> K: array<vec4<TK>>;
-@group(0) @binding(3) var<storage, read> V: array<vec4<TV>>;
-@group(0) @binding(4) var<storage, read> BIAS: array<f32>;
 @group(0) @binding(5) var<storage, read> G: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> LD: array<f32>;
 @group(0) @binding(7) var<storage, read_write> OUT: array<vec4<f32>>;
+
+// Row `at` of the output gradient, as `v_row` reads v.
+fn g_row(at: u32, lane: u32) -> array<vec4<f32>, 32> {
+    var r: array<vec4<f32>, 32>;
+    if (LANES == 8u && DV <= 32u) {
+        return put_shared(r, share(G[at + min(lane, DV / 4u - 1u)]));
+    }
+    for (var c = 0u; c < DV / 4u; c++) {
+        r[c] = G[at + c];
+    }
+    return r;
+}
 
 // Key row j of problem b: k (scaled) and v, where they are stored, and the first query that
 // sees it (tq for a masked key, which gets no gradient; under a causal mask queries i ≥ j).
@@ -371,9 +380,10 @@ fn main(
 ) {
     let tq = P.tq;
     let pair = pair_of(wid, nwg, lid, P.tk);
-    if (!pair.inside) {
+    if (!pair.runs) {
         return;
     }
+    let lane = lid.x % LANES;
     let b = pair.b;
     var r0 = key_row(b, pair.i0);
     var r1 = key_row(b, pair.i1);
@@ -383,25 +393,20 @@ fn main(
     var acc_v1: array<vec4<f32>, 32>;
     let qs = rows_of(P.q, b);
     let os = rows_of(P.o, b);
-    for (var i = min(r0.istart, r1.istart); i < tq; i++) {
+    // The subgroup walks the queries that see any of its keys.
+    for (var i = lanes_min(min(r0.istart, r1.istart)); i < tq; i++) {
         // Query row i and its output gradient, each loaded once for all four uses.
-        let rq = qs.x + i * qs.y;
-        var qi: array<vec4<f32>, 32>;
+        let qi = q_row(qs.x + i * qs.y, lane);
+        let gi = g_row(os.x + i * os.y, lane);
         var s0 = r0.bias;
         var s1 = r1.bias;
         for (var c = 0u; c < D / 4u; c++) {
-            qi[c] = vec4<f32>(Q[rq + c]);
             s0 += dot(qi[c], r0.k[c]);
             s1 += dot(qi[c], r1.k[c]);
         }
         let lse = LD[2u * (b * tq + i)];
         let p0 = select(0.0, exp(s0 - lse), i >= r0.istart);
         let p1 = select(0.0, exp(s1 - lse), i >= r1.istart);
-        let ro = os.x + i * os.y;
-        var gi: array<vec4<f32>, 32>;
-        for (var c = 0u; c < DV / 4u; c++) {
-            gi[c] = G[ro + c];
-        }
         if (WANT_DV) {
             for (var c = 0u; c < DV / 4u; c++) {
                 acc_v0[c] += p0 * gi[c];
@@ -423,6 +428,9 @@ fn main(
                 acc_k1[c] += ds1 * qi[c];
             }
         }
+    }
+    if (!pair.writes) {
+        return;
     }
     if (WANT_DV) {
         for (var c = 0u; c < DV / 4u; c++) {

@@ -200,48 +200,33 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 // step of 4 along K does 16 vec4 loads per lane (8 of A, 8 of B) for 2,048 multiply-adds where
 // matmul_vec4 does 48. On lavapipe: 1024³ 18 → 29 GFLOP/s, the ViT's products 12–18 → 21–32
 // GFLOP/s.
-// A workgroup is 64 invocations in one dimension, lanes 8i..8i+7 a subgroup (llvmpipe's vector).
+// A workgroup is 64 invocations in one dimension, lanes 8i..8i+7 a subgroup (see lanes.wgsl);
+// the host runs this kernel only where LANES is 8.
 
-// Sixteen of the subgroup's rows of A: rows 4l..4l+3 of `t` (A's rows over four steps of K,
-// as matrix columns) from lane l, for lanes 0..3 (`rows_low`) or 4..7 (`rows_high`).
-fn rows_low(t: mat4x4<f32>) -> Rows {
-    return Rows(
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 0u), subgroupBroadcast(t[1], 0u),
-            subgroupBroadcast(t[2], 0u), subgroupBroadcast(t[3], 0u),
-        ),
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 1u), subgroupBroadcast(t[1], 1u),
-            subgroupBroadcast(t[2], 1u), subgroupBroadcast(t[3], 1u),
-        ),
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 2u), subgroupBroadcast(t[1], 2u),
-            subgroupBroadcast(t[2], 2u), subgroupBroadcast(t[3], 2u),
-        ),
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 3u), subgroupBroadcast(t[1], 3u),
-            subgroupBroadcast(t[2], 3u), subgroupBroadcast(t[3], 3u),
-        ),
-    );
+// The subgroup's 32 rows of A in `t` (each lane's 4 rows over four steps of K, as matrix
+// columns), as two sets of sixteen: rows 4l..4l+3 from lane l, lanes 0..3 and 4..7.
+struct Shared {
+    low: Rows,
+    high: Rows,
 }
 
-fn rows_high(t: mat4x4<f32>) -> Rows {
-    return Rows(
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 4u), subgroupBroadcast(t[1], 4u),
-            subgroupBroadcast(t[2], 4u), subgroupBroadcast(t[3], 4u),
+fn shared_rows(t: mat4x4<f32>) -> Shared {
+    let e0 = share(t[0]);
+    let e1 = share(t[1]);
+    let e2 = share(t[2]);
+    let e3 = share(t[3]);
+    return Shared(
+        Rows(
+            mat4x4<f32>(e0.c0, e1.c0, e2.c0, e3.c0),
+            mat4x4<f32>(e0.c1, e1.c1, e2.c1, e3.c1),
+            mat4x4<f32>(e0.c2, e1.c2, e2.c2, e3.c2),
+            mat4x4<f32>(e0.c3, e1.c3, e2.c3, e3.c3),
         ),
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 5u), subgroupBroadcast(t[1], 5u),
-            subgroupBroadcast(t[2], 5u), subgroupBroadcast(t[3], 5u),
-        ),
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 6u), subgroupBroadcast(t[1], 6u),
-            subgroupBroadcast(t[2], 6u), subgroupBroadcast(t[3], 6u),
-        ),
-        mat4x4<f32>(
-            subgroupBroadcast(t[0], 7u), subgroupBroadcast(t[1], 7u),
-            subgroupBroadcast(t[2], 7u), subgroupBroadcast(t[3], 7u),
+        Rows(
+            mat4x4<f32>(e0.c4, e1.c4, e2.c4, e3.c4),
+            mat4x4<f32>(e0.c5, e1.c5, e2.c5, e3.c5),
+            mat4x4<f32>(e0.c6, e1.c6, e2.c6, e3.c6),
+            mat4x4<f32>(e0.c7, e1.c7, e2.c7, e3.c7),
         ),
     );
 }
@@ -252,7 +237,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let n = P.n;
     let k = P.k;
     let k_end = P.k_end;
-    let lane = li % 8u;
+    let lane = li % LANES;
     let batch = wid.z + P.batch_base;
     let r0 = (wid.y * 8u + li / 8u) * 64u;
     let c0 = (wid.x * 8u + lane) * 8u;
@@ -272,22 +257,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var s6 = Rows();
     var s7 = Rows();
     for (var k0 = P.k_start; k0 < k_end; k0 += 4u) {
-        let low = a_rows(a_base, r0 + 4u * lane, k0, m, k);
-        let high = a_rows(a_base, r0 + 32u + 4u * lane, k0, m, k);
+        let top = shared_rows(a_rows(a_base, r0 + 4u * lane, k0, m, k));
+        let bottom = shared_rows(a_rows(a_base, r0 + 32u + 4u * lane, k0, m, k));
         let b0 = b_rows(b_base, k0, c0, n, k);
         let b1 = b_rows(b_base, k0, c0 + 4u, n, k);
-        let a0 = rows_low(low);
-        s0 = update(s0, b0, a0);
-        s1 = update(s1, b1, a0);
-        let a1 = rows_high(low);
-        s2 = update(s2, b0, a1);
-        s3 = update(s3, b1, a1);
-        let a2 = rows_low(high);
-        s4 = update(s4, b0, a2);
-        s5 = update(s5, b1, a2);
-        let a3 = rows_high(high);
-        s6 = update(s6, b0, a3);
-        s7 = update(s7, b1, a3);
+        s0 = update(s0, b0, top.low);
+        s1 = update(s1, b1, top.low);
+        s2 = update(s2, b0, top.high);
+        s3 = update(s3, b1, top.high);
+        s4 = update(s4, b0, bottom.low);
+        s5 = update(s5, b1, bottom.low);
+        s6 = update(s6, b0, bottom.high);
+        s7 = update(s7, b1, bottom.high);
     }
     let c_base = batch * m * n;
     store_strip(c_base, r0, c0, s0);

@@ -1304,6 +1304,14 @@ fn gpu_attention_rank4() {
         attn_inputs(&s, &s, &s, 10),
         padding_mask(1, 131, 12),
     );
+    // Rows of 8 vec4s, one per lane of a subgroup that shares them (k of 32, v of 28), queries
+    // and keys past one subgroup's rows.
+    attention_variants(
+        &gpu,
+        "attention q (1,2,21,32) k (1,2,37,32) v (1,2,37,28)",
+        attn_inputs(&[1, 2, 21, 32], &[1, 2, 37, 32], &[1, 2, 37, 28], 13),
+        padding_mask(1, 37, 14),
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! the first one is kept with the op it hit, later work is dropped, and every read-back returns
 //! it as an [`Error::Device`] naming the op and its sizes, so a training run can stop cleanly.
 
+use super::shaders::Variant;
 use crate::error::{Error, Result};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,7 +156,7 @@ struct Recorded {
 
 struct State {
     /// Compiled kernels by name, f16 mask (see `shaders::module`) and override constants.
-    pipelines: HashMap<(&'static str, u32, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
+    pipelines: HashMap<(&'static str, Variant, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
     /// Idle buffers by size, handed out in a fixed order (wgpu orders buffers by id), so that a
     /// program that allocates the same way twice gets the same buffers twice: the bind-group
     /// cache below relies on it.
@@ -644,7 +645,7 @@ impl GpuContext {
         state: &mut State,
         name: &'static str,
         source: &dyn Fn() -> String,
-        f16_mask: u32,
+        variant: Variant,
         constants: &[(&'static str, u32)],
     ) -> Arc<wgpu::ComputePipeline> {
         assert!(
@@ -657,7 +658,7 @@ impl GpuContext {
         }
         state
             .pipelines
-            .entry((name, f16_mask, key))
+            .entry((name, variant, key))
             .or_insert_with(|| {
                 let module = self
                     .device
@@ -687,13 +688,13 @@ impl GpuContext {
 
     /// Records one kernel launch: `params` go to binding 0, `buffers` to bindings 1.. in order;
     /// `constants` set the kernel's override constants (at most [`MAX_CONSTANTS`], always the
-    /// same names in the same order for one kernel); `source` is the variant for `f16_mask`.
+    /// same names in the same order for one kernel); `source` is the kernel's `variant`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn launch(
         &self,
         kernel: &'static str,
         source: &dyn Fn() -> String,
-        f16_mask: u32,
+        variant: Variant,
         constants: &[(&'static str, u32)],
         params: &[u8],
         buffers: &[&wgpu::Buffer],
@@ -716,7 +717,7 @@ impl GpuContext {
         if st.ops.len() >= MAX_BATCH {
             self.submit(&mut st);
         }
-        let pipeline = self.pipeline(&mut st, kernel, source, f16_mask, constants);
+        let pipeline = self.pipeline(&mut st, kernel, source, variant, constants);
         let offset = st.ops.len() as u64 * st.slot;
         assert!(
             params.len() as u64 <= PARAM_SLOT,

@@ -12,6 +12,7 @@
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const STRIDED: &str = include_str!("../../../../shaders/strided.wgsl");
+const LANES: &str = include_str!("../../../../shaders/lanes.wgsl");
 pub const ELEMENTWISE: &str = include_str!("../../../../shaders/elementwise.wgsl");
 pub const COPY: &str = include_str!("../../../../shaders/copy.wgsl");
 pub const REDUCE: &str = include_str!("../../../../shaders/reduce.wgsl");
@@ -21,6 +22,7 @@ pub const SOFTMAX: &str = include_str!("../../../../shaders/softmax.wgsl");
 pub const LAYERNORM: &str = include_str!("../../../../shaders/layernorm.wgsl");
 pub const BATCHNORM: &str = include_str!("../../../../shaders/batchnorm.wgsl");
 pub const ATTENTION: &str = include_str!("../../../../shaders/attention.wgsl");
+pub const ATTENTION_DELTA: &str = include_str!("../../../../shaders/attention_delta.wgsl");
 pub const OPTIM: &str = include_str!("../../../../shaders/optim.wgsl");
 
 /// The helpers and the section of kernel `name` in `family`.
@@ -33,12 +35,23 @@ fn section<'a>(family: &'a str, name: &str) -> (&'a str, &'a str) {
     (helpers, body)
 }
 
-/// What kernel `name` declares: how many element-type aliases after its name (see the module
-/// docs), and its parameter struct (`var<uniform> P: NAME;`, in its section or in its family's
-/// helpers).
-pub fn declared<'a>(family: &'a str, name: &str) -> (usize, &'a str) {
+/// What a kernel's WGSL declares: how many element-type aliases after its name (see the module
+/// docs), its parameter struct (`var<uniform> P: NAME;`, in its section or in its family's
+/// helpers), and whether it shares loads across lanes (names `LANES`, see `lanes.wgsl`).
+#[derive(Clone, Copy)]
+pub struct Declared<'a> {
+    pub aliases: usize,
+    pub params: &'a str,
+    pub shares: bool,
+}
+
+pub fn declared<'a>(family: &'a str, name: &str) -> Declared<'a> {
     let (helpers, body) = section(family, name);
-    (header_aliases(body).len(), section_params(helpers, body))
+    Declared {
+        aliases: header_aliases(body).len(),
+        params: section_params(helpers, body),
+        shares: helpers.contains("LANES") || body.contains("LANES"),
+    }
 }
 
 /// The parameter struct declared in a kernel's family helpers or its section.
@@ -60,17 +73,28 @@ fn header_aliases(body: &str) -> Vec<&str> {
     header.split_whitespace().skip(1).collect()
 }
 
-/// The full WGSL module for kernel `name` of `family`, with alias `i` set to f16 where bit `i`
-/// of `f16_mask` is set and to f32 elsewhere (the caller has checked that the mask names no
-/// binding past the aliases).
-pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
+/// Which source of a kernel to compile: alias `i` is f16 where bit `i` of `f16_mask` is set (the
+/// caller has checked that the mask names no binding past the aliases), f32 elsewhere; `lanes`
+/// is 8 where loads are shared across subgroups of 8 lanes, else 1 (see `lanes.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub f16_mask: u32,
+    pub lanes: u32,
+}
+
+/// The full WGSL module for kernel `name` of `family` in variant `v`.
+pub fn module(family: &str, name: &str, v: Variant) -> String {
     let (helpers, body) = section(family, name);
     let mut prelude = String::new();
-    if f16_mask != 0 {
+    if v.f16_mask != 0 {
         prelude.push_str("enable f16;\n");
     }
     for (i, alias) in header_aliases(body).iter().enumerate() {
-        let ty = if f16_mask >> i & 1 == 1 { "f16" } else { "f32" };
+        let ty = if v.f16_mask >> i & 1 == 1 {
+            "f16"
+        } else {
+            "f32"
+        };
         prelude.push_str(&format!("alias {alias} = {ty};\n"));
     }
     prelude.push_str(&crate::backend::wgsl_op_constants());
@@ -80,15 +104,28 @@ pub fn module(family: &str, name: &str, f16_mask: u32) -> String {
     } else {
         ""
     };
-    format!("{prelude}{COMMON}\n{strided}\n{helpers}\n// kernel {body}")
+    format!(
+        "{prelude}{COMMON}\n{}\n{strided}\n{helpers}\n// kernel {body}",
+        lanes(v.lanes)
+    )
+}
+
+/// `lanes.wgsl`'s shared part and its section for `n` lanes.
+fn lanes(n: u32) -> String {
+    let mut parts = LANES.split("//!lanes ");
+    let shared = parts.next().unwrap_or_default();
+    let section = parts
+        .find(|s| s.split_whitespace().next() == Some(&n.to_string()))
+        .unwrap_or_else(|| panic!("internal: no lanes.wgsl section for {n} lanes"));
+    format!("{shared}// lanes {section}")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every kernel section parses and validates as WGSL (no adapter needed), and so does every
-    /// kernel with element-type aliases in its all-f16 variant.
+    /// Every kernel section parses and validates as WGSL (no adapter needed), with and without
+    /// subgroup lanes, and so does every kernel with element-type aliases in its all-f16 variant.
     #[test]
     fn every_kernel_validates() {
         let families = [
@@ -101,21 +138,22 @@ mod tests {
             LAYERNORM,
             BATCHNORM,
             ATTENTION,
+            ATTENTION_DELTA,
             OPTIM,
         ];
         let (mut count, mut typed) = (0, 0);
         for family in families {
             for section in family.split("//!kernel ").skip(1) {
                 let name = section.split_whitespace().next().unwrap();
-                let (n, _) = declared(family, name);
+                let n = declared(family, name).aliases;
                 let masks = if n == 0 {
                     vec![0]
                 } else {
                     vec![0, (1 << n) - 1]
                 };
                 typed += (n > 0) as usize;
-                for mask in masks {
-                    let src = module(family, name, mask);
+                for (f16_mask, lanes) in masks.into_iter().flat_map(|m| [(m, 1), (m, 8)]) {
+                    let src = module(family, name, Variant { f16_mask, lanes });
                     let m = naga::front::wgsl::parse_str(&src)
                         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
                     naga::valid::Validator::new(
@@ -123,7 +161,9 @@ mod tests {
                         naga::valid::Capabilities::all(),
                     )
                     .validate(&m)
-                    .unwrap_or_else(|e| panic!("{name} (f16 mask {mask}): {e:?}"));
+                    .unwrap_or_else(|e| {
+                        panic!("{name} (f16 mask {f16_mask}, lanes {lanes}): {e:?}")
+                    });
                 }
                 count += 1;
             }

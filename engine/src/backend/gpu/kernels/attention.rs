@@ -136,8 +136,8 @@ pub fn attention_backward(
     let ld = GpuData::alloc(ctx, 2 * s.bh * s.tq);
     launch_with(
         ctx,
-        kernel!(ATTENTION, "attention_delta"),
-        &constants,
+        kernel!(ATTENTION_DELTA, "attention_delta"),
+        &[("DV", s.dv as u32)],
         &p,
         &[g, o, lse, &ld],
         attention_grid(s.bh, s.tq),

@@ -55,11 +55,10 @@ fn vec4_fits(s: &MatmulSpec) -> bool {
 /// least 192 wide (its 8 invocations across then fill 256 columns, or 6 of 8 do), else 2; on
 /// hardware 1.
 fn blocks(ctx: &GpuContext, n: usize) -> (Kernel, Option<usize>, [usize; 2]) {
-    let software = ctx.profile() == KernelProfile::Software;
-    if software && ctx.subgroups_of_8() {
+    if shared_lanes(ctx) == 8 {
         return (kernel!(MATMUL_BLOCKS, "matmul_lanes"), None, [512, 64]);
     }
-    let strips = match (software, n >= 192) {
+    let strips = match (ctx.profile() == KernelProfile::Software, n >= 192) {
         (false, _) => 1,
         (true, true) => 8,
         (true, false) => 2,

@@ -7,8 +7,8 @@ use super::context::{GpuContext, KernelProfile};
 use super::data::GpuData;
 use super::params::*;
 use super::shaders::{
-    self, ATTENTION, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL, MATMUL_BLOCKS, OPTIM, REDUCE,
-    SOFTMAX,
+    self, ATTENTION, ATTENTION_DELTA, BATCHNORM, COPY, ELEMENTWISE, LAYERNORM, MATMUL,
+    MATMUL_BLOCKS, OPTIM, REDUCE, SOFTMAX,
 };
 use crate::backend::{AdamWStep, AttnSpec, Binary, MatmulSpec, Packing, Reduce, Unary};
 use crate::DType;
@@ -78,25 +78,40 @@ fn launch_with<P: Params>(
     buffers: &[&GpuData],
     grid: [u32; 3],
 ) {
-    let (typed, declared) = declared(k);
+    let d = declared(k);
     assert_eq!(
-        declared,
+        d.params,
         P::NAME,
-        "internal: GPU kernel {} takes {declared} parameters, given {}",
+        "internal: GPU kernel {} takes {} parameters, given {}",
         k.name,
+        d.params,
         P::NAME
     );
     let bufs: Vec<&wgpu::Buffer> = buffers.iter().map(|b| b.buffer()).collect();
-    let mask = f16_mask(k, typed, buffers);
-    let source = || shaders::module(k.family, k.name, mask);
+    let variant = shaders::Variant {
+        f16_mask: f16_mask(k, d.aliases, buffers),
+        // Kernels that share no loads compile once for both.
+        lanes: if d.shares { shared_lanes(ctx) } else { 1 },
+    };
+    let source = || shaders::module(k.family, k.name, variant);
     let bytes = bytemuck::bytes_of(params);
-    ctx.launch(k.name, &source, mask, constants, bytes, &bufs, grid);
+    ctx.launch(k.name, &source, variant, constants, bytes, &bufs, grid);
 }
 
-/// What kernel `k`'s WGSL declares: how many element-type aliases, and its parameter struct.
-/// Read from the source once per kernel.
-fn declared(k: Kernel) -> (usize, &'static str) {
-    static DECLARED: LazyLock<Mutex<HashMap<&str, (usize, &str)>>> =
+/// Lanes across which the software profile's kernels share their loads: 8 where the adapter's
+/// subgroups have exactly 8 (lavapipe), else 1 (see `shaders/lanes.wgsl`).
+fn shared_lanes(ctx: &GpuContext) -> u32 {
+    if ctx.profile() == KernelProfile::Software && ctx.subgroups_of_8() {
+        8
+    } else {
+        1
+    }
+}
+
+/// What kernel `k`'s WGSL declares (see [`shaders::declared`]). Read from the source once per
+/// kernel.
+fn declared(k: Kernel) -> shaders::Declared<'static> {
+    static DECLARED: LazyLock<Mutex<HashMap<&str, shaders::Declared<'static>>>> =
         LazyLock::new(Default::default);
     *(DECLARED.lock().unwrap().entry(k.name)).or_insert_with(|| shaders::declared(k.family, k.name))
 }
