@@ -155,7 +155,7 @@ struct Recorded {
 }
 
 struct State {
-    /// Compiled kernels by name, f16 mask (see `shaders::module`) and override constants.
+    /// Compiled kernels by name, source variant (see `shaders::Variant`) and override constants.
     pipelines: HashMap<(&'static str, Variant, [u32; MAX_CONSTANTS]), Arc<wgpu::ComputePipeline>>,
     /// Idle buffers by size, handed out in a fixed order (wgpu orders buffers by id), so that a
     /// program that allocates the same way twice gets the same buffers twice: the bind-group

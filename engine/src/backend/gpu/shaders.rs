@@ -8,7 +8,9 @@
 //! the f32 and f16 paths are one source. Every module also gets the parameter structs of
 //! `params.rs` and the op constants the `switch`es of element-wise and reduction kernels name
 //! (`UNARY_EXP`), both generated from the Rust definitions; a kernel whose parameters are
-//! `Strided` also gets `strided.wgsl`.
+//! `Strided` also gets `strided.wgsl`; and every module gets one section of `lanes.wgsl`, the one
+//! for 8 lanes (subgroup broadcasts) or for 1, so that a kernel that shares loads across a
+//! subgroup's lanes has one source for adapters with and without subgroups.
 
 const COMMON: &str = include_str!("../../../../shaders/common.wgsl");
 const STRIDED: &str = include_str!("../../../../shaders/strided.wgsl");

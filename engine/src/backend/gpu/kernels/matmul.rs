@@ -50,10 +50,10 @@ fn vec4_fits(s: &MatmulSpec) -> bool {
 
 /// The register-blocked product for this thread's profile and C's width `n`: its kernel, its
 /// `STRIPS` constant, and the rows × columns of C one workgroup covers. Where subgroups have 8
-/// lanes (lavapipe), `matmul_lanes`, 8×8 invocations of 64 × 8. Else `matmul_vec4`, 8×8
-/// invocations of 16 rows × 4 columns per strip: on a software adapter 8 strips where C is at
-/// least 192 wide (its 8 invocations across then fill 256 columns, or 6 of 8 do), else 2; on
-/// hardware 1.
+/// lanes (lavapipe), `matmul_lanes`: 8 subgroups of 8 invocations of 64 × 8. Else
+/// `matmul_vec4`, 8×8 invocations of 16 rows × 4 columns per strip: on a software adapter 8
+/// strips where C is at least 192 wide (its 8 invocations across then fill 256 columns, or 6 of
+/// 8 do), else 2; on hardware 1.
 fn blocks(ctx: &GpuContext, n: usize) -> (Kernel, Option<usize>, [usize; 2]) {
     if shared_lanes(ctx) == 8 {
         return (kernel!(MATMUL_BLOCKS, "matmul_lanes"), None, [512, 64]);
