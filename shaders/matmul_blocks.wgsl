@@ -239,7 +239,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let k_end = P.k_end;
     let lane = li % LANES;
     let batch = wid.z + P.batch_base;
-    let r0 = (wid.y * 8u + li / 8u) * 64u;
+    let r0 = (wid.y * 8u + li / LANES) * 64u;
     let c0 = (wid.x * 8u + lane) * 8u;
     // A subgroup's lanes share r0, so they leave together; those past N compute on clamped
     // columns, for their rows of A, and store nothing.
