@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use half::f16;
-use selfsup_engine::backend::gpu::{with_kernel_profile, KernelProfile};
 use selfsup_engine::{Autocast, DType, Device, Tensor};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -17,8 +16,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 fn round16(v: &[f64]) -> Vec<f64> {
     v.iter().map(|&x| f16::from_f64(x).to_f64()).collect()
 }
-
-const PROFILES: [KernelProfile; 2] = [KernelProfile::Software, KernelProfile::Hardware];
 
 #[test]
 fn casts_round_to_nearest_and_back_exactly() {
@@ -86,9 +83,6 @@ fn f16_operands_multiply_like_their_f32_values() {
         ([1, 1], 8, 12, 4),
         ([1, 1], 516, 8, 68),
     ];
-    let Device::Gpu(ctx) = &gpu else {
-        unreachable!("a GPU device")
-    };
     for (case, &(batches, m, k, n)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let sa = if ta {
@@ -109,7 +103,7 @@ fn f16_operands_multiply_like_their_f32_values() {
             let up = |v: &[f64], s: &[usize]| {
                 Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), s, &gpu)
             };
-            for pass in kernel_passes(ctx) {
+            for pass in kernel_passes(&gpu) {
                 for (a16, b16) in [(true, true), (true, false), (false, true)] {
                     let cast = |t: Tensor, on: bool| if on { t.to_dtype(DType::F16) } else { t };
                     let (x, y) = (cast(up(&a, &sa), a16), cast(up(&b, &sb), b16));
@@ -180,12 +174,12 @@ fn autocast_matches_f32_within_f16_precision() {
     };
     let cpu = run(&Device::cpu(), false);
     let f32_gpu = run(&gpu, false);
-    for profile in PROFILES {
-        let got = with_kernel_profile(profile, || run(&gpu, true));
-        let again = with_kernel_profile(profile, || run(&gpu, true));
-        assert_eq!(got, again, "{profile:?}: two autocast runs differ");
+    for pass in kernel_passes(&gpu) {
+        let got = pass.run(|| run(&gpu, true));
+        let again = pass.run(|| run(&gpu, true));
+        assert_eq!(got, again, "{pass}: two autocast runs differ");
         for (i, (g, w)) in got.iter().zip(&cpu).enumerate() {
-            let what = format!("{profile:?} autocast, output {i}");
+            let what = format!("{pass} autocast, output {i}");
             let tol = Tol32 {
                 atol: 2e-2,
                 rtol: 2e-2,
@@ -193,7 +187,7 @@ fn autocast_matches_f32_within_f16_precision() {
             assert_close32(&what, &[g.len()], g, w, tol);
         }
         // f16 really was used: the results differ from the f32 GPU run's.
-        assert_ne!(got[0], f32_gpu[0], "{profile:?}: autocast changed nothing");
+        assert_ne!(got[0], f32_gpu[0], "{pass}: autocast changed nothing");
     }
 }
 

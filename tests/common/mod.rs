@@ -13,9 +13,7 @@
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use selfsup_engine::backend::gpu::{
-    with_kernel_profile, with_subgroups, GpuContext, KernelProfile,
-};
+use selfsup_engine::backend::gpu::{with_kernel_profile, with_subgroups, KernelProfile};
 use selfsup_engine::SeededRng;
 use selfsup_engine::{no_grad, DType, Device, Tensor};
 
@@ -561,8 +559,11 @@ impl std::fmt::Display for KernelPass {
 }
 
 /// Both kernel profiles, whatever the adapter, and the software one again without subgroup
-/// operations where its kernels use them.
-pub fn kernel_passes(ctx: &GpuContext) -> Vec<KernelPass> {
+/// operations where `gpu`'s kernels use them.
+pub fn kernel_passes(gpu: &Device) -> Vec<KernelPass> {
+    let Device::Gpu(ctx) = gpu else {
+        panic!("kernel_passes: {gpu:?} is not a GPU device");
+    };
     let pass = |profile, subgroups| KernelPass { profile, subgroups };
     let mut passes = vec![pass(KernelProfile::Software, true)];
     if ctx.subgroups_of_8() {
@@ -589,9 +590,7 @@ pub fn gpu_check_with(
     f: impl Fn(&[Tensor]) -> Tensor,
 ) {
     let inputs = inputs.as_ref();
-    let Device::Gpu(ctx) = gpu else {
-        panic!("gpu_check {op}: {gpu:?} is not a GPU device");
-    };
+    assert!(gpu.is_gpu(), "gpu_check {op}: {gpu:?} is not a GPU device");
     for (i, t) in inputs.iter().enumerate() {
         assert!(
             t.dtype() == DType::F32 && !t.device().is_gpu(),
@@ -605,7 +604,7 @@ pub fn gpu_check_with(
         .map(|v| v as f32)
         .collect();
     let cpu = run_on(op, &Device::cpu(), inputs, &w, &f);
-    for pass in kernel_passes(ctx) {
+    for pass in kernel_passes(gpu) {
         let (gpu_run, again) = pass.run(|| {
             (
                 run_on(op, gpu, inputs, &w, &f),
